@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks: RHAPSODY against the raw engines, in one process run."""

@@ -1,0 +1,140 @@
+"""Timing helpers shared by every engine's benchmark module.
+
+Each engine module (``benchmarks/bench_<engine>.py``) measures pairs of
+variants of one workload (``raw`` = the engine's own API, ``rhapsody`` = the same
+work through a RHAPSODY Session) interleaved A/B/A/B in one process, and
+records them with `Recorder`. Output: a table on stdout and JSON lines that
+``python -m benchmarks`` merges.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+
+@attrs.define
+class Result:
+    engine: str
+    workload: str
+    variant: str  # "raw", "rhapsody", "rhapsody-py"
+    n: int
+    seconds: list[float] = attrs.field(factory=list)
+    error: str | None = None
+    extra: dict[str, Any] = attrs.field(factory=dict)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds) if self.seconds else float("nan")
+
+    @property
+    def spread(self) -> float:
+        return (max(self.seconds) - min(self.seconds)) if len(self.seconds) > 1 else 0.0
+
+    @property
+    def rate(self) -> float:
+        return self.n / self.median if self.seconds and self.median > 0 else float("nan")
+
+    @property
+    def per_task_us(self) -> float:
+        return self.median / self.n * 1e6 if self.seconds else float("nan")
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "engine": self.engine, "workload": self.workload, "variant": self.variant, "n": self.n,
+            "seconds": self.seconds, "median_s": self.median, "spread_s": self.spread,
+            "tasks_per_s": self.rate, "per_task_us": self.per_task_us, "error": self.error, **self.extra,
+        }
+
+
+def parse_args(description: str, default_n: dict[str, int], quick_n: dict[str, int]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="small N, one repeat: checks the code runs, not speed")
+    parser.add_argument("--repeats", type=int, default=3, help="A/B rounds per workload (default 3)")
+    parser.add_argument("--json", type=Path, default=None, help="append JSON lines here")
+    parser.add_argument("--workloads", default="", help="comma list to run (default: all)")
+    for name, n in default_n.items():
+        parser.add_argument(f"--n-{name.replace('_', '-')}", type=int, default=None, dest=f"n_{name}", help=f"N for {name} (default {n})")
+    args = parser.parse_args()
+    if args.quick:
+        args.repeats = 1
+    for name in default_n:
+        if getattr(args, f"n_{name}") is None:
+            setattr(args, f"n_{name}", (quick_n if args.quick else default_n)[name])
+    args.selected = {w for w in args.workloads.split(",") if w}
+    return args
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class Recorder:
+    """Collects results for one engine and prints / writes them."""
+
+    def __init__(self, engine: str, args: argparse.Namespace) -> None:
+        self.engine, self.args = engine, args
+        self.results: dict[tuple[str, str], Result] = {}
+
+    def wanted(self, workload: str) -> bool:
+        return not self.args.selected or workload in self.args.selected
+
+    def result(self, workload: str, variant: str, n: int) -> Result:
+        key = (workload, variant)
+        if key not in self.results:
+            self.results[key] = Result(self.engine, workload, variant, n)
+        return self.results[key]
+
+    async def ab(self, workload: str, n: int, variants: dict[str, Callable[[int], Awaitable[Any]]]) -> None:
+        """Run each variant ``repeats`` times, interleaved; a failing variant is
+        recorded with its error and dropped from later rounds."""
+        for _ in range(self.args.repeats):
+            for variant, fn in variants.items():
+                res = self.result(workload, variant, n)
+                if res.error:
+                    continue
+                t0 = time.perf_counter()
+                try:
+                    await fn(n)
+                except Exception as exc:  # noqa: BLE001 - a benchmark reports, it does not crash
+                    res.error = f"{type(exc).__name__}: {exc}"[:300]
+                    continue
+                res.seconds.append(time.perf_counter() - t0)
+
+    def record(self, workload: str, variant: str, n: int, seconds: float, **extra: Any) -> None:
+        res = self.result(workload, variant, n)
+        res.seconds.append(seconds)
+        res.extra.update(extra)
+
+    def fail(self, workload: str, variant: str, n: int, error: str) -> None:
+        self.result(workload, variant, n).error = error[:300]
+
+    def finish(self) -> None:
+        rows = sorted(self.results.values(), key=lambda r: (r.workload, r.variant))
+        print(f"\n== {self.engine} ==")
+        print(f"{'workload':<22}{'variant':<13}{'N':>8}{'median s':>11}{'spread s':>10}{'tasks/s':>11}{'us/task':>10}{'vs raw':>8}")
+        for r in rows:
+            if r.error:
+                print(f"{r.workload:<22}{r.variant:<13}{r.n:>8}  FAILED: {r.error}")
+                continue
+            raw = self.results.get((r.workload, "raw"))
+            ratio = r.median / raw.median if raw and raw.seconds and r.variant != "raw" else None
+            ratio_s = f"{ratio:>8.2f}" if ratio is not None else f"{'':>8}"
+            extra = " ".join(f"{k}={v}" for k, v in r.extra.items())
+            print(f"{r.workload:<22}{r.variant:<13}{r.n:>8}{r.median:>11.3f}{r.spread:>10.3f}{r.rate:>11.1f}{r.per_task_us:>10.1f}{ratio_s}  {extra}")
+        sys.stdout.flush()
+        if self.args.json:
+            self.args.json.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.args.json, "a") as fh:
+                for r in rows:
+                    fh.write(json.dumps({**r.as_json(), "pid": os.getpid()}) + "\n")

@@ -1,0 +1,24 @@
+"""The concurrent backend against the shared conformance suite: a real thread
+pool and real subprocesses."""
+
+from __future__ import annotations
+
+from concurrent.futures import ProcessPoolExecutor
+
+from rhapsody.testing import BackendConformance
+from rhapsody_concurrent.backend import ConcurrentExecutionBackend
+
+
+class TestThreadPoolConformance(BackendConformance):
+    concurrency = 2
+
+    def make_backend(self) -> ConcurrentExecutionBackend:
+        return ConcurrentExecutionBackend(name="concurrent", cores=self.concurrency)
+
+
+class TestProcessPoolConformance(BackendConformance):
+    concurrency = 2
+    burst_size = 300
+
+    def make_backend(self) -> ConcurrentExecutionBackend:
+        return ConcurrentExecutionBackend(name="procs", executor=ProcessPoolExecutor(max_workers=self.concurrency))

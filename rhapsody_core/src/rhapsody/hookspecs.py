@@ -1,0 +1,71 @@
+"""The hooks RHAPSODY calls. Backends register through the first; observers
+(logging, progress, telemetry, journals, policy) implement the others.
+
+Implement them with ``@rhapsody.hookimpl`` in a module named by an entry point in
+the ``rhapsody.backends`` group (backends) or registered on the plugin manager
+(observers). Every hook is called from the event loop thread, never concurrently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from rhapsody.backends.base import BaseExecutionBackend
+    from rhapsody.plugins.records import BackendRecord
+    from rhapsody.states import TaskState
+    from rhapsody.task import BaseTask
+
+PROJECT = "rhapsody"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def rhapsody_register_backends() -> Sequence[BackendRecord]:
+    """Declare the backends a plugin provides.
+
+    Called once per process, the first time backends are discovered. Return a
+    sequence of `rhapsody.plugins.BackendRecord`, one per backend; each record's
+    ``name`` must equal one of the plugin distribution's entry-point names in the
+    ``rhapsody.backends`` group. Keep the module light: name the backend class
+    by import path, do not import the engine here. Not firstresult: results of
+    all plugins are collected.
+    """
+
+
+@hookspec
+def rhapsody_task_submit(backend: BaseExecutionBackend, tasks: Sequence[BaseTask]) -> None:
+    """A batch of validated tasks is about to be handed to ``backend``'s engine.
+
+    Called once per ``submit_tasks`` call, after every task passed validation and
+    routing and before any is moved to SUBMITTED. Raising an exception refuses
+    the whole batch: nothing is handed to the engine and the exception reaches
+    the caller of ``submit_tasks``. The return value is ignored.
+    """
+
+
+@hookspec
+def rhapsody_task_cancel(backend: BaseExecutionBackend, task: BaseTask, reason: str) -> None:
+    """Cancellation of a task that has not ended was requested.
+
+    Called before the backend asks its engine to stop the task; ``reason`` is
+    ``"user"``, ``"timeout"`` or ``"shutdown"``. The return value is ignored.
+    """
+
+
+@hookspec
+def rhapsody_task_state_changed(
+    backend: BaseExecutionBackend, task: BaseTask, old_state: TaskState, new_state: TaskState
+) -> None:
+    """A task moved from ``old_state`` to ``new_state``.
+
+    The single place every transition of every task flows through, called right
+    after ``task.state`` and ``task.timestamps`` were updated and before anyone
+    awaiting the task is woken. On a terminal state the result fields are filled
+    in. Keep it cheap: it runs on the hot path. The return value is ignored;
+    an exception is logged and does not stop other observers or the task.
+    """

@@ -1,0 +1,79 @@
+"""Structured logging.
+
+Library code logs through structlog loggers that feed the standard-library
+logger ``rhapsody`` (and its children). Importing RHAPSODY configures nothing:
+until `enable_logging` is called (or ``RHAPSODY_LOG_LEVEL`` is set when a
+Session starts) debug and info events go nowhere, and the application's own
+structlog and logging configuration is never touched.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any, TextIO
+
+import structlog
+
+LEVEL_ENV = "RHAPSODY_LOG_LEVEL"
+_ROOT = "rhapsody"
+_handler: logging.Handler | None = None
+
+# Shared by every library logger; the last step hands the event to stdlib logging,
+# whose handler (installed by enable_logging) renders it.
+_PROCESSORS: list[Any] = [
+    structlog.stdlib.filter_by_level,
+    structlog.stdlib.add_logger_name,
+    structlog.stdlib.add_log_level,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+    structlog.processors.format_exc_info,
+    structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+]
+
+
+def get_logger(name: str = _ROOT, **bound: Any) -> Any:
+    """A structlog logger for library code, with ``bound`` key/values on every event."""
+    stdlib_logger = logging.getLogger(name)
+    return structlog.wrap_logger(
+        stdlib_logger,
+        processors=_PROCESSORS,
+        wrapper_class=structlog.stdlib.BoundLogger,
+        **bound,
+    )
+
+
+def enable_logging(level: str | int | None = None, *, json: bool = False, stream: TextIO | None = None) -> None:
+    """Show RHAPSODY's events: human-readable console lines, or JSON lines with
+    ``json=True``. ``level`` defaults to ``$RHAPSODY_LOG_LEVEL``, else INFO.
+    Every task state transition is a DEBUG event with task, backend and state.
+    Calling it again replaces the previous setting."""
+    global _handler
+    if level is None:
+        level = os.environ.get(LEVEL_ENV, "INFO")
+    if isinstance(level, str):
+        numeric = logging.getLevelName(level.strip().upper())
+        if not isinstance(numeric, int):
+            raise ValueError(f"unknown log level {level!r}; use DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        level = numeric
+    renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            foreign_pre_chain=[structlog.stdlib.add_log_level, structlog.processors.TimeStamper(fmt="iso", utc=True)],
+        )
+    )
+    root = logging.getLogger(_ROOT)
+    if _handler is not None:
+        root.removeHandler(_handler)
+    root.addHandler(handler)
+    root.setLevel(level)
+    root.propagate = False
+    _handler = handler
+
+
+def enable_logging_from_env() -> None:
+    """Apply ``RHAPSODY_LOG_LEVEL`` once, if set and logging is not enabled yet."""
+    if _handler is None and os.environ.get(LEVEL_ENV):
+        enable_logging(os.environ[LEVEL_ENV], json=os.environ.get("RHAPSODY_LOG_FORMAT", "").lower() == "json")

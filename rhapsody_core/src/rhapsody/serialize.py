@@ -1,0 +1,178 @@
+"""Tasks to and from plain data (dicts / JSON), through one private cattrs Converter.
+
+Functions travel as ``{"import": "module:qualname"}`` when they can be imported
+by name (stable, readable, no code in the payload), otherwise as
+``{"cloudpickle": <base64>}``. Exceptions travel as their type name, message and
+a cloudpickled copy when picklable. Results and arguments that are not JSON
+types are cloudpickled too.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib
+import json
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import cattrs
+import cloudpickle
+
+from rhapsody.errors import TaskValidationError
+from rhapsody.resources import Resources
+from rhapsody.states import TaskState
+from rhapsody.task import RESULT_FIELDS, AITask, BaseTask, ComputeTask
+
+_KINDS: dict[str, type[BaseTask]] = {"compute": ComputeTask, "ai": AITask}
+
+
+def _pickled(obj: Any) -> dict[str, str]:
+    return {"cloudpickle": base64.b64encode(cloudpickle.dumps(obj)).decode("ascii")}
+
+
+def _unpickled(data: dict[str, str]) -> Any:
+    return cloudpickle.loads(base64.b64decode(data["cloudpickle"]))
+
+
+def _function_ref(fn: Callable[..., Any]) -> dict[str, str]:
+    module, qualname = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
+    if module and module != "__main__" and "<" not in qualname:
+        try:
+            if _resolve(f"{module}:{qualname}") is fn:
+                return {"import": f"{module}:{qualname}"}
+        except Exception:  # noqa: BLE001 - anything unimportable falls back to pickling
+            pass
+    return _pickled(fn)
+
+
+def _resolve(ref: str) -> Any:
+    module, _, qualname = ref.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _plain(value: Any) -> Any:
+    """JSON-able values stay as they are; anything else is cloudpickled."""
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return _pickled(value)
+
+
+def _unplain(value: Any) -> Any:
+    if isinstance(value, dict) and value.keys() == {"cloudpickle"}:
+        return _unpickled(value)
+    return value
+
+
+def _exception_to_dict(exc: BaseException) -> dict[str, Any]:
+    data: dict[str, Any] = {"type": f"{type(exc).__module__}.{type(exc).__qualname__}", "message": str(exc)}
+    try:
+        data.update(_pickled(exc))
+    except Exception:  # noqa: BLE001 - an unpicklable exception still keeps type and text
+        pass
+    return data
+
+
+def _exception_from_dict(data: dict[str, Any]) -> BaseException:
+    if "cloudpickle" in data:
+        try:
+            return _unpickled(data)  # type: ignore[no-any-return]
+        except Exception:  # noqa: BLE001
+            pass
+    return RuntimeError(f"{data.get('type')}: {data.get('message')}")
+
+
+_converter = cattrs.Converter()
+_converter.register_unstructure_hook(TaskState, lambda s: s.value)
+_converter.register_structure_hook(TaskState, lambda v, _: TaskState(v))
+_converter.register_unstructure_hook(Resources, attrs.asdict)
+_converter.register_structure_hook(Resources, lambda v, _: Resources(**v))
+
+
+def task_to_dict(task: BaseTask) -> dict[str, Any]:
+    """Everything about a task as plain data (JSON-serialisable)."""
+    data: dict[str, Any] = {"kind": task.kind}
+    for field in attrs.fields(type(task)):
+        name = field.name
+        if name.startswith("_"):
+            continue
+        value = getattr(task, name)
+        if name == "function":
+            data[name] = None if value is None else _function_ref(value)
+        elif name == "exception":
+            data[name] = None if value is None else _exception_to_dict(value)
+        elif name in ("args", "return_value", "response"):
+            data[name] = _plain(list(value) if name == "args" else value)
+        elif name == "kwargs":
+            data[name] = {k: _plain(v) for k, v in value.items()}
+        else:
+            data[name] = _converter.unstructure(value)
+    return data
+
+
+def task_from_dict(data: dict[str, Any]) -> BaseTask:
+    """Rebuild a task (description and any results) from `task_to_dict` output or from
+    a plain task description such as radical.asyncflow sends. Unknown keys go to
+    ``metadata`` so nothing a workflow system attached is lost."""
+    if not isinstance(data, dict):
+        raise TaskValidationError(None, "<task>", f"a task must be a task object or a dict, got {type(data).__name__}")
+    kind = data.get("kind") or ("ai" if data.get("prompt") else "compute")
+    cls = _KINDS.get(kind)
+    if cls is None:
+        raise TaskValidationError(data.get("uid"), "kind", f"unknown task kind {kind!r}; known: {sorted(_KINDS)}")
+    init_fields = {f.name: f for f in attrs.fields(cls) if f.init}
+    kwargs: dict[str, Any] = {}
+    metadata = dict(data.get("metadata") or {})
+    items = dict(data)
+    if items.get("executable"):
+        # radical.asyncflow's executable_task: a function, if any, only produced the
+        # command line, and its args / kwargs were that function's
+        for key in ("function", "args", "kwargs"):
+            if key in items:
+                metadata[key] = items.pop(key)
+    for key, value in items.items():
+        if key == "kind" or key in RESULT_FIELDS or key == "response":
+            continue
+        if key not in init_fields:
+            metadata[key] = value
+            continue
+        if value is None and init_fields[key].default is not attrs.NOTHING:
+            continue
+        if key == "function" and isinstance(value, dict):
+            value = _resolve(value["import"]) if "import" in value else _unpickled(value)
+        elif key == "args":
+            value = tuple(_unplain(v) for v in value)
+        elif key == "kwargs":
+            value = {k: _unplain(v) for k, v in value.items()}
+        elif key == "resources" and isinstance(value, dict):
+            value = _converter.structure(value, Resources)
+        kwargs[key] = value
+    kwargs["metadata"] = metadata
+    task = cls(**kwargs)
+    if "state" in data:
+        task.state = TaskState(data["state"])
+        for name in ("stdout", "stderr", "exit_code", "timestamps"):
+            if data.get(name) is not None:
+                setattr(task, name, data[name])
+        task.return_value = _unplain(data.get("return_value"))
+        if data.get("exception"):
+            task.exception = _exception_from_dict(data["exception"])
+        if isinstance(task, AITask):
+            task.response = _unplain(data.get("response"))
+    return task
+
+
+def task_to_json(task: BaseTask) -> str:
+    return json.dumps(task_to_dict(task))
+
+
+def task_from_json(text: str) -> BaseTask:
+    return task_from_dict(json.loads(text))
+
+
+__all__ = ["task_from_dict", "task_from_json", "task_to_dict", "task_to_json"]

@@ -1,0 +1,168 @@
+"""The Session: one place to submit, wait for and cancel tasks on many backends."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from rhapsody.backends.base import BaseExecutionBackend
+from rhapsody.errors import BackendNotFoundError, TaskValidationError
+from rhapsody.log import enable_logging_from_env, get_logger
+from rhapsody.plugins.known import DEFAULT_BACKEND, KNOWN_BACKENDS
+from rhapsody.plugins.manager import get_registry
+from rhapsody.task import BaseTask
+
+WORK_DIR_ENV = "RHAPSODY_WORK_DIR"
+
+
+class Session:
+    """Routes tasks to backends by ``task.backend`` (default: the first backend).
+
+    ``backends``: backend objects (awaited or not) or backend names; None means
+    the default local backend. Task artifacts go to ``<work_dir>/<uid>/``, where
+    ``work_dir`` defaults to ``$RHAPSODY_WORK_DIR``, else the current directory.
+    """
+
+    def __init__(
+        self,
+        backends: Sequence[BaseExecutionBackend | str] | BaseExecutionBackend | None = None,
+        uid: str | None = None,
+        work_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        enable_logging_from_env()
+        self.uid = uid or f"session.{uuid.uuid4().hex[:8]}"
+        base = work_dir if work_dir is not None else os.environ.get(WORK_DIR_ENV) or os.getcwd()
+        self.work_dir = Path(base).absolute() / self.uid
+        self.log = get_logger("rhapsody.session", session=self.uid)
+        self._backends: dict[str, BaseExecutionBackend] = {}
+        self._closed = False
+        if backends is None:
+            backends = [self._default_backend()]
+        elif isinstance(backends, (BaseExecutionBackend, str)):
+            backends = [backends]
+        for backend in backends:
+            self.add_backend(backend)
+
+    @staticmethod
+    def _default_backend() -> BaseExecutionBackend:
+        from rhapsody.backends import get_backend  # noqa: PLC0415
+
+        if DEFAULT_BACKEND not in get_registry().records:
+            raise BackendNotFoundError(
+                f"Session() without backends uses the {DEFAULT_BACKEND!r} backend, which is not installed: "
+                f"pip install {KNOWN_BACKENDS[DEFAULT_BACKEND]} (or pass backends=[...])"
+            )
+        return get_backend(DEFAULT_BACKEND)
+
+    def add_backend(self, backend: BaseExecutionBackend | str) -> BaseExecutionBackend:
+        if isinstance(backend, str):
+            from rhapsody.backends import get_backend  # noqa: PLC0415
+
+            backend = get_backend(backend)
+        if not isinstance(backend, BaseExecutionBackend):
+            raise TypeError(f"Session backends must be RHAPSODY backends or backend names, got {type(backend).__name__}")
+        if backend.name in self._backends:
+            raise ValueError(f"session {self.uid} already has a backend named {backend.name!r}; give each backend its own name=")
+        backend.work_dir = self.work_dir
+        backend.is_attached = True
+        backend.attached_to.append(self.uid)
+        self._backends[backend.name] = backend
+        return backend
+
+    @property
+    def backends(self) -> dict[str, BaseExecutionBackend]:
+        return dict(self._backends)
+
+    async def start(self) -> Session:
+        """Start every backend (also done on first submit)."""
+        await asyncio.gather(*(b.start() for b in self._backends.values()))
+        return self
+
+    async def __aenter__(self) -> Session:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------ tasks
+    async def submit_tasks(self, tasks: Iterable[BaseTask | dict[str, Any]] | BaseTask) -> list[asyncio.Future[BaseTask]]:
+        """Submit tasks; returns one future per task, resolved with the task when
+        it ends (in any state). ``await task`` raises if it did not end DONE.
+        An unknown backend name fails the whole call before anything is submitted."""
+        if self._closed:
+            raise RuntimeError(f"session {self.uid} is closed")
+        if isinstance(tasks, (BaseTask, dict)):
+            tasks = [tasks]
+        tasks = list(tasks)
+        if not self._backends:
+            raise BackendNotFoundError(f"session {self.uid} has no backends")
+        default = next(iter(self._backends))
+        groups: dict[str, list[BaseTask | dict[str, Any]]] = {}
+        for task in tasks:
+            target = task.get("backend") if isinstance(task, dict) else getattr(task, "backend", None)
+            target = target or default
+            if target not in self._backends:
+                uid = task.get("uid") if isinstance(task, dict) else getattr(task, "uid", None)
+                raise BackendNotFoundError(
+                    f"task {uid} asks for backend {target!r}, which is not in session {self.uid}; "
+                    f"its backends are: {', '.join(self._backends)}"
+                )
+            groups.setdefault(target, []).append(task)
+        results = await asyncio.gather(*(self._backends[name].submit_tasks(group) for name, group in groups.items()))
+        by_id: dict[int, BaseTask] = {}
+        for group, submitted in zip(groups.values(), results, strict=True):
+            for original, task in zip(group, submitted, strict=True):
+                by_id[id(original)] = task
+        futures = []
+        for original in tasks:
+            future = by_id[id(original)]._future
+            assert future is not None
+            futures.append(future)
+        return futures
+
+    async def wait_tasks(self, tasks: Iterable[BaseTask], timeout: float | None = None) -> list[BaseTask]:
+        """Wait until every task ended; never raises for a task's failure.
+        Raises `TimeoutError` if ``timeout`` seconds pass first (tasks keep running)."""
+        tasks = list(tasks)
+        futures = []
+        for task in tasks:
+            if not isinstance(task, BaseTask) or task._future is None:
+                uid = getattr(task, "uid", task)
+                raise TaskValidationError(str(uid), "<task>", "wait_tasks takes submitted task objects")
+            futures.append(task._future)
+        pending: set[Any] = set()
+        if futures:
+            _, pending = await asyncio.wait(futures, timeout=timeout)
+        if pending:
+            raise TimeoutError(f"{len(pending)} of {len(tasks)} tasks had not ended after {timeout} s")
+        return tasks
+
+    async def cancel_tasks(self, tasks: Iterable[BaseTask]) -> list[bool]:
+        """Cancel tasks; True for each task that was stopped."""
+        tasks = list(tasks)
+        coros = []
+        for task in tasks:
+            backend = self._backends.get(task.backend or "") if task.backend else None
+            backend = backend or self._owner(task)
+            coros.append(backend.cancel_task(task.uid) if backend else asyncio.sleep(0, result=False))
+        return list(await asyncio.gather(*coros))
+
+    def _owner(self, task: BaseTask) -> BaseExecutionBackend | None:
+        for backend in self._backends.values():
+            if task.uid in backend._tasks:
+                return backend
+        return None
+
+    async def close(self) -> None:
+        """Shut down every backend, cancelling what still runs. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        results = await asyncio.gather(*(b.shutdown() for b in self._backends.values()), return_exceptions=True)
+        for backend, result in zip(self._backends.values(), results, strict=True):
+            if isinstance(result, BaseException):
+                self.log.error("backend.shutdown_failed", backend=backend.name, error=f"{type(result).__name__}: {result}")

@@ -1,0 +1,61 @@
+"""Task states and the one state machine every backend reports through."""
+
+from __future__ import annotations
+
+import enum
+
+from rhapsody.errors import IllegalStateTransition
+
+
+class TaskState(str, enum.Enum):
+    """Lifecycle of a task. Values are the plain strings the seed system used."""
+
+    NEW = "NEW"
+    SUBMITTED = "SUBMITTED"
+    RUNNING = "RUNNING"
+    DONE = "DONE"
+    FAILED = "FAILED"
+    CANCELED = "CANCELED"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset({TaskState.DONE, TaskState.FAILED, TaskState.CANCELED})
+
+# SUBMITTED -> terminal without RUNNING is legal: engines may finish a task before
+# they tell anyone it started, and a queued task can be cancelled.
+_LEGAL: dict[TaskState, frozenset[TaskState]] = {
+    TaskState.NEW: frozenset({TaskState.SUBMITTED, TaskState.FAILED, TaskState.CANCELED}),
+    TaskState.SUBMITTED: frozenset({TaskState.RUNNING, *TERMINAL_STATES}),
+    TaskState.RUNNING: TERMINAL_STATES,
+    TaskState.DONE: frozenset(),
+    TaskState.FAILED: frozenset(),
+    TaskState.CANCELED: frozenset(),
+}
+
+
+def check_transition(uid: str, old: TaskState, new: TaskState) -> None:
+    """Raise `IllegalStateTransition` unless ``old -> new`` is allowed."""
+    if new not in _LEGAL[old]:
+        raise IllegalStateTransition(uid, old, new)
+
+
+def legal_successors(state: TaskState) -> frozenset[TaskState]:
+    return _LEGAL[state]
+
+
+class StateMap:
+    """The state table radical.asyncflow reads from ``backend.get_task_states_map()``."""
+
+    NEW = TaskState.NEW.value
+    SUBMITTED = TaskState.SUBMITTED.value
+    RUNNING = TaskState.RUNNING.value
+    DONE = TaskState.DONE.value
+    FAILED = TaskState.FAILED.value
+    CANCELED = TaskState.CANCELED.value
+    terminal_states = frozenset(s.value for s in TERMINAL_STATES)

@@ -1,0 +1,221 @@
+"""The task model: what users build, what backends translate, what results land in."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import time
+from collections.abc import Callable, Generator
+from typing import Any, ClassVar
+
+import attrs
+
+from rhapsody.errors import TaskCanceledError, TaskExecutionError, TaskValidationError
+from rhapsody.resources import Resources
+from rhapsody.states import TaskState
+
+# Cheap, readable, unique within a process; pid keeps two processes' journals apart.
+_uid_counter = itertools.count()
+_uid_prefix = f"task.{os.getpid():x}."
+
+
+def new_uid() -> str:
+    return f"{_uid_prefix}{next(_uid_counter):06d}"
+
+
+def _to_resources(value: Any) -> Resources:
+    if value is None:
+        return Resources()
+    if isinstance(value, Resources):
+        return value
+    if isinstance(value, dict):
+        try:
+            return Resources(**value)
+        except TypeError as exc:
+            raise TaskValidationError(None, "resources", str(exc)) from None
+    raise TaskValidationError(None, "resources", f"must be a Resources or a dict, got {type(value).__name__}")
+
+
+# Fields a backend fills in; they are not part of the description and are never
+# accepted from the user's constructor call.
+RESULT_FIELDS = ("state", "stdout", "stderr", "exit_code", "return_value", "exception", "timestamps")
+
+
+@attrs.define(kw_only=True, eq=False, slots=True)
+class BaseTask:
+    """Fields every task has. Read them as attributes or items: ``task.stdout``,
+    ``task["stdout"]``, ``task.get("exit_code")``."""
+
+    uid: str = attrs.field(factory=new_uid)
+    backend: str | None = None
+    timeout: float | None = None
+    resources: Resources = attrs.field(factory=Resources, converter=_to_resources)
+    task_backend_specific_kwargs: dict[str, Any] = attrs.field(factory=dict)
+    metadata: dict[str, Any] = attrs.field(factory=dict)
+
+    # -- results, filled in by the backend --
+    state: TaskState = attrs.field(default=TaskState.NEW, init=False)
+    stdout: str | None = attrs.field(default=None, init=False)
+    stderr: str | None = attrs.field(default=None, init=False)
+    exit_code: int | None = attrs.field(default=None, init=False)
+    return_value: Any = attrs.field(default=None, init=False)
+    exception: BaseException | None = attrs.field(default=None, init=False)
+    timestamps: dict[str, float] = attrs.field(factory=dict, init=False)
+
+    # -- bookkeeping, never serialised --
+    _future: asyncio.Future[BaseTask] | None = attrs.field(default=None, init=False, repr=False)
+    _origin: dict[str, Any] | None = attrs.field(default=None, init=False, repr=False)
+
+    kind: ClassVar[str] = "task"
+
+    def __attrs_post_init__(self) -> None:
+        self._validate()
+        self.timestamps[TaskState.NEW.value] = time.time()
+
+    def _fail(self, field: str, problem: str) -> None:
+        raise TaskValidationError(self.uid, field, problem)
+
+    def _validate(self) -> None:
+        if not isinstance(self.uid, str) or not self.uid:
+            self._fail("uid", f"must be a non-empty string, got {self.uid!r}")
+        if self.backend is not None and (not isinstance(self.backend, str) or not self.backend):
+            self._fail("backend", f"must be a backend name or None, got {self.backend!r}")
+        if self.timeout is not None:
+            if isinstance(self.timeout, bool) or not isinstance(self.timeout, (int, float)) or not self.timeout > 0:
+                self._fail("timeout", f"must be a positive number of seconds or None, got {self.timeout!r}")
+        for name in ("task_backend_specific_kwargs", "metadata"):
+            if not isinstance(getattr(self, name), dict):
+                self._fail(name, f"must be a dict, got {type(getattr(self, name)).__name__}")
+
+    # -- mapping-style access, as in the seed system and radical.asyncflow --
+    def __getitem__(self, key: str) -> Any:
+        if key.startswith("_") or not hasattr(self, key):
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key.startswith("_") or not hasattr(self, key):
+            raise KeyError(f"{type(self).__name__} has no field {key!r}")
+        setattr(self, key, value)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and not key.startswith("_") and hasattr(self, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain-data view (see `rhapsody.serialize`)."""
+        from rhapsody.serialize import task_to_dict
+
+        return task_to_dict(self)
+
+    @property
+    def done(self) -> bool:
+        return self.state.is_terminal
+
+    # -- awaiting --
+    def __await__(self) -> Generator[Any, None, BaseTask]:
+        if self._future is None:
+            raise RuntimeError(f"task {self.uid} has not been submitted; submit it through a Session or a backend first")
+        yield from self._future.__await__()
+        return self.result()
+
+    def result(self) -> BaseTask:
+        """The task itself if it ended DONE; otherwise raise why it did not."""
+        if self.state is TaskState.DONE:
+            return self
+        if self.state is TaskState.CANCELED:
+            raise TaskCanceledError(self.uid)
+        if self.state is TaskState.FAILED:
+            if self.exception is not None:
+                raise self.exception
+            raise TaskExecutionError(self.uid, f"task {self.uid} failed", self.exit_code, self.stderr)
+        raise RuntimeError(f"task {self.uid} is still {self.state}")
+
+
+@attrs.define(kw_only=True, eq=False, slots=True)
+class ComputeTask(BaseTask):
+    """An executable (``executable`` + ``arguments``) or a Python callable
+    (``function`` + ``args`` / ``kwargs``, sync or ``async def``): exactly one."""
+
+    executable: str | None = None
+    function: Callable[..., Any] | None = None
+    arguments: list[str] = attrs.field(factory=list)
+    args: tuple[Any, ...] = attrs.field(factory=tuple, converter=lambda v: () if v is None else v)
+    kwargs: dict[str, Any] = attrs.field(factory=dict, converter=lambda v: {} if v is None else v)
+    input_files: list[str] = attrs.field(factory=list, converter=lambda v: [] if v is None else v)
+    output_files: list[str] = attrs.field(factory=list, converter=lambda v: [] if v is None else v)
+    capture_stdio: bool = False
+
+    kind: ClassVar[str] = "compute"
+
+    def _validate(self) -> None:
+        BaseTask._validate(self)
+        if (self.executable is None) == (self.function is None):
+            self._fail("executable/function", "give exactly one of executable= or function=")
+        if self.executable is not None and (not isinstance(self.executable, str) or not self.executable.strip()):
+            self._fail("executable", f"must be a non-empty string, got {self.executable!r}")
+        if self.function is not None and not callable(self.function):
+            self._fail("function", f"must be callable, got {type(self.function).__name__}")
+        if isinstance(self.arguments, (str, bytes)) or not isinstance(self.arguments, (list, tuple)):
+            self._fail("arguments", f"must be a list of strings, got {type(self.arguments).__name__}")
+        self.arguments = [str(a) if isinstance(a, (int, float)) else a for a in self.arguments]
+        if not all(isinstance(a, str) for a in self.arguments):
+            self._fail("arguments", "every argument must be a string or a number")
+        if self.arguments and self.function is not None:
+            self._fail("arguments", "arguments= is for executables; give a function args= / kwargs=")
+        if not isinstance(self.args, (tuple, list)):
+            self._fail("args", f"must be a tuple or list, got {type(self.args).__name__}")
+        self.args = tuple(self.args)
+        if not isinstance(self.kwargs, dict) or not all(isinstance(k, str) for k in self.kwargs):
+            self._fail("kwargs", "must be a dict with string keys")
+        if (self.args or self.kwargs) and self.executable is not None:
+            self._fail("args/kwargs", "args= / kwargs= are for functions; give an executable arguments=")
+        for name in ("input_files", "output_files"):
+            value = getattr(self, name)
+            if not isinstance(value, (list, tuple)) or not all(isinstance(p, (str, os.PathLike)) for p in value):
+                self._fail(name, "must be a list of paths")
+        if not isinstance(self.capture_stdio, bool):
+            self._fail("capture_stdio", f"must be a bool, got {self.capture_stdio!r}")
+
+    @property
+    def is_function(self) -> bool:
+        return self.function is not None
+
+
+@attrs.define(kw_only=True, eq=False, slots=True)
+class AITask(BaseTask):
+    """An inference request; the answer lands in ``response``."""
+
+    prompt: str
+    model: str | None = None
+    inference_endpoint: str | None = None
+    system_prompt: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    stop_sequences: list[str] | None = None
+    response: Any = attrs.field(default=None, init=False)
+
+    kind: ClassVar[str] = "ai"
+
+    def _validate(self) -> None:
+        BaseTask._validate(self)
+        if not isinstance(self.prompt, str) or not self.prompt.strip():
+            self._fail("prompt", "must be a non-empty string")
+        if self.model is None and self.inference_endpoint is None:
+            self._fail("model", "give model= or inference_endpoint=")
+        for name, low, high in (("temperature", 0.0, 2.0), ("top_p", 0.0, 1.0)):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high):
+                self._fail(name, f"must be a number in [{low}, {high}], got {value!r}")
+        for name in ("max_tokens", "top_k"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+                self._fail(name, f"must be a positive int, got {value!r}")

@@ -1,0 +1,445 @@
+"""The behaviour every RHAPSODY backend must show, as a pytest class to subclass.
+
+Each subclass gets one event loop and one started backend per class (a pilot or
+a cluster is expensive), shared by its tests through a Session; tests that need
+a backend of their own (shutdown) build one with `make_backend`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rhapsody.backends.base import BaseExecutionBackend
+from rhapsody.errors import (
+    BackendNotFoundError,
+    ResourceError,
+    TaskCanceledError,
+    TaskExecutionError,
+    TaskTimeoutError,
+    TaskValidationError,
+)
+from rhapsody.resources import Resources
+from rhapsody.session import Session
+from rhapsody.states import TaskState
+from rhapsody.task import BaseTask, ComputeTask
+from rhapsody.testing import tasks as fn
+
+
+class LoopRunner:
+    """Runs coroutines on one event loop that outlives a single test, each call
+    bounded by a deadline so a broken backend fails the test instead of hanging."""
+
+    def __init__(self, deadline: float = 180.0) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.deadline = deadline
+
+    def __call__(self, coro: Coroutine[Any, Any, Any], deadline: float | None = None) -> Any:
+        return self.loop.run_until_complete(asyncio.wait_for(coro, deadline or self.deadline))
+
+    def close(self) -> None:
+        pending = [t for t in asyncio.all_tasks(self.loop) if not t.done()]
+        for t in pending:
+            t.cancel()
+        if pending:
+            self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+        self.loop.close()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is dead for our purposes
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+async def wait_for_state(task: BaseTask, *states: TaskState, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while task.state not in states:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"task {task.uid} is {task.state}, expected one of {[s.value for s in states]} within {timeout} s")
+        await asyncio.sleep(0.02)
+
+
+async def wait_for_file(path: Path, timeout: float = 60.0) -> str:
+    deadline = time.monotonic() + timeout
+    while not (path.exists() and path.read_text().strip()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path} was not written within {timeout} s")
+        await asyncio.sleep(0.02)
+    return path.read_text().strip()
+
+
+async def wait_until_gone(pid: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"process {pid} still runs {timeout} s after its task was stopped")
+        await asyncio.sleep(0.05)
+
+
+def sleeper(pidfile: Path, seconds: int = 60, **kw: Any) -> ComputeTask:
+    """An executable that records its pid, then sleeps (exec keeps the pid)."""
+    return ComputeTask(executable="/bin/sh", arguments=["-c", f"echo $$ > {pidfile}; exec sleep {seconds}"], **kw)
+
+
+class BackendConformance:
+    """Subclass, override `make_backend`, and set the class attributes to what
+    the engine really offers."""
+
+    #: how many 1-core tasks the backend runs at once (queued-cancel test fills these)
+    concurrency: int = 2
+    #: size of the burst test
+    burst_size: int = 1000
+    #: seconds a single test step may take before it counts as a hang
+    deadline: float = 180.0
+    #: seconds a task may take to reach RUNNING in a loaded engine
+    start_timeout: float = 60.0
+    #: whether function tasks are supported by this backend
+    runs_functions: bool = True
+    #: whether executables are supported
+    runs_executables: bool = True
+
+    def make_backend(self) -> BaseExecutionBackend:
+        raise NotImplementedError("override make_backend() to return an unstarted backend")
+
+    # ------------------------------------------------------------------ fixtures
+    @pytest.fixture(scope="class")
+    @classmethod
+    def run(cls) -> Iterator[LoopRunner]:
+        runner = LoopRunner(cls.deadline)
+        yield runner
+        runner.close()
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def session(cls, run: LoopRunner, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
+        backend = cls().make_backend()
+        run(backend.start())
+        session = Session(backends=[backend], work_dir=tmp_path_factory.mktemp("conformance"))
+        yield session
+        run(session.close())
+
+    @pytest.fixture
+    def submit(self, run: LoopRunner, session: Session) -> Any:
+        """``submit(*tasks, wait=True)`` -> the tasks, after they ended (or not)."""
+
+        def _submit(*tasks: BaseTask, wait: bool = True) -> list[BaseTask]:
+            async def go() -> list[BaseTask]:
+                await session.submit_tasks(list(tasks))
+                if wait:
+                    await session.wait_tasks(list(tasks))
+                return list(tasks)
+
+            return run(go())  # type: ignore[no-any-return]
+
+        return _submit
+
+    def _need(self, executables: bool = False, functions: bool = False) -> None:
+        if executables and not self.runs_executables:
+            pytest.fail(f"{type(self).__name__} declares runs_executables=False; remove this test by overriding it with a reason")
+        if functions and not self.runs_functions:
+            pytest.fail(f"{type(self).__name__} declares runs_functions=False; remove this test by overriding it with a reason")
+
+    # ------------------------------------------------------------------ executables
+    def test_executable_stdout(self, submit: Any) -> None:
+        self._need(executables=True)
+        (t,) = submit(ComputeTask(executable="/bin/echo", arguments=["hello", "world"]))
+        assert t.state is TaskState.DONE, (t.state, t.exception, t.stderr)
+        assert t.exit_code == 0
+        assert t.stdout.strip() == "hello world"
+        assert [s for s in ("NEW", "SUBMITTED", "DONE") if s not in t.timestamps] == []
+        assert t.timestamps["NEW"] <= t.timestamps["SUBMITTED"] <= t.timestamps["DONE"]
+
+    def test_nonzero_exit_fails_with_stderr(self, run: LoopRunner, submit: Any) -> None:
+        self._need(executables=True)
+        (t,) = submit(ComputeTask(executable="/bin/sh", arguments=["-c", "echo out; echo oops >&2; exit 3"]))
+        assert t.state is TaskState.FAILED
+        assert t.exit_code == 3
+        assert "oops" in t.stderr and "out" in t.stdout
+        with pytest.raises(TaskExecutionError) as info:
+            run(_await(t))
+        assert info.value.exit_code == 3 and "oops" in str(info.value)
+
+    def test_shell_command_line(self, submit: Any) -> None:
+        self._need(executables=True)
+        (t,) = submit(ComputeTask(executable="echo $((2 + 3)) | tr 5 7"))
+        assert t.state is TaskState.DONE, (t.exception, t.stderr)
+        assert t.stdout.strip() == "7"
+
+    def test_cwd_and_env(self, submit: Any, tmp_path: Path) -> None:
+        self._need(executables=True)
+        t = ComputeTask(
+            executable="/bin/sh",
+            arguments=["-c", 'echo "$RHAPSODY_CONFORMANCE"; pwd'],
+            task_backend_specific_kwargs={"cwd": str(tmp_path), "env": {"RHAPSODY_CONFORMANCE": "yes"}},
+        )
+        submit(t)
+        assert t.state is TaskState.DONE, (t.exception, t.stderr)
+        lines = t.stdout.split()
+        assert lines[0] == "yes"
+        assert Path(lines[1]).resolve() == tmp_path.resolve()
+
+    def test_capture_stdio_to_files(self, submit: Any) -> None:
+        self._need(executables=True)
+        (t,) = submit(ComputeTask(executable="/bin/sh", arguments=["-c", "echo to-file; echo err-file >&2"], capture_stdio=True))
+        assert t.state is TaskState.DONE, (t.exception, t.stderr)
+        assert Path(t.stdout).read_text().strip() == "to-file"
+        assert Path(t.stderr).read_text().strip() == "err-file"
+
+    def test_missing_executable_fails_only_that_task(self, submit: Any) -> None:
+        self._need(executables=True)
+        bad = ComputeTask(executable="/no/such/rhapsody-exe")
+        good = ComputeTask(executable="/bin/echo", arguments=["fine"])
+        submit(bad, good)
+        assert bad.state is TaskState.FAILED
+        assert bad.exception is not None
+        assert good.state is TaskState.DONE and good.stdout.strip() == "fine"
+
+    # ------------------------------------------------------------------ functions
+    def test_sync_function(self, run: LoopRunner, submit: Any) -> None:
+        self._need(functions=True)
+        (t,) = submit(ComputeTask(function=fn.add, args=(2, 3)))
+        assert t.state is TaskState.DONE, (t.exception, t.stderr)
+        assert t.return_value == 5
+        assert run(_await(t)) is t
+
+    def test_async_function(self, submit: Any) -> None:
+        self._need(functions=True)
+        (t,) = submit(ComputeTask(function=fn.async_add, args=(20,), kwargs={"b": 22, "delay": 0.01}))
+        assert t.state is TaskState.DONE, (t.exception, t.stderr)
+        assert t.return_value == 42
+
+    def test_function_exception_is_the_original(self, run: LoopRunner, submit: Any) -> None:
+        self._need(functions=True)
+        sync_t, async_t = submit(
+            ComputeTask(function=fn.boom, args=("kaput",)),
+            ComputeTask(function=fn.async_boom, args=("async kaput",)),
+        )
+        for t, text in ((sync_t, "kaput"), (async_t, "async kaput")):
+            assert t.state is TaskState.FAILED
+            assert type(t.exception).__name__ == "TaskBoom" and str(t.exception) == text
+            assert "TaskBoom" in (t.stderr or ""), "the traceback text belongs in stderr"
+            with pytest.raises(fn.TaskBoom):
+                run(_await(t))
+
+    # ------------------------------------------------------------------ cancel, timeout
+    def test_cancel_running_executable_kills_it(self, run: LoopRunner, session: Session, tmp_path: Path) -> None:
+        self._need(executables=True)
+        pidfile = tmp_path / "pid"
+        t = sleeper(pidfile)
+
+        async def go() -> None:
+            await session.submit_tasks([t])
+            pid = int(await wait_for_file(pidfile, self.start_timeout))
+            await wait_for_state(t, TaskState.RUNNING, timeout=self.start_timeout)
+            assert await session.cancel_tasks([t]) == [True]
+            assert t.state is TaskState.CANCELED
+            await wait_until_gone(pid)
+            with pytest.raises(TaskCanceledError):
+                await t
+
+        run(go())
+
+    def test_cancel_running_function_never_reports_done(self, run: LoopRunner, session: Session) -> None:
+        self._need(functions=True)
+        t = ComputeTask(function=fn.sleep, args=(1.5,))
+
+        async def go() -> None:
+            await session.submit_tasks([t])
+            await wait_for_state(t, TaskState.RUNNING, timeout=self.start_timeout)
+            assert await session.cancel_tasks([t]) == [True]
+            await asyncio.sleep(2.5)  # past the function's natural end: its late result must be ignored
+            assert t.state is TaskState.CANCELED
+            assert "DONE" not in t.timestamps
+
+        run(go())
+
+    def test_cancel_queued_task(self, run: LoopRunner, session: Session, tmp_path: Path) -> None:
+        self._need(executables=True)
+        blockers = [sleeper(tmp_path / f"pid{i}") for i in range(self.concurrency)]
+        queued = ComputeTask(executable="/bin/echo", arguments=["must not run"])
+
+        async def go() -> None:
+            await session.submit_tasks(blockers)
+            for i, b in enumerate(blockers):
+                await wait_for_file(tmp_path / f"pid{i}", self.start_timeout)
+                await wait_for_state(b, TaskState.RUNNING, timeout=self.start_timeout)
+            await session.submit_tasks([queued])
+            await asyncio.sleep(0.5)
+            assert queued.state is TaskState.SUBMITTED, f"the backend ran more than concurrency={self.concurrency} tasks at once"
+            assert await session.cancel_tasks([queued]) == [True]
+            assert await session.cancel_tasks(blockers) == [True] * len(blockers)
+            await session.wait_tasks([queued, *blockers])
+            assert queued.state is TaskState.CANCELED and queued.stdout is None
+            assert all(b.state is TaskState.CANCELED for b in blockers)
+
+        run(go())
+
+    def test_cancel_ended_task_is_false(self, run: LoopRunner, submit: Any, session: Session) -> None:
+        self._need(executables=True)
+        (t,) = submit(ComputeTask(executable="/bin/true"))
+        assert run(session.cancel_tasks([t])) == [False]
+        assert t.state is TaskState.DONE
+
+    def test_timeout_stops_executable(self, run: LoopRunner, session: Session, tmp_path: Path) -> None:
+        self._need(executables=True)
+        pidfile = tmp_path / "pid"
+        t = sleeper(pidfile, timeout=1.0)
+
+        async def go() -> None:
+            await session.submit_tasks([t])
+            pid = int(await wait_for_file(pidfile, self.start_timeout))
+            await session.wait_tasks([t])
+            assert t.state is TaskState.FAILED
+            assert isinstance(t.exception, TaskTimeoutError)
+            await wait_until_gone(pid)
+            with pytest.raises(TaskTimeoutError):
+                await t
+
+        run(go())
+
+    def test_timeout_function(self, submit: Any) -> None:
+        self._need(functions=True)
+        (t,) = submit(ComputeTask(function=fn.sleep, args=(5,), timeout=0.5))
+        assert t.state is TaskState.FAILED
+        assert isinstance(t.exception, TaskTimeoutError)
+
+    # ------------------------------------------------------------------ bad input, resources
+    def test_impossible_resources_fail_at_once(self, run: LoopRunner, submit: Any) -> None:
+        huge = Resources(ranks=1, cores_per_rank=100_000)
+        t = ComputeTask(executable="/bin/true", resources=huge) if self.runs_executables else ComputeTask(function=fn.noop, resources=huge)
+        t0 = time.monotonic()
+        submit(t)
+        assert t.state is TaskState.FAILED
+        assert isinstance(t.exception, ResourceError), t.exception
+        assert time.monotonic() - t0 < self.deadline
+        with pytest.raises(ResourceError):
+            run(_await(t))
+
+    def test_unknown_backend_submits_nothing(self, run: LoopRunner, session: Session) -> None:
+        ok = ComputeTask(executable="/bin/true") if self.runs_executables else ComputeTask(function=fn.noop)
+        lost = ComputeTask(executable="/bin/true", backend="no-such-backend")
+        with pytest.raises(BackendNotFoundError, match="no-such-backend"):
+            run(session.submit_tasks([ok, lost]))
+        assert ok.state is TaskState.NEW and lost.state is TaskState.NEW
+
+    def test_resubmission_is_refused(self, run: LoopRunner, submit: Any, session: Session) -> None:
+        t = ComputeTask(executable="/bin/true") if self.runs_executables else ComputeTask(function=fn.noop)
+        submit(t)
+        with pytest.raises(TaskValidationError, match="already submitted"):
+            run(session.submit_tasks([t]))
+
+    def test_dict_descriptions_are_accepted(self, run: LoopRunner, session: Session) -> None:
+        desc: dict[str, Any] = (
+            {"uid": f"dict-{os.getpid()}-{time.monotonic_ns()}", "executable": "/bin/echo", "arguments": ["from", "dict"], "custom": 1}
+            if self.runs_executables
+            else {"uid": f"dict-{os.getpid()}-{time.monotonic_ns()}", "function": fn.add, "args": (1, 2), "custom": 1}
+        )
+
+        async def go() -> BaseTask:
+            (fut,) = await session.submit_tasks([desc])
+            return await fut
+
+        t = run(go())
+        assert t.state is TaskState.DONE, (t.exception, t.stderr)
+        assert t.metadata["custom"] == 1
+        assert desc["state"] == "DONE"
+
+    # ------------------------------------------------------------------ scale, mixes
+    def test_burst(self, run: LoopRunner, session: Session) -> None:
+        self._need(functions=True)
+        batch = [ComputeTask(function=fn.echo, args=(i,)) for i in range(self.burst_size)]
+
+        async def go() -> None:
+            await session.submit_tasks(batch)
+            await session.wait_tasks(batch)
+
+        run(go())
+        failed = [t for t in batch if t.state is not TaskState.DONE]
+        assert not failed, f"{len(failed)} of {len(batch)} failed, first: {failed[0].state} {failed[0].exception!r}"
+        assert [t.return_value for t in batch] == list(range(self.burst_size))
+
+    def test_mixed_sync_async_executable(self, submit: Any) -> None:
+        mixed: list[BaseTask] = []
+        for i in range(6):
+            if self.runs_functions:
+                mixed.append(ComputeTask(function=fn.add, args=(i, 1)))
+                mixed.append(ComputeTask(function=fn.async_add, args=(i, 2)))
+            if self.runs_executables:
+                mixed.append(ComputeTask(executable="/bin/echo", arguments=[str(i)]))
+        submit(*mixed)
+        assert all(t.state is TaskState.DONE for t in mixed), [(t.uid, t.state, t.exception) for t in mixed if t.state is not TaskState.DONE]
+
+    # ------------------------------------------------------------------ shutdown, asyncflow
+    def test_shutdown_cancels_tasks_in_flight(self, run: LoopRunner, tmp_path: Path) -> None:
+        self._need(executables=True)
+        backend = self.make_backend()
+        pidfiles = [tmp_path / f"pid{i}" for i in range(self.concurrency + 1)]
+        tasks = [sleeper(p) for p in pidfiles]
+
+        async def go() -> None:
+            session = Session(backends=[backend], work_dir=tmp_path)
+            await session.submit_tasks(tasks)
+            pid = int(await wait_for_file(pidfiles[0], self.start_timeout))
+            await session.close()
+            assert all(t.state.is_terminal for t in tasks), [t.state for t in tasks]
+            assert all(t.state is not TaskState.DONE for t in tasks)
+            await wait_until_gone(pid)
+            assert backend.state() == "STOPPED"
+
+        run(go())
+
+    def test_radical_asyncflow_drives_the_backend(self, run: LoopRunner, session: Session) -> None:
+        from radical.asyncflow import WorkflowEngine  # noqa: PLC0415
+
+        backend = next(iter(session.backends.values()))
+
+        async def go() -> tuple[Any, Any]:
+            flow = await WorkflowEngine.create(backend=backend)
+            try:
+                results: list[Any] = []
+                if self.runs_functions:
+
+                    @flow.function_task
+                    async def double(x: int) -> int:
+                        return 2 * x
+
+                    results.append(await double(21))
+                if self.runs_executables:
+
+                    @flow.executable_task
+                    async def greet(name: str) -> str:
+                        return f"/bin/echo hello {name}"
+
+                    results.append(await greet("flow"))
+                return tuple(results) if len(results) == 2 else (results[0], None)
+            finally:
+                await flow.shutdown(skip_execution_backend=True)
+
+        first, second = run(go())
+        if self.runs_functions:
+            assert first == 42
+        if self.runs_executables:
+            out = second if self.runs_functions else first
+            assert out.strip() == "hello flow"
+
+
+async def _await(task: BaseTask) -> Any:
+    return await task
+
+

@@ -1,0 +1,57 @@
+"""Task functions for tests and examples. They live in an importable module so
+that every engine's workers can load them by name."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+
+def noop() -> None:
+    return None
+
+
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+def echo(value: Any) -> Any:
+    return value
+
+
+async def async_add(a: int, b: int, delay: float = 0.0) -> int:
+    await asyncio.sleep(delay)
+    return a + b
+
+
+class TaskBoom(ValueError):
+    """Raised on purpose by `boom`."""
+
+
+def boom(message: str = "boom") -> None:
+    raise TaskBoom(message)
+
+
+async def async_boom(message: str = "async boom") -> None:
+    await asyncio.sleep(0)
+    raise TaskBoom(message)
+
+
+def sleep(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+async def async_sleep(seconds: float) -> float:
+    await asyncio.sleep(seconds)
+    return seconds
+
+
+def getpid() -> int:
+    return os.getpid()
+
+
+def getenv(name: str) -> str | None:
+    return os.environ.get(name)
