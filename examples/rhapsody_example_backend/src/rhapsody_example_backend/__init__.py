@@ -1,0 +1,1 @@
+"""An out-of-tree RHAPSODY backend, kept small on purpose."""

@@ -1,0 +1,5 @@
+import sys
+
+from rhapsody.cli import main
+
+sys.exit(main())

@@ -1,0 +1,63 @@
+"""``rhapsody`` command line: ``rhapsody backends``, ``rhapsody --version``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from rhapsody._version import __version__
+from rhapsody.plugins.manager import ENTRY_POINT_GROUP, get_registry
+
+
+def _backends(as_json: bool, check: bool) -> int:
+    registry = get_registry()
+    rows = []
+    for name in sorted(registry.records):
+        record = registry.records[name]
+        problem = record.engine_problem() if check else None
+        rows.append(
+            {
+                "name": name,
+                "class": record.class_name,
+                "distribution": record.distribution,
+                "version": record.version,
+                "engine": "not checked" if not check else ("available" if problem is None else f"unavailable: {problem}"),
+                "summary": record.summary,
+            }
+        )
+    broken = [{"entry_point": b.entry_point, "distribution": b.distribution, "reason": b.reason} for b in registry.broken]
+    if as_json:
+        print(json.dumps({"backends": rows, "broken": broken, "disabled": registry.disabled}, indent=2))
+        return 0
+    if not rows:
+        print(f"no backend plugins installed (entry-point group {ENTRY_POINT_GROUP!r}); try: pip install rhapsody-concurrent")
+    widths = {k: max([len(k)] + [len(str(r[k])) for r in rows]) for k in ("name", "distribution", "version")}
+    if rows:
+        print(f"{'name':<{widths['name']}}  {'distribution':<{widths['distribution']}}  {'version':<{widths['version']}}  engine")
+    for r in rows:
+        print(f"{r['name']:<{widths['name']}}  {r['distribution']:<{widths['distribution']}}  {r['version']:<{widths['version']}}  {r['engine']}")
+    for b in broken:
+        print(f"broken: {b['entry_point']} from {b['distribution']}: {b['reason']}")
+    for name in registry.disabled:
+        print(f"disabled: {name}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="rhapsody", description="RHAPSODY: one async API for HPC and AI tasks on many engines")
+    parser.add_argument("--version", action="version", version=f"rhapsody-core {__version__}")
+    sub = parser.add_subparsers(dest="command")
+    backends = sub.add_parser("backends", help="list installed backend plugins and whether their engines work here")
+    backends.add_argument("--json", action="store_true", help="machine-readable output")
+    backends.add_argument("--no-check", action="store_true", help="do not import engines to check them")
+    args = parser.parse_args(argv)
+    if args.command == "backends":
+        return _backends(args.json, not args.no_check)
+    parser.print_help()
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
