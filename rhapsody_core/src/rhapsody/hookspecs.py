@@ -25,7 +25,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec
-def rhapsody_register_backends() -> Sequence[BackendRecord]:
+def rhapsody_register_backends() -> Sequence[BackendRecord]:  # type: ignore[empty-body]
     """Declare the backends a plugin provides.
 
     Called once per process, the first time backends are discovered. Return a

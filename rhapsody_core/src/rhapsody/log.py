@@ -71,6 +71,10 @@ def enable_logging(level: str | int | None = None, *, json: bool = False, stream
     root.setLevel(level)
     root.propagate = False
     _handler = handler
+    from rhapsody.observers import sync_state_logger  # noqa: PLC0415 - log.py is imported by everything
+    from rhapsody.plugins.manager import get_plugin_manager  # noqa: PLC0415
+
+    sync_state_logger(get_plugin_manager())
 
 
 def enable_logging_from_env() -> None:

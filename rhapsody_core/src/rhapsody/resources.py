@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import attrs
 
 from rhapsody.errors import TaskValidationError
 
 
-def _positive_int(minimum: int):
-    def check(inst: Resources, attribute: attrs.Attribute, value: object) -> None:
+def _positive_int(minimum: int) -> Callable[[Any, Any, object], None]:
+    def check(inst: Resources, attribute: attrs.Attribute[Any], value: object) -> None:
         if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
             raise TaskValidationError(None, f"resources.{attribute.name}", f"must be an int >= {minimum}, got {value!r}")
 
     return check
 
 
-def _memory(inst: Resources, attribute: attrs.Attribute, value: object) -> None:
+def _memory(inst: Resources, attribute: attrs.Attribute[Any], value: object) -> None:
     if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
         raise TaskValidationError(None, "resources.memory", f"must be None or a positive number of bytes, got {value!r}")
 

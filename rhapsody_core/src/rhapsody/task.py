@@ -42,7 +42,9 @@ def _to_resources(value: Any) -> Resources:
 RESULT_FIELDS = ("state", "stdout", "stderr", "exit_code", "return_value", "exception", "timestamps")
 
 
-@attrs.define(kw_only=True, eq=False, slots=True)
+# on_setattr=NO_OP: validation and conversion happen once, at construction;
+# backends set result fields on the hot path and must not pay for them.
+@attrs.define(kw_only=True, eq=False, slots=True, on_setattr=attrs.setters.NO_OP)
 class BaseTask:
     """Fields every task has. Read them as attributes or items: ``task.stdout``,
     ``task["stdout"]``, ``task.get("exit_code")``."""
@@ -138,7 +140,20 @@ class BaseTask:
         raise RuntimeError(f"task {self.uid} is still {self.state}")
 
 
-@attrs.define(kw_only=True, eq=False, slots=True)
+# None means "none given": the empty container (the seed system accepted None).
+def _tuple_or_empty(value: Any) -> Any:
+    return () if value is None else value
+
+
+def _dict_or_empty(value: Any) -> Any:
+    return {} if value is None else value
+
+
+def _list_or_empty(value: Any) -> Any:
+    return [] if value is None else value
+
+
+@attrs.define(kw_only=True, eq=False, slots=True, on_setattr=attrs.setters.NO_OP)
 class ComputeTask(BaseTask):
     """An executable (``executable`` + ``arguments``) or a Python callable
     (``function`` + ``args`` / ``kwargs``, sync or ``async def``): exactly one."""
@@ -146,10 +161,10 @@ class ComputeTask(BaseTask):
     executable: str | None = None
     function: Callable[..., Any] | None = None
     arguments: list[str] = attrs.field(factory=list)
-    args: tuple[Any, ...] = attrs.field(factory=tuple, converter=lambda v: () if v is None else v)
-    kwargs: dict[str, Any] = attrs.field(factory=dict, converter=lambda v: {} if v is None else v)
-    input_files: list[str] = attrs.field(factory=list, converter=lambda v: [] if v is None else v)
-    output_files: list[str] = attrs.field(factory=list, converter=lambda v: [] if v is None else v)
+    args: tuple[Any, ...] = attrs.field(factory=tuple, converter=_tuple_or_empty)
+    kwargs: dict[str, Any] = attrs.field(factory=dict, converter=_dict_or_empty)
+    input_files: list[str] = attrs.field(factory=list, converter=_list_or_empty)
+    output_files: list[str] = attrs.field(factory=list, converter=_list_or_empty)
     capture_stdio: bool = False
 
     kind: ClassVar[str] = "compute"
@@ -188,7 +203,7 @@ class ComputeTask(BaseTask):
         return self.function is not None
 
 
-@attrs.define(kw_only=True, eq=False, slots=True)
+@attrs.define(kw_only=True, eq=False, slots=True, on_setattr=attrs.setters.NO_OP)
 class AITask(BaseTask):
     """An inference request; the answer lands in ``response``."""
 

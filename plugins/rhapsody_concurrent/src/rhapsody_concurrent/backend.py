@@ -55,6 +55,8 @@ class ConcurrentExecutionBackend(BaseExecutionBackend):
         self._futures: dict[str, Future[Any]] = {}
         self._procs: dict[str, list[asyncio.subprocess.Process]] = {}
         self._runners: dict[str, asyncio.Task[None]] = {}
+        self._ended: deque[tuple[ComputeTask, Future[Any]]] = deque()
+        self._drain_pending = False
 
     @property
     def executor(self) -> Executor | None:
@@ -108,7 +110,21 @@ class ConcurrentExecutionBackend(BaseExecutionBackend):
             return
         self._futures[task.uid] = future
         self.report_running(task)
-        future.add_done_callback(lambda f: self._threadsafe(self._function_ended, task, f))
+        future.add_done_callback(lambda f: self._ended_in_worker(task, f))
+
+    def _ended_in_worker(self, task: ComputeTask, future: Future[Any]) -> None:
+        # Worker thread. Completions are queued and drained in one loop callback:
+        # one wake-up of the event loop serves every call that ended meanwhile.
+        self._ended.append((task, future))
+        if not self._drain_pending:
+            self._drain_pending = True
+            self._threadsafe(self._drain_ended)
+
+    def _drain_ended(self) -> None:
+        self._drain_pending = False  # reset first: a later append schedules a new drain
+        ended = self._ended
+        while ended:
+            self._function_ended(*ended.popleft())
 
     def _function_ended(self, task: ComputeTask, future: Future[Any]) -> None:
         self._futures.pop(task.uid, None)

@@ -411,10 +411,11 @@ class BaseExecutionBackend:
             timer = self._timers.pop(task.uid, None)
             if timer is not None:
                 timer.cancel()
-        try:
-            self._hook_state(backend=self, task=task, old_state=old, new_state=new)
-        except Exception as exc:  # noqa: BLE001 - an observer must never break a task
-            self.log.error("observer.failed", task=task.uid, error=f"{type(exc).__name__}: {exc}")
+        if self._hook_state.get_hookimpls():  # no observers: no call at all on the hot path
+            try:
+                self._hook_state(backend=self, task=task, old_state=old, new_state=new)
+            except Exception as exc:  # noqa: BLE001 - an observer must never break a task
+                self.log.error("observer.failed", task=task.uid, error=f"{type(exc).__name__}: {exc}")
         if task._origin is not None:  # a dict submitter reads results from its dict
             origin = task._origin
             for key in _RESULT_KEYS:

@@ -116,7 +116,7 @@ def _load_registry(pm: pluggy.PluginManager, eps: Iterable[EntryPoint]) -> Regis
     for impl in pm.hook.rhapsody_register_backends.get_hookimpls():
         dist, version = plugin_dist.get(id(impl.plugin), ("<registered directly>", ""))
         try:
-            records = list(impl.function())
+            records = list(impl.function())  # type: ignore[call-overload]
         except Exception as exc:  # noqa: BLE001
             registry.broken.append(BrokenPlugin(impl.plugin_name, dist, f"register hook raised {type(exc).__name__}: {exc}"))
             _log.warning("plugin.register_failed", plugin=impl.plugin_name, distribution=dist, error=str(exc))
@@ -145,11 +145,11 @@ def _load_registry(pm: pluggy.PluginManager, eps: Iterable[EntryPoint]) -> Regis
 
 @functools.cache
 def _cached() -> tuple[pluggy.PluginManager, Registry]:
-    from rhapsody.observers import StateLogger  # noqa: PLC0415 - avoid an import cycle
+    from rhapsody.observers import sync_state_logger  # noqa: PLC0415 - avoid an import cycle
 
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
-    pm.register(StateLogger(), name="rhapsody.state-logger")
+    sync_state_logger(pm)
     registry = _load_registry(pm, entry_points(group=ENTRY_POINT_GROUP))
     return pm, registry
 

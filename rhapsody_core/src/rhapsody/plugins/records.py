@@ -8,7 +8,7 @@ from typing import Any
 import attrs
 
 
-def _import_path(inst: Any, attribute: attrs.Attribute, value: str | None) -> None:
+def _import_path(inst: Any, attribute: attrs.Attribute[Any], value: str | None) -> None:
     if value is not None and (not isinstance(value, str) or value.count(":") != 1):
         raise ValueError(f"{attribute.name} must look like 'package.module:Name', got {value!r}")
 

@@ -1,0 +1,130 @@
+"""rhapsody-concurrent against a bare ThreadPoolExecutor / asyncio subprocesses.
+
+    python -m benchmarks.bench_concurrent [--quick] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures as cf
+import gc
+import time
+
+from benchmarks.common import Recorder, parse_args, rss_mb
+from rhapsody import ComputeTask, Session
+from rhapsody.testing.tasks import noop
+from rhapsody_concurrent.backend import ConcurrentExecutionBackend
+
+WORKERS = 2
+DEFAULT_N = {"noop": 10_000, "true": 1_000, "stdout_1mb": 100, "mixed": 1_000, "latency": 200, "burst": 100_000}
+QUICK_N = {"noop": 500, "true": 50, "stdout_1mb": 5, "mixed": 60, "latency": 20, "burst": 2_000}
+ONE_MB = "head -c 1048576 /dev/zero"
+
+
+async def run_session(session: Session, tasks: list[ComputeTask]) -> None:
+    await session.submit_tasks(tasks)
+    await session.wait_tasks(tasks)
+    bad = [t for t in tasks if t.state.value != "DONE"]
+    if bad:
+        raise RuntimeError(f"{len(bad)} tasks did not end DONE: {bad[0].exception!r}")
+
+
+async def main() -> None:
+    args = parse_args(__doc__ or "", DEFAULT_N, QUICK_N)
+    rec = Recorder("concurrent", args)
+    pool = cf.ThreadPoolExecutor(max_workers=WORKERS)
+    backend = await ConcurrentExecutionBackend(name="concurrent", cores=WORKERS)
+    session = Session(backends=[backend], work_dir="/tmp/rhapsody-bench")
+    loop = asyncio.get_running_loop()
+
+    async def raw_noop(n: int) -> None:
+        futures = [pool.submit(noop) for _ in range(n)]
+        cf.wait(futures)
+
+    async def raw_noop_asyncio(n: int) -> None:
+        await asyncio.gather(*(loop.run_in_executor(pool, noop) for _ in range(n)))
+
+    async def rh_noop(n: int) -> None:
+        await run_session(session, [ComputeTask(function=noop) for _ in range(n)])
+
+    async def raw_exec(n: int, cmd: list[str]) -> None:
+        sem = asyncio.Semaphore(WORKERS)
+
+        async def one() -> None:
+            async with sem:
+                p = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+                await p.communicate()
+                if p.returncode:
+                    raise RuntimeError(f"exit {p.returncode}")
+
+        await asyncio.gather(*(one() for _ in range(n)))
+
+    async def rh_exec(n: int, cmd: list[str]) -> None:
+        await run_session(session, [ComputeTask(executable=cmd[0], arguments=cmd[1:]) for _ in range(n)])
+
+    if rec.wanted("burst"):
+        # One shot (memory is the point): queue N function tasks at once.
+        gc.collect()
+        rss0 = rss_mb()
+        n = args.n_burst
+        t0 = time.perf_counter()
+        tasks = [ComputeTask(function=noop) for _ in range(n)]
+        await session.submit_tasks(tasks)
+        t_submit = time.perf_counter() - t0
+        rss_queued = rss_mb() - rss0
+        await session.wait_tasks(tasks)
+        t_done = time.perf_counter() - t0
+        rec.record("burst", "rhapsody", n, t_done, submit_s=round(t_submit, 3), rss_growth_mb=round(max(rss_queued, rss_mb() - rss0), 1))
+        del tasks
+        gc.collect()
+        rss0 = rss_mb()
+        t0 = time.perf_counter()
+        futures = [pool.submit(noop) for _ in range(n)]
+        t_submit = time.perf_counter() - t0
+        rss_queued = rss_mb() - rss0
+        cf.wait(futures)
+        rec.record("burst", "raw", n, time.perf_counter() - t0, submit_s=round(t_submit, 3), rss_growth_mb=round(max(rss_queued, rss_mb() - rss0), 1))
+
+    if rec.wanted("noop"):
+        await rec.ab("noop", args.n_noop, {"raw": raw_noop, "raw-asyncio": raw_noop_asyncio, "rhapsody": rh_noop})
+    if rec.wanted("true"):
+        await rec.ab("true", args.n_true, {"raw": lambda n: raw_exec(n, ["/bin/true"]), "rhapsody": lambda n: rh_exec(n, ["/bin/true"])})
+    if rec.wanted("stdout_1mb"):
+        sh = ["/bin/sh", "-c", ONE_MB]
+        await rec.ab("stdout_1mb", args.n_stdout_1mb, {"raw": lambda n: raw_exec(n, sh), "rhapsody": lambda n: rh_exec(n, sh)})
+    if rec.wanted("mixed"):
+
+        async def raw_mixed(n: int) -> None:
+            third = n // 3
+            await asyncio.gather(raw_noop_asyncio(third), raw_noop_asyncio(third), raw_exec(n - 2 * third, ["/bin/true"]))
+
+        async def rh_mixed(n: int) -> None:
+            from rhapsody.testing.tasks import async_add
+
+            third = n // 3
+            tasks = [ComputeTask(function=noop) for _ in range(third)]
+            tasks += [ComputeTask(function=async_add, args=(1, 2)) for _ in range(third)]
+            tasks += [ComputeTask(executable="/bin/true") for _ in range(n - 2 * third)]
+            await run_session(session, tasks)
+
+        await rec.ab("mixed", args.n_mixed, {"raw": raw_mixed, "rhapsody": rh_mixed})
+    if rec.wanted("latency"):
+
+        async def raw_latency(n: int) -> None:
+            for _ in range(n):
+                await loop.run_in_executor(pool, noop)
+
+        async def rh_latency(n: int) -> None:
+            for _ in range(n):
+                t = ComputeTask(function=noop)
+                await session.submit_tasks([t])
+                await t
+
+        await rec.ab("latency", args.n_latency, {"raw": raw_latency, "rhapsody": rh_latency})
+    await session.close()
+    pool.shutdown()
+    rec.finish()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
