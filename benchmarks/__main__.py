@@ -1,0 +1,127 @@
+"""Run every engine's side-by-side benchmark that this environment can run,
+then write one JSON file, one table and one PNG chart.
+
+    python -m benchmarks [--quick] [--engines concurrent,dask,dragon,radical] [--out DIR]
+
+Each engine runs in a child process of its own (Dragon's under the ``dragon``
+launcher), so one engine's runtime never disturbs another's figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+ENGINES = {  # engine -> plugin package that must be importable
+    "concurrent": "rhapsody_concurrent",
+    "dask": "rhapsody_dask",
+    "dragon": "rhapsody_dragon",
+    "radical": "rhapsody_radical",
+}
+
+
+def _command(engine: str, json_out: Path, passthrough: list[str]) -> list[str]:
+    cmd = [sys.executable, "-m", f"benchmarks.bench_{engine}", "--json", str(json_out), *passthrough]
+    if engine == "dragon":
+        launcher = shutil.which("dragon", path=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
+        if launcher is None:
+            raise FileNotFoundError("the dragon launcher is not on PATH")
+        cmd = [launcher, *cmd]
+    return cmd
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    lines = [f"{'engine':<11}{'workload':<16}{'variant':<13}{'N':>8}{'median s':>10}{'tasks/s':>11}{'us/task':>10}{'vs raw':>8}"]
+    raw = {(r["engine"], r["workload"]): r for r in rows if r["variant"] == "raw" and not r.get("error")}
+    for r in sorted(rows, key=lambda r: (r["engine"], r["workload"], r["variant"])):
+        if r.get("error"):
+            lines.append(f"{r['engine']:<11}{r['workload']:<16}{r['variant']:<13}{r['n']:>8}  FAILED: {r['error'][:80]}")
+            continue
+        base = raw.get((r["engine"], r["workload"]))
+        ratio = f"{r['median_s'] / base['median_s']:>8.2f}" if base and r["variant"] != "raw" else f"{'':>8}"
+        lines.append(
+            f"{r['engine']:<11}{r['workload']:<16}{r['variant']:<13}{r['n']:>8}{r['median_s']:>10.3f}{r['tasks_per_s']:>11.1f}{r['per_task_us']:>10.1f}{ratio}"
+        )
+    return "\n".join(lines)
+
+
+def _chart(rows: list[dict[str, Any]], path: Path) -> str:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed: no chart (pip install matplotlib)"
+    good = [r for r in rows if not r.get("error") and r["variant"] in ("raw", "rhapsody", "rhapsody-py")]
+    groups = sorted({(r["engine"], r["workload"]) for r in good})
+    variants = ["raw", "rhapsody", "rhapsody-py"]
+    colors = {"raw": "#888888", "rhapsody": "#1f77b4", "rhapsody-py": "#ff7f0e"}
+    fig, ax = plt.subplots(figsize=(max(8, len(groups) * 0.9), 5))
+    width = 0.27
+    for i, variant in enumerate(variants):
+        values = []
+        for g in groups:
+            match = [r for r in good if (r["engine"], r["workload"]) == g and r["variant"] == variant]
+            values.append(match[0]["tasks_per_s"] if match else 0)
+        ax.bar([x + (i - 1) * width for x in range(len(groups))], values, width, label=variant, color=colors[variant])
+    ax.set_xticks(range(len(groups)), [f"{e}\n{w}" for e, w in groups], fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylabel("tasks per second (log)")
+    ax.set_title("RHAPSODY vs raw engine, same process run")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return f"chart: {path}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="every workload at small N: checks the code, not speed")
+    parser.add_argument("--engines", default=",".join(ENGINES), help="comma list (default: all installed)")
+    parser.add_argument("--out", type=Path, default=None, help="results directory (default: $RHAPSODY_WORK_DIR or ./rhapsody-work, /bench-<time>)")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds per engine")
+    args, passthrough = parser.parse_known_args()
+    if args.quick:
+        passthrough.append("--quick")
+    base = Path(os.environ.get("RHAPSODY_WORK_DIR", "rhapsody-work"))
+    out = args.out or base / time.strftime("bench-%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    json_out = out / "results.jsonl"
+    status: dict[str, str] = {}
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    for engine in [e.strip() for e in args.engines.split(",") if e.strip()]:
+        if engine not in ENGINES:
+            status[engine] = f"unknown engine; known: {', '.join(ENGINES)}"
+            continue
+        if importlib.util.find_spec(ENGINES[engine]) is None:
+            status[engine] = f"not run: {ENGINES[engine]} is not installed in this environment"
+            continue
+        print(f"--- {engine}", flush=True)
+        try:
+            proc = subprocess.run(_command(engine, json_out, passthrough), cwd=out, env=env, timeout=args.timeout, start_new_session=True)
+            status[engine] = "ok" if proc.returncode == 0 else f"exited {proc.returncode}"
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            status[engine] = f"not run: {exc}"
+    rows = [json.loads(line) for line in json_out.read_text().splitlines()] if json_out.exists() else []
+    (out / "results.json").write_text(json.dumps({"status": status, "results": rows}, indent=1))
+    table = _table(rows)
+    (out / "results.txt").write_text(table + "\n")
+    print("\n" + table)
+    print("\n" + "\n".join(f"{e}: {s}" for e, s in status.items()))
+    print(_chart(rows, out / "tasks_per_s.png"))
+    print(f"results: {out}")
+    return 0 if all(s == "ok" or s.startswith("not run: rhapsody_") for s in status.values()) and rows else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
