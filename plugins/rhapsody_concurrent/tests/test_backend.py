@@ -1,0 +1,170 @@
+"""What only the concurrent backend does: core-slot accounting, process trees,
+local multi-rank executables, user executors."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from rhapsody import AITask, BackendError, ComputeTask, Resources, Session, TaskState
+from rhapsody.testing.conformance import pid_alive, wait_for_file, wait_for_state, wait_until_gone
+from rhapsody.testing.tasks import getpid, sleep
+from rhapsody_concurrent.backend import ConcurrentExecutionBackend
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 120))
+
+
+def test_cancel_kills_the_whole_process_tree(tmp_path: Path) -> None:
+    child = tmp_path / "child"
+    task = ComputeTask(executable="/bin/sh", arguments=["-c", f"sleep 60 & echo $! > {child}; wait"])
+
+    async def go() -> None:
+        async with Session(backends=[ConcurrentExecutionBackend(cores=2)], work_dir=tmp_path) as s:
+            await s.submit_tasks([task])
+            pid = int(await wait_for_file(child))
+            assert pid_alive(pid)
+            assert await s.cancel_tasks([task]) == [True]
+            await wait_until_gone(pid)
+
+    run(go())
+    assert task.state is TaskState.CANCELED
+
+
+def test_never_more_cores_than_it_has(tmp_path: Path) -> None:
+    """Two 1-core tasks run together on 2 cores; a 2-core task waits for both."""
+    marks = [tmp_path / f"m{i}" for i in range(3)]
+    one = [ComputeTask(executable="/bin/sh", arguments=["-c", f"date +%s%N > {m}; sleep 0.5"]) for m in marks[:2]]
+    two = ComputeTask(executable="/bin/sh", arguments=["-c", f"date +%s%N > {marks[2]}"], resources=Resources(cores_per_rank=2))
+
+    async def go() -> None:
+        async with Session(backends=[ConcurrentExecutionBackend(cores=2)], work_dir=tmp_path) as s:
+            await s.submit_tasks([*one, two])
+            await asyncio.sleep(0.2)
+            assert [t.state for t in one] == [TaskState.RUNNING, TaskState.RUNNING]
+            assert two.state is TaskState.SUBMITTED
+            await s.wait_tasks([*one, two])
+
+    run(go())
+    assert all(t.state is TaskState.DONE for t in [*one, two])
+    assert two.timestamps["RUNNING"] >= max(t.timestamps["DONE"] for t in one)
+
+
+def test_multi_rank_executable_runs_one_process_per_rank(tmp_path: Path) -> None:
+    task = ComputeTask(executable="/bin/sh", arguments=["-c", 'echo "rank $RHAPSODY_RANK of $RHAPSODY_RANKS"'], resources=Resources(ranks=2))
+
+    async def go() -> None:
+        async with Session(backends=[ConcurrentExecutionBackend(cores=2)], work_dir=tmp_path) as s:
+            await s.submit_tasks([task])
+            await task
+
+    run(go())
+    assert sorted(task.stdout.splitlines()) == ["rank 0 of 2", "rank 1 of 2"]
+
+
+def test_multi_rank_function_is_refused_clearly(tmp_path: Path) -> None:
+    task = ComputeTask(function=getpid, resources=Resources(ranks=2))
+
+    async def go() -> None:
+        async with Session(backends=[ConcurrentExecutionBackend(cores=2)], work_dir=tmp_path) as s:
+            await s.submit_tasks([task])
+            await s.wait_tasks([task])
+
+    run(go())
+    assert task.state is TaskState.FAILED and isinstance(task.exception, BackendError)
+    assert "multi-rank" in str(task.exception)
+
+
+def test_ai_tasks_are_refused_clearly(tmp_path: Path) -> None:
+    task = AITask(prompt="hello", model="tiny")
+
+    async def go() -> None:
+        async with Session(backends=[ConcurrentExecutionBackend()], work_dir=tmp_path) as s:
+            await s.submit_tasks([task])
+            await s.wait_tasks([task])
+
+    run(go())
+    assert task.state is TaskState.FAILED and "cannot run ai tasks" in str(task.exception)
+
+
+def test_process_pool_runs_lambdas_and_closures(tmp_path: Path) -> None:
+    base = 40
+    closure = ComputeTask(function=lambda x: x + base, args=(2,))
+    pid = ComputeTask(function=getpid)
+    pool = ProcessPoolExecutor(max_workers=2)
+
+    async def go() -> None:
+        async with Session(backends=[ConcurrentExecutionBackend(executor=pool)], work_dir=tmp_path) as s:
+            await s.submit_tasks([closure, pid])
+            await s.wait_tasks([closure, pid])
+
+    try:
+        run(go())
+        assert closure.return_value == 42
+        assert pid.return_value != os.getpid()
+        # the user's pool is theirs: still usable after the backend shut down
+        assert pool.submit(int, "7").result(timeout=30) == 7
+    finally:
+        pool.shutdown()
+
+
+def test_user_thread_pool_sets_the_core_count(tmp_path: Path) -> None:
+    pool = ThreadPoolExecutor(max_workers=3)
+    backend = ConcurrentExecutionBackend(executor=pool)
+    assert backend.capacity().cores == 3
+    tasks = [ComputeTask(function=sleep, args=(0.3,)) for _ in range(3)]
+
+    async def go() -> None:
+        async with Session(backends=[backend], work_dir=tmp_path) as s:
+            await s.submit_tasks(tasks)
+            for t in tasks:
+                await wait_for_state(t, TaskState.RUNNING, TaskState.DONE, timeout=10)
+            await s.wait_tasks(tasks)
+
+    run(go())
+    pool.shutdown()
+    assert all(t.state is TaskState.DONE for t in tasks)
+
+
+def test_bad_constructor_arguments() -> None:
+    with pytest.raises(TypeError, match="Executor"):
+        ConcurrentExecutionBackend(executor="threads")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="cores"):
+        ConcurrentExecutionBackend(cores=0)
+
+
+def test_seed_api_names() -> None:
+    from rhapsody.backends import ConcurrentExecutionBackend as Resolved
+
+    assert Resolved is ConcurrentExecutionBackend
+
+    async def go() -> None:
+        backend = await ConcurrentExecutionBackend(name="local")
+        assert backend.state() == "RUNNING" and backend.name == "local"
+        async with backend:
+            pass
+        assert backend.state() == "STOPPED"
+
+    run(go())
+
+
+def test_timeout_counts_from_running_not_from_submission(tmp_path: Path) -> None:
+    """A task queued behind others is not charged for its wait."""
+    blockers = [ComputeTask(function=sleep, args=(1.0,)) for _ in range(2)]
+    late = ComputeTask(function=sleep, args=(0.1,), timeout=0.8)
+
+    async def go() -> None:
+        async with Session(backends=[ConcurrentExecutionBackend(cores=2)], work_dir=tmp_path) as s:
+            t0 = time.monotonic()
+            await s.submit_tasks([*blockers, late])
+            await s.wait_tasks([*blockers, late])
+            assert time.monotonic() - t0 >= 1.0
+
+    run(go())
+    assert late.state is TaskState.DONE, late.exception
