@@ -1,11 +1,11 @@
 """Developer and CI entry points.
 
-    nox -s tests         every component, each in its own virtualenv with only
-                         its declared dependencies, against real engines
-    nox -s "tests(component='dask')"   one component
-    nox -s demo          the example workload on the default backend
-    nox -s lint typecheck
-    nox -s bench         side-by-side benchmarks (python -m benchmarks)
+nox -s tests         every component, each in its own virtualenv with only
+                     its declared dependencies, against real engines
+nox -s "tests(component='dask')"   one component
+nox -s demo          the example workload on the default backend
+nox -s lint typecheck
+nox -s bench         side-by-side benchmarks (python -m benchmarks)
 """
 
 from __future__ import annotations
@@ -64,13 +64,21 @@ def _tests_dragon(session: nox.Session) -> None:
         "DRAGON_INF_SEG_SZ": "134217728",
     }
     # The launcher writes runtime files into its working directory: run it in a temp dir.
-    with tempfile.TemporaryDirectory(prefix="rhapsody-dragon-") as tmp:
-        with session.chdir(tmp):
-            session.run(
-                "dragon", "python", "-m", "pytest", "-p", "no:cacheprovider", "-ra",
-                str(PLUGINS / "rhapsody_dragon" / "tests"), str(ROOT / "tests" / "benchmarks" / "test_bench_dragon.py"),
-                *session.posargs, env=env, external=False,
-            )
+    with tempfile.TemporaryDirectory(prefix="rhapsody-dragon-") as tmp, session.chdir(tmp):
+        session.run(
+            "dragon",
+            "python",
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-ra",
+            str(PLUGINS / "rhapsody_dragon" / "tests"),
+            str(ROOT / "tests" / "benchmarks" / "test_bench_dragon.py"),
+            *session.posargs,
+            env=env,
+            external=False,
+        )
 
 
 def _tests_radical(session: nox.Session) -> None:

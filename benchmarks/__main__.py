@@ -88,7 +88,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="every workload at small N: checks the code, not speed")
     parser.add_argument("--engines", default=",".join(ENGINES), help="comma list (default: all installed)")
-    parser.add_argument("--out", type=Path, default=None, help="results directory (default: $RHAPSODY_WORK_DIR or ./rhapsody-work, /bench-<time>)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="results directory (default: $RHAPSODY_WORK_DIR or ./rhapsody-work, /bench-<time>)"
+    )
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per engine")
     args, passthrough = parser.parse_known_args()
     if args.quick:

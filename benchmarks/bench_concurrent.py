@@ -1,6 +1,6 @@
 """rhapsody-concurrent against a bare ThreadPoolExecutor / asyncio subprocesses.
 
-    python -m benchmarks.bench_concurrent [--quick] [--json FILE]
+python -m benchmarks.bench_concurrent [--quick] [--json FILE]
 """
 
 from __future__ import annotations
@@ -83,7 +83,14 @@ async def main() -> None:
         t_submit = time.perf_counter() - t0
         rss_queued = rss_mb() - rss0
         cf.wait(futures)
-        rec.record("burst", "raw", n, time.perf_counter() - t0, submit_s=round(t_submit, 3), rss_growth_mb=round(max(rss_queued, rss_mb() - rss0), 1))
+        rec.record(
+            "burst",
+            "raw",
+            n,
+            time.perf_counter() - t0,
+            submit_s=round(t_submit, 3),
+            rss_growth_mb=round(max(rss_queued, rss_mb() - rss0), 1),
+        )
 
     if rec.wanted("noop"):
         await rec.ab("noop", args.n_noop, {"raw": raw_noop, "raw-asyncio": raw_noop_asyncio, "rhapsody": rh_noop})

@@ -51,9 +51,17 @@ class Result:
 
     def as_json(self) -> dict[str, Any]:
         return {
-            "engine": self.engine, "workload": self.workload, "variant": self.variant, "n": self.n,
-            "seconds": self.seconds, "median_s": self.median, "spread_s": self.spread,
-            "tasks_per_s": self.rate, "per_task_us": self.per_task_us, "error": self.error, **self.extra,
+            "engine": self.engine,
+            "workload": self.workload,
+            "variant": self.variant,
+            "n": self.n,
+            "seconds": self.seconds,
+            "median_s": self.median,
+            "spread_s": self.spread,
+            "tasks_per_s": self.rate,
+            "per_task_us": self.per_task_us,
+            "error": self.error,
+            **self.extra,
         }
 
 
@@ -137,7 +145,9 @@ class Recorder:
             ratio = r.median / raw.median if raw and raw.seconds and r.variant != "raw" else None
             ratio_s = f"{ratio:>8.2f}" if ratio is not None else f"{'':>8}"
             extra = " ".join(f"{k}={v}" for k, v in r.extra.items())
-            print(f"{r.workload:<22}{r.variant:<13}{r.n:>8}{r.median:>11.3f}{r.spread:>10.3f}{r.rate:>11.1f}{r.per_task_us:>10.1f}{ratio_s}  {extra}")
+            print(
+                f"{r.workload:<22}{r.variant:<13}{r.n:>8}{r.median:>11.3f}{r.spread:>10.3f}{r.rate:>11.1f}{r.per_task_us:>10.1f}{ratio_s}  {extra}"
+            )
         sys.stdout.flush()
         if self.args.json:
             self.args.json.parent.mkdir(parents=True, exist_ok=True)

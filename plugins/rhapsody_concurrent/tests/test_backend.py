@@ -57,7 +57,9 @@ def test_never_more_cores_than_it_has(tmp_path: Path) -> None:
 
 
 def test_multi_rank_executable_runs_one_process_per_rank(tmp_path: Path) -> None:
-    task = ComputeTask(executable="/bin/sh", arguments=["-c", 'echo "rank $RHAPSODY_RANK of $RHAPSODY_RANKS"'], resources=Resources(ranks=2))
+    task = ComputeTask(
+        executable="/bin/sh", arguments=["-c", 'echo "rank $RHAPSODY_RANK of $RHAPSODY_RANKS"'], resources=Resources(ranks=2)
+    )
 
     async def go() -> None:
         async with Session(backends=[ConcurrentExecutionBackend(cores=2)], work_dir=tmp_path) as s:

@@ -37,7 +37,9 @@ def _backends(as_json: bool, check: bool) -> int:
     if rows:
         print(f"{'name':<{widths['name']}}  {'distribution':<{widths['distribution']}}  {'version':<{widths['version']}}  engine")
     for r in rows:
-        print(f"{r['name']:<{widths['name']}}  {r['distribution']:<{widths['distribution']}}  {r['version']:<{widths['version']}}  {r['engine']}")
+        print(
+            f"{r['name']:<{widths['name']}}  {r['distribution']:<{widths['distribution']}}  {r['version']:<{widths['version']}}  {r['engine']}"
+        )
     for b in broken:
         print(f"broken: {b['entry_point']} from {b['distribution']}: {b['reason']}")
     for name in registry.disabled:

@@ -58,9 +58,7 @@ def rhapsody_task_cancel(backend: BaseExecutionBackend, task: BaseTask, reason: 
 
 
 @hookspec
-def rhapsody_task_state_changed(
-    backend: BaseExecutionBackend, task: BaseTask, old_state: TaskState, new_state: TaskState
-) -> None:
+def rhapsody_task_state_changed(backend: BaseExecutionBackend, task: BaseTask, old_state: TaskState, new_state: TaskState) -> None:
     """A task moved from ``old_state`` to ``new_state``.
 
     The single place every transition of every task flows through, called right

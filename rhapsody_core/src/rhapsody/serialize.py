@@ -10,6 +10,7 @@ types are cloudpickled too.
 from __future__ import annotations
 
 import base64
+import contextlib
 import importlib
 import json
 from collections.abc import Callable
@@ -71,10 +72,8 @@ def _unplain(value: Any) -> Any:
 
 def _exception_to_dict(exc: BaseException) -> dict[str, Any]:
     data: dict[str, Any] = {"type": f"{type(exc).__module__}.{type(exc).__qualname__}", "message": str(exc)}
-    try:
+    with contextlib.suppress(Exception):  # an unpicklable exception still keeps type and text
         data.update(_pickled(exc))
-    except Exception:  # noqa: BLE001 - an unpicklable exception still keeps type and text
-        pass
     return data
 
 

@@ -83,9 +83,10 @@ class BaseTask:
             self._fail("uid", f"must be a non-empty string, got {self.uid!r}")
         if self.backend is not None and (not isinstance(self.backend, str) or not self.backend):
             self._fail("backend", f"must be a backend name or None, got {self.backend!r}")
-        if self.timeout is not None:
-            if isinstance(self.timeout, bool) or not isinstance(self.timeout, (int, float)) or not self.timeout > 0:
-                self._fail("timeout", f"must be a positive number of seconds or None, got {self.timeout!r}")
+        if self.timeout is not None and (
+            isinstance(self.timeout, bool) or not isinstance(self.timeout, (int, float)) or not self.timeout > 0
+        ):
+            self._fail("timeout", f"must be a positive number of seconds or None, got {self.timeout!r}")
         for name in ("task_backend_specific_kwargs", "metadata"):
             if not isinstance(getattr(self, name), dict):
                 self._fail(name, f"must be a dict, got {type(getattr(self, name)).__name__}")
@@ -112,7 +113,7 @@ class BaseTask:
 
     def as_dict(self) -> dict[str, Any]:
         """Plain-data view (see `rhapsody.serialize`)."""
-        from rhapsody.serialize import task_to_dict
+        from rhapsody.serialize import task_to_dict  # noqa: PLC0415 - serialize imports this module
 
         return task_to_dict(self)
 

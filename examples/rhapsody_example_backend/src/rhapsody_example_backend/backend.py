@@ -32,18 +32,23 @@ class InlineBackend(BaseExecutionBackend):
             self.report_running(task)
             try:
                 if task.is_function:
-                    call = task.function(*task.args, **task.kwargs) if inspect.iscoroutinefunction(task.function) \
+                    call = (
+                        task.function(*task.args, **task.kwargs)
+                        if inspect.iscoroutinefunction(task.function)
                         else asyncio.to_thread(task.function, *task.args, **task.kwargs)
+                    )
                     self.report_result(task, return_value=await call)
                 else:
                     kw = task.task_backend_specific_kwargs
                     env = {**os.environ, **kw.get("env", {})}
                     if not task.arguments and " " in task.executable.strip():
-                        proc = await asyncio.create_subprocess_shell(task.executable, stdout=-1, stderr=-1,
-                                                                     cwd=kw.get("cwd"), env=env, start_new_session=True)
+                        proc = await asyncio.create_subprocess_shell(
+                            task.executable, stdout=-1, stderr=-1, cwd=kw.get("cwd"), env=env, start_new_session=True
+                        )
                     else:
-                        proc = await asyncio.create_subprocess_exec(task.executable, *task.arguments, stdout=-1, stderr=-1,
-                                                                    cwd=kw.get("cwd"), env=env, start_new_session=True)
+                        proc = await asyncio.create_subprocess_exec(
+                            task.executable, *task.arguments, stdout=-1, stderr=-1, cwd=kw.get("cwd"), env=env, start_new_session=True
+                        )
                     self._procs[task.uid] = proc
                     out, err = await proc.communicate()
                     if task.capture_stdio:

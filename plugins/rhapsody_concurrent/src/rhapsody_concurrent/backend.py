@@ -96,7 +96,9 @@ class ConcurrentExecutionBackend(BaseExecutionBackend):
     def _start_function(self, task: ComputeTask) -> None:
         if task.resources.ranks > 1:
             self._release(task)
-            self.report_failure(task, BackendError(f"{self.name}: multi-rank function tasks need an MPI-capable backend (dragon, radical_pilot)"))
+            self.report_failure(
+                task, BackendError(f"{self.name}: multi-rank function tasks need an MPI-capable backend (dragon, radical_pilot)")
+            )
             return
         assert self._executor is not None
         try:
@@ -157,7 +159,9 @@ class ConcurrentExecutionBackend(BaseExecutionBackend):
                     procs.append(await processes.spawn(task, rank, ranks, stdout, stderr))
             except OSError as exc:
                 await processes.kill_tree(procs)
-                error = TaskExecutionError(task.uid, f"task {task.uid}: cannot start {task.executable!r}: {exc.strerror or exc}", None, str(exc))
+                error = TaskExecutionError(
+                    task.uid, f"task {task.uid}: cannot start {task.executable!r}: {exc.strerror or exc}", None, str(exc)
+                )
                 error.__cause__ = exc
                 self.report_failure(task, error, stderr=str(exc))
                 return

@@ -4,6 +4,7 @@ cancelling kills the whole tree."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 from collections.abc import Sequence
@@ -53,13 +54,11 @@ async def kill_tree(procs: Sequence[asyncio.subprocess.Process]) -> None:
     live = [p for p in procs if p.returncode is None]
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for p in live:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(p.pid, sig)
-            except ProcessLookupError:
-                pass
         if not live:
             return
-        done, _ = await asyncio.wait([asyncio.ensure_future(p.wait()) for p in live], timeout=KILL_GRACE_S)
+        await asyncio.wait([asyncio.ensure_future(p.wait()) for p in live], timeout=KILL_GRACE_S)
         live = [p for p in live if p.returncode is None]
 
 
@@ -68,4 +67,4 @@ def decode(data: bytes | None) -> str:
 
 
 def capture_files(out: Path, err: Path) -> tuple[IO[bytes], IO[bytes]]:
-    return open(out, "wb"), open(err, "wb")  # noqa: SIM115 - closed by the caller
+    return open(out, "wb"), open(err, "wb")

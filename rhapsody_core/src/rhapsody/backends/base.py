@@ -18,6 +18,7 @@ thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import os
 import threading
@@ -374,10 +375,8 @@ class BaseExecutionBackend:
         loop = self._loop
         if loop is None or loop.is_closed():
             return  # the session is gone; nobody is left to tell
-        try:
+        with contextlib.suppress(RuntimeError):  # loop closed between the check and the call
             loop.call_soon_threadsafe(fn, *args)
-        except RuntimeError:  # loop closed between the check and the call
-            pass
 
     # ----------------------------------------------------------- the state machine
     def _set_state(self, task: BaseTask, new: TaskState, **fields: Any) -> bool:

@@ -383,7 +383,9 @@ class BackendConformance:
             if self.runs_executables:
                 mixed.append(ComputeTask(executable="/bin/echo", arguments=[str(i)]))
         submit(*mixed)
-        assert all(t.state is TaskState.DONE for t in mixed), [(t.uid, t.state, t.exception) for t in mixed if t.state is not TaskState.DONE]
+        assert all(t.state is TaskState.DONE for t in mixed), [
+            (t.uid, t.state, t.exception) for t in mixed if t.state is not TaskState.DONE
+        ]
 
     # ------------------------------------------------------------------ shutdown, asyncflow
     def test_shutdown_cancels_tasks_in_flight(self, run: LoopRunner, tmp_path: Path) -> None:
@@ -441,5 +443,3 @@ class BackendConformance:
 
 async def _await(task: BaseTask) -> Any:
     return await task
-
-
