@@ -170,3 +170,26 @@ def test_timeout_counts_from_running_not_from_submission(tmp_path: Path) -> None
 
     run(go())
     assert late.state is TaskState.DONE, late.exception
+
+
+def test_cancelled_async_function_really_stops(tmp_path: Path) -> None:
+    """An async function on the thread pool is cancelled on its worker's loop:
+    its core is free again at once, not after the function's natural end."""
+    from rhapsody.testing.tasks import async_sleep
+
+    long = ComputeTask(function=async_sleep, args=(60,))
+    after = ComputeTask(function=getpid)
+
+    async def go() -> float:
+        async with Session(backends=[ConcurrentExecutionBackend(cores=1)], work_dir=tmp_path) as s:
+            await s.submit_tasks([long])
+            await wait_for_state(long, TaskState.RUNNING, timeout=10)
+            assert await s.cancel_tasks([long]) == [True]
+            t0 = time.monotonic()
+            await s.submit_tasks([after])
+            await after
+            return time.monotonic() - t0
+
+    waited = run(go())
+    assert long.state is TaskState.CANCELED
+    assert waited < 30, "the one core stayed busy: the async function kept running"

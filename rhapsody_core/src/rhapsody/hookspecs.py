@@ -44,7 +44,8 @@ def rhapsody_task_submit(backend: BaseExecutionBackend, tasks: Sequence[BaseTask
     Called once per ``submit_tasks`` call, after every task passed validation and
     routing and before any is moved to SUBMITTED. Raising an exception refuses
     the whole batch: nothing is handed to the engine and the exception reaches
-    the caller of ``submit_tasks``. The return value is ignored.
+    the caller of ``submit_tasks``. The return value is ignored. Not
+    firstresult: every implementation is called.
     """
 
 
@@ -54,6 +55,7 @@ def rhapsody_task_cancel(backend: BaseExecutionBackend, task: BaseTask, reason: 
 
     Called before the backend asks its engine to stop the task; ``reason`` is
     ``"user"``, ``"timeout"`` or ``"shutdown"``. The return value is ignored.
+    Not firstresult: every implementation is called.
     """
 
 
@@ -66,4 +68,5 @@ def rhapsody_task_state_changed(backend: BaseExecutionBackend, task: BaseTask, o
     awaiting the task is woken. On a terminal state the result fields are filled
     in. Keep it cheap: it runs on the hot path. The return value is ignored;
     an exception is logged and does not stop other observers or the task.
+    Not firstresult: every implementation is called.
     """

@@ -55,13 +55,20 @@ def _resolve(ref: str) -> Any:
     return obj
 
 
+def _json_exact(value: Any) -> bool:
+    """True if JSON gives ``value`` back unchanged (no tuples, no non-str keys)."""
+    if value is None or type(value) in (bool, int, float, str):
+        return True
+    if type(value) is list:
+        return all(_json_exact(v) for v in value)
+    if type(value) is dict:
+        return all(type(k) is str and _json_exact(v) for k, v in value.items())
+    return False
+
+
 def _plain(value: Any) -> Any:
-    """JSON-able values stay as they are; anything else is cloudpickled."""
-    try:
-        json.dumps(value)
-        return value
-    except (TypeError, ValueError):
-        return _pickled(value)
+    """Values JSON carries exactly stay as they are; anything else is cloudpickled."""
+    return value if _json_exact(value) else _pickled(value)
 
 
 def _unplain(value: Any) -> Any:
@@ -106,7 +113,7 @@ def task_to_dict(task: BaseTask) -> dict[str, Any]:
         elif name == "exception":
             data[name] = None if value is None else _exception_to_dict(value)
         elif name in ("args", "return_value", "response"):
-            data[name] = _plain(list(value) if name == "args" else value)
+            data[name] = [_plain(v) for v in value] if name == "args" else _plain(value)
         elif name == "kwargs":
             data[name] = {k: _plain(v) for k, v in value.items()}
         else:
@@ -132,8 +139,9 @@ def task_from_dict(data: dict[str, Any]) -> BaseTask:
         # radical.asyncflow's executable_task: a function, if any, only produced the
         # command line, and its args / kwargs were that function's
         for key in ("function", "args", "kwargs"):
-            if key in items:
-                metadata[key] = items.pop(key)
+            value = items.pop(key, None)
+            if value:
+                metadata[key] = value
     for key, value in items.items():
         if key == "kind" or key in RESULT_FIELDS or key == "response":
             continue

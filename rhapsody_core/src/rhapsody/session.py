@@ -112,7 +112,11 @@ class Session:
                     f"its backends are: {', '.join(self._backends)}"
                 )
             groups.setdefault(target, []).append(task)
-        results = await asyncio.gather(*(self._backends[name].submit_tasks(group) for name, group in groups.items()))
+        # Every group is validated (and passes the submit hook) before any backend
+        # gets a task: bad input anywhere submits nothing anywhere.
+        await asyncio.gather(*(self._backends[name].start() for name in groups))
+        batches = {name: self._backends[name]._prepare(group) for name, group in groups.items()}
+        results = await asyncio.gather(*(self._backends[name]._hand_over(batch) for name, batch in batches.items()))
         by_id: dict[int, BaseTask] = {}
         for group, submitted in zip(groups.values(), results, strict=True):
             for original, task in zip(group, submitted, strict=True):

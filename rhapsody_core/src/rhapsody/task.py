@@ -32,9 +32,9 @@ def _to_resources(value: Any) -> Resources:
     if isinstance(value, dict):
         try:
             return Resources(**value)
-        except TypeError as exc:
-            raise TaskValidationError(None, "resources", str(exc)) from None
-    raise TaskValidationError(None, "resources", f"must be a Resources or a dict, got {type(value).__name__}")
+        except (TypeError, TaskValidationError):
+            pass  # BaseTask._validate reports it, naming the task
+    return value
 
 
 # Fields a backend fills in; they are not part of the description and are never
@@ -87,6 +87,15 @@ class BaseTask:
             isinstance(self.timeout, bool) or not isinstance(self.timeout, (int, float)) or not self.timeout > 0
         ):
             self._fail("timeout", f"must be a positive number of seconds or None, got {self.timeout!r}")
+        if not isinstance(self.resources, Resources):
+            if isinstance(self.resources, dict):
+                try:
+                    Resources(**self.resources)
+                except TaskValidationError as exc:
+                    self._fail(exc.field, exc.problem)
+                except TypeError as exc:
+                    self._fail("resources", str(exc))
+            self._fail("resources", f"must be a Resources or a dict, got {type(self.resources).__name__}")
         for name in ("task_backend_specific_kwargs", "metadata"):
             if not isinstance(getattr(self, name), dict):
                 self._fail(name, f"must be a dict, got {type(getattr(self, name)).__name__}")

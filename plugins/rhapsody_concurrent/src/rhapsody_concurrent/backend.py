@@ -56,6 +56,7 @@ class ConcurrentExecutionBackend(BaseExecutionBackend):
         self._procs: dict[str, list[asyncio.subprocess.Process]] = {}
         self._runners: dict[str, asyncio.Task[None]] = {}
         self._ended: deque[tuple[ComputeTask, Future[Any]]] = deque()
+        self._handles: dict[str, calls.AsyncHandle] = {}
         self._drain_pending = False
 
     @property
@@ -105,7 +106,9 @@ class ConcurrentExecutionBackend(BaseExecutionBackend):
             if self._pickles:
                 future = self._executor.submit(calls.call_pickled, cloudpickle.dumps((task.function, task.args, task.kwargs)))
             else:
-                future = self._executor.submit(calls.call, task.function, task.args, task.kwargs)
+                handle = calls.AsyncHandle()
+                self._handles[task.uid] = handle
+                future = self._executor.submit(calls.call, task.function, task.args, task.kwargs, handle)
         except Exception as exc:  # noqa: BLE001 - e.g. unpicklable function, pool shut down
             self._release(task)
             self.report_failure(task, exc)
@@ -130,6 +133,7 @@ class ConcurrentExecutionBackend(BaseExecutionBackend):
 
     def _function_ended(self, task: ComputeTask, future: Future[Any]) -> None:
         self._futures.pop(task.uid, None)
+        self._handles.pop(task.uid, None)
         self._release(task)
         if future.cancelled():
             return  # cancelled before it started; core already marked it
@@ -197,10 +201,14 @@ class ConcurrentExecutionBackend(BaseExecutionBackend):
             return True
         future = self._futures.get(task.uid)
         if future is not None:
-            # A running thread cannot be interrupted: the task is reported
-            # CANCELED now, its late result is dropped, and its core stays
-            # counted as busy until the call really returns.
+            # An async function is cancelled on its worker's loop. A running sync
+            # function cannot be interrupted: the task is reported CANCELED now,
+            # its late result is dropped, and its core stays counted as busy
+            # until the call really returns.
             future.cancel()
+            handle = self._handles.get(task.uid)
+            if handle is not None:
+                handle.cancel()
             return True
         procs = self._procs.get(task.uid)
         if procs is not None:

@@ -22,9 +22,33 @@ def _worker_loop() -> asyncio.AbstractEventLoop:
     return loop
 
 
-def call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+class AsyncHandle:
+    """Lets the event loop thread cancel an ``async def`` task running on a
+    worker thread's loop (a sync function cannot be interrupted)."""
+
+    __slots__ = ("cancelled", "loop", "task")
+
+    def __init__(self) -> None:
+        self.cancelled = False
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.task: asyncio.Task[Any] | None = None
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        loop, task = self.loop, self.task
+        if loop is not None and task is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(task.cancel)
+
+
+def call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], handle: AsyncHandle | None = None) -> Any:
     if inspect.iscoroutinefunction(fn):
-        return _worker_loop().run_until_complete(fn(*args, **kwargs))
+        loop = _worker_loop()
+        task = loop.create_task(fn(*args, **kwargs))
+        if handle is not None:
+            handle.loop, handle.task = loop, task
+            if handle.cancelled:  # cancelled before it got here: checked after publishing the task
+                task.cancel()
+        return loop.run_until_complete(task)
     result = fn(*args, **kwargs)
     if inspect.isawaitable(result):
         return _worker_loop().run_until_complete(result)  # type: ignore[arg-type]

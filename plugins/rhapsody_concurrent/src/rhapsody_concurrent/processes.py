@@ -14,6 +14,7 @@ from typing import IO, Any
 from rhapsody.task import ComputeTask
 
 KILL_GRACE_S = 2.0
+KILL_REAP_S = 30.0  # SIGKILL cannot be ignored: this only bounds a process stuck in the kernel
 
 
 def wants_shell(task: ComputeTask) -> bool:
@@ -50,15 +51,16 @@ async def spawn(task: ComputeTask, rank: int, ranks: int, stdout: int | IO[Any],
 
 
 async def kill_tree(procs: Sequence[asyncio.subprocess.Process]) -> None:
-    """SIGTERM each process group, SIGKILL what is left after a grace period."""
+    """SIGTERM each process group, SIGKILL what is left after a grace period,
+    and reap them: nothing is left behind, not even a zombie."""
     live = [p for p in procs if p.returncode is None]
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+    for sig, grace in ((signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, KILL_REAP_S)):
         for p in live:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(p.pid, sig)
         if not live:
             return
-        await asyncio.wait([asyncio.ensure_future(p.wait()) for p in live], timeout=KILL_GRACE_S)
+        await asyncio.wait([asyncio.ensure_future(p.wait()) for p in live], timeout=grace)
         live = [p for p in live if p.returncode is None]
 
 

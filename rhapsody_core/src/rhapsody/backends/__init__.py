@@ -13,7 +13,7 @@ from rhapsody.backends.base import BackendState, BaseExecutionBackend
 __all__ = ["BackendState", "BaseExecutionBackend", "get_backend"]
 
 
-def get_backend(name: str, **kwargs: Any) -> BaseExecutionBackend:
+def get_backend(name: str, /, **kwargs: Any) -> BaseExecutionBackend:
     """Build the backend registered under ``name`` (not started: ``await`` it).
     The backend's ``name`` defaults to ``name``."""
     from rhapsody.plugins.manager import get_backend_class  # noqa: PLC0415
@@ -24,7 +24,7 @@ def get_backend(name: str, **kwargs: Any) -> BaseExecutionBackend:
 
 
 def __getattr__(attr: str) -> Any:
-    if not attr.endswith("Backend"):
+    if "Backend" not in attr or attr.startswith("_"):
         raise AttributeError(f"module 'rhapsody.backends' has no attribute {attr!r}")
     from rhapsody.plugins.manager import get_registry  # noqa: PLC0415
 
@@ -32,9 +32,7 @@ def __getattr__(attr: str) -> Any:
     record = registry.record_for_class(attr)
     if record is None:
         raise ImportError(f"cannot import {attr} from rhapsody.backends: {registry.missing_class(attr)}")
-    cls = record.load()
-    globals()[attr] = cls
-    return cls
+    return record.load()
 
 
 def __dir__() -> list[str]:

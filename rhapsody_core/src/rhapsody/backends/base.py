@@ -214,6 +214,11 @@ class BaseExecutionBackend:
         (dict descriptions are turned into tasks). Bad input raises before
         anything is submitted; a task the backend can never run ends FAILED."""
         await self.start()
+        return await self._hand_over(self._prepare(tasks))
+
+    def _prepare(self, tasks: Iterable[BaseTask | dict[str, Any]]) -> list[BaseTask]:
+        """Validate a batch and ask the submit hook; raises before anything is
+        submitted. (The Session prepares every backend's batch before any hand-over.)"""
         if self._lifecycle is not BackendState.RUNNING:
             raise BackendError(f"backend {self._name!r} is {self._lifecycle.value}; it accepts no tasks")
         batch = [self._adopt(t) for t in tasks]
@@ -223,6 +228,10 @@ class BaseExecutionBackend:
                 raise TaskValidationError(task.uid, "uid", "this task was already submitted; build a new task to run it again")
             seen.add(task.uid)
         self._hook_submit(backend=self, tasks=batch)
+        return batch
+
+    async def _hand_over(self, batch: list[BaseTask]) -> list[BaseTask]:
+        """Hand a prepared batch to the engine."""
         loop = self._loop
         assert loop is not None
         capacity = self.capacity()
@@ -410,11 +419,18 @@ class BaseExecutionBackend:
             timer = self._timers.pop(task.uid, None)
             if timer is not None:
                 timer.cancel()
-        if self._hook_state.get_hookimpls():  # no observers: no call at all on the hot path
-            try:
-                self._hook_state(backend=self, task=task, old_state=old, new_state=new)
-            except Exception as exc:  # noqa: BLE001 - an observer must never break a task
-                self.log.error("observer.failed", task=task.uid, error=f"{type(exc).__name__}: {exc}")
+        observers = self._hook_state.get_hookimpls()
+        if observers and any(impl.hookwrapper or impl.wrapper for impl in observers):
+            self._hook_state(backend=self, task=task, old_state=old, new_state=new)  # wrappers need pluggy's own call
+        elif observers:  # no observers: no call at all on the hot path
+            # Each observer on its own, in pluggy's order (last registered first):
+            # one that raises must not keep the others from seeing the transition.
+            hook_args = {"backend": self, "task": task, "old_state": old, "new_state": new}
+            for impl in reversed(observers):
+                try:
+                    impl.function(*[hook_args[name] for name in impl.argnames])
+                except Exception as exc:  # noqa: BLE001 - an observer must never break a task
+                    self.log.error("observer.failed", task=task.uid, plugin=impl.plugin_name, error=f"{type(exc).__name__}: {exc}")
         if task._origin is not None:  # a dict submitter reads results from its dict
             origin = task._origin
             for key in _RESULT_KEYS:

@@ -129,8 +129,8 @@ class BackendConformance:
     @classmethod
     def session(cls, run: LoopRunner, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
         backend = cls().make_backend()
-        run(backend.start())
         session = Session(backends=[backend], work_dir=tmp_path_factory.mktemp("conformance"))
+        run(session.start())  # after Session set the work dir: engines put their sandboxes there
         yield session
         run(session.close())
 

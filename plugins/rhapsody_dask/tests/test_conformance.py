@@ -1,0 +1,15 @@
+"""The Dask backend against the shared conformance suite, on a real two-worker
+LocalCluster (separate worker processes, one thread each) that the backend owns."""
+
+from __future__ import annotations
+
+from rhapsody.testing import BackendConformance
+from rhapsody_dask.backend import DaskExecutionBackend
+
+
+class TestDaskLocalClusterConformance(BackendConformance):
+    concurrency = 2
+    burst_size = 1000
+
+    def make_backend(self) -> DaskExecutionBackend:
+        return DaskExecutionBackend(resources={"n_workers": self.concurrency, "threads_per_worker": 1}, name="dask")

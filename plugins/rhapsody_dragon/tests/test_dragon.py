@@ -1,0 +1,126 @@
+"""Dragon-specific behaviour: registration, the seed knobs, engine failures,
+running without the launcher and without Dragon."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+
+import pytest
+
+from rhapsody import BackendError, ComputeTask, Session, TaskState, get_backend
+from rhapsody.testing import LoopRunner
+from rhapsody.testing import tasks as fn
+
+from rhapsody_dragon import DragonExecutionBackendV1, DragonExecutionBackendV2, DragonExecutionBackendV3
+
+
+def test_registered_names_resolve_to_the_right_classes() -> None:
+    assert type(get_backend("dragon")) is DragonExecutionBackendV3
+    assert type(get_backend("dragon_v3")) is DragonExecutionBackendV3
+    assert type(get_backend("dragon_v2")) is DragonExecutionBackendV2
+    assert type(get_backend("dragon_v1")) is DragonExecutionBackendV1
+
+
+def test_class_names_import_from_rhapsody_backends() -> None:
+    from rhapsody.backends import DragonExecutionBackend  # noqa: PLC0415
+
+    assert DragonExecutionBackend is DragonExecutionBackendV3
+    import rhapsody.backends as rb  # noqa: PLC0415
+
+    assert rb.DragonExecutionBackendV3 is DragonExecutionBackendV3
+    assert rb.DragonExecutionBackendV2 is DragonExecutionBackendV2
+    assert rb.DragonExecutionBackendV1 is DragonExecutionBackendV1
+
+
+def test_seed_signature_defaults_do_not_warn() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        b = DragonExecutionBackendV3(name="dragon", num_workers=1, disable_telemetry=True,
+                                     disable_background_batching=False, disable_batch_submission=True)
+    assert b.disable_telemetry and b.disable_batch_submission and b.num_workers == 1
+
+
+def test_too_many_workers_are_clamped_with_a_warning() -> None:
+    with pytest.warns(UserWarning, match="workers_per_node"):
+        b = DragonExecutionBackendV3(name="dragon", num_workers=16)
+    assert b.num_workers == max(1, (os.cpu_count() or 2) // 2)
+
+
+def test_disable_background_batching_warns_its_mapping() -> None:
+    with pytest.warns(UserWarning, match="no background-batching switch"):
+        b = DragonExecutionBackendV3(name="dragon", disable_background_batching=True)
+    assert b.disable_background_batching
+
+
+def test_v2_worker_death_fails_only_its_task(tmp_path: Path) -> None:
+    run = LoopRunner(180)
+    backend = DragonExecutionBackendV2(name="v2-death", num_workers=1)
+    dying = ComputeTask(function=os._exit, args=(3,))
+    after = [ComputeTask(function=fn.add, args=(i, 1)) for i in range(3)]
+
+    async def go() -> None:
+        async with Session([backend], work_dir=tmp_path) as s:
+            await s.submit_tasks([dying])
+            await s.wait_tasks([dying])
+            await s.submit_tasks(after)
+            await s.wait_tasks(after)
+
+    try:
+        run(go())
+    finally:
+        run.close()
+    assert dying.state is TaskState.FAILED and isinstance(dying.exception, BackendError), dying.exception
+    assert "died" in str(dying.exception)
+    assert [t.return_value for t in after] == [1, 2, 3]
+
+
+def _plain_env() -> dict[str, str]:
+    """The environment of a plain python process: no attachment to our runtime."""
+    keep = {"DRAGON_DEFAULT_SEG_SZ", "DRAGON_INF_SEG_SZ"}
+    return {k: v for k, v in os.environ.items() if not k.startswith("DRAGON_") or k in keep}
+
+
+def test_without_dragon_constructing_names_the_package(tmp_path: Path) -> None:
+    script = textwrap.dedent("""
+        import asyncio, sys
+        sys.modules["dragon"] = None  # as if dragonhpc were not installed
+        from rhapsody_dragon import DragonExecutionBackendV2
+        try:
+            asyncio.run(DragonExecutionBackendV2(name="x").start())
+        except ImportError as exc:
+            print("IMPORT-ERROR", exc)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=_plain_env(), capture_output=True, text=True, timeout=120)
+    assert "IMPORT-ERROR" in out.stdout and "dragonhpc" in out.stdout, (out.stdout, out.stderr)
+
+
+def test_plain_python_starts_and_stops_its_own_runtime(tmp_path: Path) -> None:
+    script = textwrap.dedent("""
+        import asyncio
+        from rhapsody import ComputeTask, Session
+        from rhapsody.testing import tasks as fn
+        from rhapsody_dragon import DragonExecutionBackendV2
+        from rhapsody_dragon._common import RUNTIME
+
+        async def main():
+            async with Session([DragonExecutionBackendV2(name="plain", num_workers=1)]) as s:
+                t = ComputeTask(function=fn.add, args=(40, 2))
+                await s.submit_tasks([t]); await s.wait_tasks([t])
+                print("OWNED", RUNTIME.owned, "RESULT", t.return_value, flush=True)
+            print("STOPPED-OWNED", RUNTIME.owned, flush=True)
+        asyncio.run(main())
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, env=_plain_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 9)
+    assert "OWNED True RESULT 42" in out, (out, err[-3000:])
+    assert "STOPPED-OWNED False" in out, (out, err[-3000:])

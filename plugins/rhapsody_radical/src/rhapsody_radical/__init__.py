@@ -1,0 +1,3 @@
+"""rhapsody-radical: RHAPSODY tasks in a RADICAL-Pilot pilot."""
+
+__version__ = "0.1.0"

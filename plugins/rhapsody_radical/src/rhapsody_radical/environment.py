@@ -1,0 +1,187 @@
+"""What RADICAL-Pilot 1.103 needs from the process environment, and the
+cleanup it does not do itself. Nothing here imports radical.pilot.
+
+RP starts helper commands (``radical-pilot-bridge``, the agent bootstrapper
+under ``/bin/bash -l``) by name, so the interpreter's ``bin/`` must be first
+on PATH and ``VIRTUAL_ENV`` must name the venv. Its stock ``local.localhost``
+config claims 8 fake cores; a private resource config with the real cores is
+used unless the user has an RP configuration of their own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+CONFIG_ENV = "RADICAL_CONFIG_USER_DIR"
+# radical.utils reads user configs from <RADICAL_CONFIG_USER_DIR or HOME>/.radical/pilot/configs/
+_CONFIG_SUBDIR = Path(".radical") / "pilot" / "configs"
+
+# os.environ is process-wide: serialise the backends that touch it
+ENV_LOCK = threading.RLock()
+
+
+def interpreter_bin() -> str:
+    """The ``bin/`` directory of the running interpreter (the venv's, if any)."""
+    return os.path.dirname(os.path.abspath(sys.executable))
+
+
+def real_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def real_memory_mb() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def apply_process_env() -> dict[str, str | None]:
+    """Put the interpreter's bin/ first on PATH and set VIRTUAL_ENV when running
+    in a venv. Returns the previous values of what was changed."""
+    changed: dict[str, str | None] = {}
+    bindir = interpreter_bin()
+    path = os.environ.get("PATH", "")
+    parts = path.split(os.pathsep) if path else []
+    if not parts or os.path.abspath(parts[0]) != bindir:
+        changed["PATH"] = path
+        os.environ["PATH"] = os.pathsep.join([bindir, *[p for p in parts if os.path.abspath(p) != bindir]])
+    if sys.prefix != sys.base_prefix and os.environ.get("VIRTUAL_ENV") != sys.prefix:
+        changed["VIRTUAL_ENV"] = os.environ.get("VIRTUAL_ENV")
+        os.environ["VIRTUAL_ENV"] = sys.prefix
+    return changed
+
+
+def user_has_rp_config() -> str | None:
+    """Where the user's own RP configuration lives, or None if they have none."""
+    if os.environ.get(CONFIG_ENV):
+        return f"${CONFIG_ENV}={os.environ[CONFIG_ENV]}"
+    home = os.environ.get("HOME")
+    if home and (Path(home) / _CONFIG_SUBDIR / "resource_local.json").is_file():
+        return str(Path(home) / _CONFIG_SUBDIR / "resource_local.json")
+    return None
+
+
+def write_private_config(root: Path, cores: int, memory_mb: int | None) -> Path:
+    """A config dir whose ``resource_local.json`` declares ``cores`` real cores
+    for ``local.localhost``; other user config files in ``$HOME`` are copied so
+    they stay visible. Returns the dir to put in ``RADICAL_CONFIG_USER_DIR``."""
+    target = root / _CONFIG_SUBDIR
+    target.mkdir(parents=True, exist_ok=True)
+    home = os.environ.get("HOME")
+    if home and (Path(home) / _CONFIG_SUBDIR).is_dir():
+        for src in (Path(home) / _CONFIG_SUBDIR).glob("*.json"):
+            shutil.copy(src, target / src.name)
+    # RP's FORK resource manager refuses more cores than the machine has unless
+    # the config says the resources are fake: only then is oversubscription possible
+    local: dict[str, object] = {"cores_per_node": cores, "gpus_per_node": 0, "fake_resources": cores > real_cores()}
+    if memory_mb:
+        local["mem_per_node"] = memory_mb
+    (target / "resource_local.json").write_text(json.dumps({"localhost": local}, indent=2))
+    return root
+
+
+def url_path(url: object) -> Path | None:
+    """Local filesystem path of an RP sandbox URL (``file://localhost/...``)."""
+    if url is None:
+        return None
+    text = str(url)
+    parsed = urlparse(text)
+    if parsed.scheme in ("", "file") and parsed.path:
+        return Path(parsed.path)
+    return None
+
+
+_ERROR_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt))\b.*")
+
+
+def agent_error_text(pilot_sandbox: Path | None, limit: int = 1200) -> str:
+    """The agent's own account of why it failed: the last exception line of the
+    agent/bootstrap ``*.err`` files in the pilot sandbox, then their tails."""
+    if pilot_sandbox is None or not pilot_sandbox.is_dir():
+        return ""
+    names = ["agent_0.err", "bootstrap_0.err", "agent_0.out", "bootstrap_0.out"]
+    found: list[tuple[str, str]] = []
+    for name in names:
+        path = pilot_sandbox / name
+        try:
+            text = path.read_text(errors="replace").strip()
+        except OSError:
+            continue
+        if text:
+            found.append((name, text))
+    if not found:
+        return ""
+    headline = ""
+    for _, text in found:
+        for line in reversed(text.splitlines()):
+            if _ERROR_LINE.match(line):
+                headline = line.strip()
+                break
+        if headline:
+            break
+    parts = [headline] if headline else []
+    for name, text in found[:1]:
+        tail = text if len(text) <= limit else "..." + text[-limit:]
+        parts.append(f"--- {name} ({pilot_sandbox / name}) ---\n{tail}")
+    return "\n".join(parts)
+
+
+def _matches(proc: object, marker: str) -> bool:
+    import psutil  # noqa: PLC0415
+
+    assert isinstance(proc, psutil.Process)
+    try:
+        if marker in " ".join(proc.cmdline()):
+            return True
+        env = proc.environ()
+    except (psutil.Error, OSError):
+        return False
+    return any(marker in env.get(key, "") for key in ("RP_SESSION_SANDBOX", "RP_PILOT_SANDBOX", "RP_TASK_SANDBOX"))
+
+
+def processes_of(marker: str) -> list[int]:
+    """Pids (other than this process) whose command line or RP sandbox
+    variables mention ``marker`` (a session sandbox path or session id)."""
+    import psutil  # noqa: PLC0415
+
+    me = os.getpid()
+    return [p.pid for p in psutil.process_iter() if p.pid != me and _matches(p, marker)]
+
+
+def sweep(marker: str, grace: float = 10.0) -> list[int]:
+    """Wait up to ``grace`` s for RP's own teardown, then SIGTERM and SIGKILL
+    what is left of this session (RP leaves raptor workers and the bootstrap
+    shell behind when a pilot is torn down with function tasks still running).
+    Returns the pids that had to be killed."""
+    deadline = time.monotonic() + grace
+    left = processes_of(marker)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.25)
+        left = processes_of(marker)
+    if not left:
+        return []
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in left:
+            try:
+                os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        end = time.monotonic() + 3.0
+        while time.monotonic() < end and processes_of(marker):
+            time.sleep(0.1)
+        if not processes_of(marker):
+            break
+    return left

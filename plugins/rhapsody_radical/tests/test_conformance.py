@@ -1,0 +1,25 @@
+"""The shared conformance suite against one real local.localhost pilot.
+
+Sizing: raptor (1-core master + one 1-core worker) is started with the pilot
+and holds two cores for the backend's whole life, so the pilot declares 4
+cores (``local_cores=4``: oversubscribing this 2-core box on purpose) and
+leaves ``concurrency = 2`` cores to executables."""
+
+from __future__ import annotations
+
+from rhapsody.testing import BackendConformance
+from rhapsody_radical.backend import RadicalExecutionBackend
+
+
+class TestRadicalPilotConformance(BackendConformance):
+    concurrency = 2
+    burst_size = 100
+    deadline = 300.0
+    start_timeout = 120.0
+
+    def make_backend(self) -> RadicalExecutionBackend:
+        return RadicalExecutionBackend(
+            resources={"resource": "local.localhost", "runtime": 15, "cores": 4},
+            local_cores=4,
+            raptor={"eager": True},
+        )

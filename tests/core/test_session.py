@@ -1,0 +1,249 @@
+"""The Session over real backends: routing, waiting, cancelling, closing."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from toys import AsyncioBackend, Recorder, children_of_this_process, pid_alive, run, wait_for
+
+import rhapsody
+from rhapsody import (
+    BackendNotFoundError,
+    ComputeTask,
+    Session,
+    TaskCanceledError,
+    TaskExecutionError,
+    TaskState,
+    TaskTimeoutError,
+)
+from rhapsody.backends import ConcurrentExecutionBackend
+from rhapsody.testing import tasks as fn
+
+
+def two_backends() -> list[ConcurrentExecutionBackend]:
+    return [ConcurrentExecutionBackend(name="left", cores=2), ConcurrentExecutionBackend(name="right", cores=2)]
+
+
+def test_routing_by_task_backend(recorder: Recorder, tmp_path: Path) -> None:
+    default = ComputeTask(function=fn.add, args=(1, 2))
+    left = ComputeTask(executable="/bin/echo", arguments=["L"], backend="left")
+    right = ComputeTask(executable="/bin/echo", arguments=["R"], backend="right")
+    right_fn = ComputeTask(function=fn.async_add, args=(1, 1), backend="right")
+
+    async def go() -> None:
+        async with Session(backends=two_backends(), work_dir=tmp_path) as session:
+            assert list(session.backends) == ["left", "right"]
+            futures = await session.submit_tasks([default, left, right, right_fn])
+            done = await asyncio.gather(*futures)
+            assert done == [default, left, right, right_fn]
+
+    run(go())
+    ran_on = {uid: b for uid, b, _, new in recorder.transitions if new is TaskState.DONE}
+    assert ran_on == {default.uid: "left", left.uid: "left", right.uid: "right", right_fn.uid: "right"}
+    assert default.return_value == 3 and right.stdout.strip() == "R" and right_fn.return_value == 2
+
+
+def test_unknown_backend_fails_fast_and_submits_nothing(recorder: Recorder, tmp_path: Path) -> None:
+    ok = ComputeTask(executable="/bin/true", backend="right")
+    lost = ComputeTask(executable="/bin/true", backend="nowhere", uid="lost-1")
+
+    async def go() -> None:
+        async with Session(backends=two_backends(), work_dir=tmp_path) as session:
+            with pytest.raises(BackendNotFoundError) as info:
+                await session.submit_tasks([ok, lost])
+            text = str(info.value)
+            assert "nowhere" in text and "lost-1" in text and "left" in text and "right" in text
+            # dict descriptions are routed the same way
+            with pytest.raises(BackendNotFoundError):
+                await session.submit_tasks([{"executable": "/bin/true", "backend": "nowhere"}])
+
+    run(go())
+    assert ok.state is TaskState.NEW and ok._future is None
+    assert recorder.transitions == [] and recorder.submits == []
+
+
+def test_session_without_backends_uses_concurrent(tmp_path: Path) -> None:
+    session = Session(work_dir=tmp_path)
+    (backend,) = session.backends.values()
+    assert isinstance(backend, ConcurrentExecutionBackend) and backend.name == "concurrent"
+    t = ComputeTask(function=fn.add, args=(2, 5))
+
+    async def go() -> None:
+        async with session:
+            await session.submit_tasks(t)
+            await t
+
+    run(go())
+    assert t.return_value == 7
+
+
+def test_session_without_default_backend_says_what_to_install(monkeypatch: pytest.MonkeyPatch, fresh_plugins: None) -> None:
+    monkeypatch.setenv("RHAPSODY_DISABLE_PLUGINS", "concurrent")
+    from rhapsody.plugins import reset_plugins
+
+    reset_plugins()
+    with pytest.raises(BackendNotFoundError, match="pip install rhapsody-concurrent"):
+        Session()
+
+
+def test_backend_names_in_a_session(tmp_path: Path) -> None:
+    session = Session(backends=[AsyncioBackend("a")], work_dir=tmp_path)
+    with pytest.raises(ValueError, match="already has a backend named 'a'"):
+        session.add_backend(AsyncioBackend("a"))
+    with pytest.raises(TypeError):
+        session.add_backend(object())  # type: ignore[arg-type]
+    by_name = Session(backends="concurrent", work_dir=tmp_path)
+    assert isinstance(by_name.backends["concurrent"], ConcurrentExecutionBackend)
+    backend = session.backends["a"]
+    assert backend.is_attached and backend.attached_to == [session.uid]
+
+
+def test_work_dir_layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RHAPSODY_WORK_DIR", str(tmp_path / "from-env"))
+    session = Session(uid="s-env")
+    assert session.work_dir == tmp_path / "from-env" / "s-env"
+    assert session.backends["concurrent"].work_dir == session.work_dir
+    explicit = Session(uid="s-arg", work_dir=tmp_path / "given", backends=[ConcurrentExecutionBackend(cores=1)])
+    assert explicit.work_dir == tmp_path / "given" / "s-arg"
+    monkeypatch.delenv("RHAPSODY_WORK_DIR")
+    assert Session(uid="s-cwd").work_dir == Path.cwd() / "s-cwd"
+    assert Session().uid != Session().uid
+
+    t = ComputeTask(executable="/bin/sh", arguments=["-c", "echo out; echo err >&2"], capture_stdio=True, uid="cap")
+
+    async def go() -> None:
+        async with session:
+            await session.submit_tasks([t])
+            await t
+
+    run(go())
+    out = tmp_path / "from-env" / "s-env" / "cap.out"
+    assert t.stdout == str(out) and out.read_text() == "out\n"
+    assert Path(t.stderr).read_text() == "err\n"
+
+
+def test_wait_tasks_timeout_and_failures(tmp_path: Path) -> None:
+    slow = ComputeTask(executable="/bin/sleep", arguments=["60"])
+    failing = ComputeTask(executable="/bin/sh", arguments=["-c", "echo bad >&2; exit 2"])
+    raising = ComputeTask(function=fn.boom)
+
+    async def go() -> None:
+        async with Session(backends=[ConcurrentExecutionBackend(cores=3)], work_dir=tmp_path) as session:
+            await session.submit_tasks([slow, failing, raising])
+            with pytest.raises(TimeoutError):
+                await session.wait_tasks([slow, failing], timeout=0.3)
+            assert not slow.state.is_terminal, "a wait timeout leaves tasks running"
+            assert await session.wait_tasks([failing, raising]) == [failing, raising]
+            assert failing.state is TaskState.FAILED and raising.state is TaskState.FAILED
+            with pytest.raises(TaskExecutionError):
+                await failing
+            with pytest.raises(fn.TaskBoom):
+                await raising
+            assert await session.cancel_tasks([slow]) == [True]
+            await session.wait_tasks([slow])
+            with pytest.raises(TaskCanceledError):
+                await slow
+            assert await session.cancel_tasks([slow, failing]) == [False, False]
+            assert await session.wait_tasks([]) == []
+            with pytest.raises(Exception):  # noqa: B017 - only submitted task objects can be waited for
+                await session.wait_tasks([ComputeTask(executable="/bin/true")])
+
+    run(go())
+    assert "bad" in failing.stderr and failing.exit_code == 2
+
+
+def test_per_task_timeout(tmp_path: Path) -> None:
+    exe = ComputeTask(executable="/bin/sleep", arguments=["60"], timeout=0.3)
+    # a thread cannot be interrupted: keep the abandoned call short so the pool's
+    # worker thread does not hold up interpreter exit
+    func = ComputeTask(function=fn.async_sleep, args=(3,), timeout=0.3)
+    quick = ComputeTask(executable="/bin/true", timeout=30)
+
+    async def go() -> None:
+        async with Session(backends=[ConcurrentExecutionBackend(cores=3)], work_dir=tmp_path) as session:
+            await session.submit_tasks([exe, func, quick])
+            await session.wait_tasks([exe, func, quick])
+            for t in (exe, func):
+                with pytest.raises(TaskTimeoutError):
+                    await t
+
+    run(go())
+    for t in (exe, func):
+        assert t.state is TaskState.FAILED and isinstance(t.exception, TaskTimeoutError)
+    assert quick.state is TaskState.DONE
+
+
+def test_cancel_routes_to_the_owner(tmp_path: Path) -> None:
+    a = ComputeTask(executable="/bin/sleep", arguments=["60"], backend="right")
+    b = ComputeTask(executable="/bin/sleep", arguments=["60"])  # default: left
+
+    async def go() -> None:
+        async with Session(backends=two_backends(), work_dir=tmp_path) as session:
+            await session.submit_tasks([a, b])
+            await wait_for(lambda: a.state is TaskState.RUNNING and b.state is TaskState.RUNNING, "running")
+            assert await session.cancel_tasks([a, b]) == [True, True]
+            assert await session.cancel_tasks([ComputeTask(executable="/bin/true")]) == [False]
+
+    run(go())
+    assert a.state is TaskState.CANCELED and b.state is TaskState.CANCELED
+
+
+def test_closing_leaves_no_child_process(tmp_path: Path) -> None:
+    before = children_of_this_process()
+    pidfiles = [tmp_path / f"grandchild{i}" for i in range(3)]
+    tasks = [
+        # a child that starts a grandchild of its own: both must go
+        ComputeTask(executable="/bin/sh", arguments=["-c", f"sleep 60 & echo $! > {p}; wait"], backend=backend)
+        for p, backend in zip(pidfiles, ["left", "right", "left"], strict=True)
+    ]
+    queued = ComputeTask(executable="/bin/sleep", arguments=["60"], backend="left", resources={"cores_per_rank": 2})
+    func = ComputeTask(function=fn.sleep, args=(0.5,), backend="right")
+    seen: dict[str, set[int]] = {}
+
+    async def go() -> Session:
+        session = Session(backends=two_backends(), work_dir=tmp_path)
+        async with session:
+            await session.submit_tasks([*tasks, queued, func])
+            await wait_for(lambda: all(p.exists() and p.read_text().strip() for p in pidfiles), "grandchildren started")
+            seen["children"] = children_of_this_process() - before
+        with pytest.raises(RuntimeError, match="closed"):
+            await session.submit_tasks([ComputeTask(executable="/bin/true")])
+        await session.close()  # idempotent
+        return session
+
+    session = run(go())
+    assert len(seen["children"]) >= 3, "the sleepers really ran as children of this process"
+    grandchildren = [int(p.read_text()) for p in pidfiles]
+    assert children_of_this_process() - before == set()
+    assert [g for g in grandchildren if pid_alive(g)] == []
+    assert all(t.state is TaskState.CANCELED for t in [*tasks, queued])
+    assert func.state in (TaskState.CANCELED, TaskState.DONE)
+    assert all(b.state() == "STOPPED" for b in session.backends.values())
+
+
+def test_session_start_starts_every_backend(tmp_path: Path) -> None:
+    backends = [AsyncioBackend("x"), AsyncioBackend("y")]
+
+    async def go() -> None:
+        session = await Session(backends=backends, work_dir=tmp_path).start()
+        assert [b.state() for b in backends] == ["RUNNING", "RUNNING"]
+        await session.close()
+
+    run(go())
+    assert [b.stopped for b in backends] == [1, 1]
+
+
+def test_bad_input_for_one_backend_submits_nothing_anywhere(recorder: Recorder, tmp_path: Path) -> None:
+    good = ComputeTask(function=fn.noop, backend="x")
+    bad = {"uid": "bad-dict", "executable": "/bin/true", "timeout": -1, "backend": "y"}
+
+    async def go() -> None:
+        async with Session(backends=[AsyncioBackend("x"), AsyncioBackend("y")], work_dir=tmp_path) as session:
+            with pytest.raises(rhapsody.TaskValidationError):
+                await session.submit_tasks([good, bad])
+            await asyncio.sleep(0.1)
+
+    run(go())
+    assert good.state is TaskState.NEW and recorder.transitions == []

@@ -1,0 +1,217 @@
+"""The task model: construction-time validation, item access, results."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from toys import run
+
+from rhapsody import AITask, ComputeTask, Resources, TaskState, TaskValidationError
+from rhapsody.testing import tasks as fn
+
+
+def _rejects(field: str, uid: str = "t-1", cls: type = ComputeTask, **kw: Any) -> TaskValidationError:
+    with pytest.raises(TaskValidationError) as info:
+        cls(uid=uid, **kw)
+    err = info.value
+    assert err.field == field, err
+    assert err.uid == uid, err
+    assert uid in str(err) and repr(field) in str(err)
+    return err
+
+
+# ------------------------------------------------------------------ exactly one
+def test_neither_executable_nor_function() -> None:
+    err = _rejects("executable/function")
+    assert "exactly one" in str(err)
+
+
+def test_both_executable_and_function() -> None:
+    _rejects("executable/function", executable="/bin/true", function=fn.noop)
+
+
+def test_executable_and_function_tasks_build() -> None:
+    exe = ComputeTask(executable="/bin/echo", arguments=["a", 1, 2.5])
+    assert not exe.is_function and exe.arguments == ["a", "1", "2.5"]
+    func = ComputeTask(function=fn.add, args=[1], kwargs={"b": 2})
+    assert func.is_function and func.args == (1,) and func.kwargs == {"b": 2}
+    assert exe.state is TaskState.NEW and "NEW" in exe.timestamps
+    assert exe.uid != func.uid
+
+
+# ------------------------------------------------------------------ wrong types
+BAD_COMPUTE = [
+    ("executable", {"executable": 5}),
+    ("executable", {"executable": "   "}),
+    ("function", {"function": 42}),
+    ("arguments", {"executable": "ls", "arguments": "-l"}),
+    ("arguments", {"executable": "ls", "arguments": [object()]}),
+    ("arguments", {"function": fn.noop, "arguments": ["x"]}),
+    ("args", {"function": fn.noop, "args": 5}),
+    ("kwargs", {"function": fn.noop, "kwargs": {1: 2}}),
+    ("kwargs", {"function": fn.noop, "kwargs": [("a", 1)]}),
+    ("args/kwargs", {"executable": "ls", "args": (1,)}),
+    ("input_files", {"executable": "ls", "input_files": [3]}),
+    ("output_files", {"executable": "ls", "output_files": "out.txt"}),
+    ("capture_stdio", {"executable": "ls", "capture_stdio": "yes"}),
+    ("backend", {"executable": "ls", "backend": ""}),
+    ("backend", {"executable": "ls", "backend": 3}),
+    ("timeout", {"executable": "ls", "timeout": -1}),
+    ("timeout", {"executable": "ls", "timeout": 0}),
+    ("timeout", {"executable": "ls", "timeout": "5"}),
+    ("timeout", {"executable": "ls", "timeout": True}),
+    ("task_backend_specific_kwargs", {"executable": "ls", "task_backend_specific_kwargs": ["cwd"]}),
+    ("metadata", {"executable": "ls", "metadata": "x"}),
+]
+
+
+@pytest.mark.parametrize(("field", "kw"), BAD_COMPUTE, ids=[f"{f}-{i}" for i, (f, _) in enumerate(BAD_COMPUTE)])
+def test_wrong_types_name_task_and_field(field: str, kw: dict[str, Any]) -> None:
+    _rejects(field, **kw)
+
+
+@pytest.mark.parametrize("uid", ["", 5])
+def test_bad_uid(uid: Any) -> None:
+    with pytest.raises(TaskValidationError) as info:
+        ComputeTask(uid=uid, executable="ls")
+    assert info.value.field == "uid"
+
+
+@given(st.one_of(st.floats(max_value=0.0), st.integers(max_value=0), st.just(math.nan)))
+def test_non_positive_timeout_rejected(timeout: float) -> None:
+    _rejects("timeout", executable="/bin/true", timeout=timeout)
+
+
+@given(st.one_of(st.floats(min_value=1e-6, allow_nan=False), st.integers(min_value=1)))
+def test_positive_timeout_accepted(timeout: float) -> None:
+    assert ComputeTask(executable="/bin/true", timeout=timeout).timeout == timeout
+
+
+_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=8)
+
+
+@given(
+    executable=_text.filter(lambda s: s.strip()),
+    arguments=st.lists(st.one_of(_text, st.integers(), st.floats(allow_nan=False, allow_infinity=False)), max_size=5),
+    backend=st.one_of(st.none(), _text.filter(bool)),
+    capture=st.booleans(),
+)
+def test_any_valid_executable_description_builds(executable: str, arguments: list[Any], backend: Any, capture: bool) -> None:
+    t = ComputeTask(executable=executable, arguments=arguments, backend=backend, capture_stdio=capture)
+    assert t.arguments == [a if isinstance(a, str) else str(a) for a in arguments]
+    assert all(isinstance(a, str) for a in t.arguments)
+    assert t.state is TaskState.NEW and t.backend == backend
+
+
+@given(st.one_of(st.integers(), st.floats(), st.binary(), st.lists(st.integers(), max_size=2), st.none()))
+def test_non_string_executable_rejected(value: Any) -> None:
+    if value is None:
+        _rejects("executable/function", executable=value)
+    else:
+        _rejects("executable", executable=value)
+
+
+# ------------------------------------------------------------------ AITask
+@pytest.mark.parametrize("prompt", ["", "   ", "\n\t"])
+def test_empty_prompt_rejected(prompt: str) -> None:
+    _rejects("prompt", cls=AITask, prompt=prompt, model="m")
+
+
+BAD_AI = [
+    ("prompt", {"prompt": 5, "model": "m"}),
+    ("model", {"prompt": "hi"}),
+    ("temperature", {"prompt": "hi", "model": "m", "temperature": 2.5}),
+    ("temperature", {"prompt": "hi", "model": "m", "temperature": "hot"}),
+    ("top_p", {"prompt": "hi", "model": "m", "top_p": 1.5}),
+    ("max_tokens", {"prompt": "hi", "model": "m", "max_tokens": 0}),
+    ("top_k", {"prompt": "hi", "model": "m", "top_k": True}),
+    ("timeout", {"prompt": "hi", "model": "m", "timeout": -3}),
+]
+
+
+@pytest.mark.parametrize(("field", "kw"), BAD_AI, ids=[f"{f}-{i}" for i, (f, _) in enumerate(BAD_AI)])
+def test_ai_task_validation(field: str, kw: dict[str, Any]) -> None:
+    _rejects(field, cls=AITask, **kw)
+
+
+@given(st.floats(allow_nan=False))
+def test_ai_temperature_range(temperature: float) -> None:
+    if 0.0 <= temperature <= 2.0:
+        assert AITask(prompt="hi", model="m", temperature=temperature).temperature == temperature
+    else:
+        _rejects("temperature", cls=AITask, prompt="hi", model="m", temperature=temperature)
+
+
+def test_ai_task_builds() -> None:
+    t = AITask(prompt="hello", inference_endpoint="http://localhost:8000")
+    assert t.kind == "ai" and t.response is None and t.state is TaskState.NEW
+
+
+# ------------------------------------------------------------------ item access
+def test_item_access() -> None:
+    t = ComputeTask(executable="/bin/echo", arguments=["x"], uid="items")
+    assert t["stdout"] is None and t.get("exit_code") is None
+    assert t["executable"] == "/bin/echo" and t["uid"] == "items"
+    assert t["state"] is TaskState.NEW and t["state"] == "NEW"
+    t.stdout = "out"
+    assert t["stdout"] == "out" == t.get("stdout")
+    assert t.get("no_such_field", 7) == 7
+    assert "stdout" in t and "no_such_field" not in t and "_future" not in t
+    with pytest.raises(KeyError):
+        t["no_such_field"]
+    with pytest.raises(KeyError):
+        t["_future"]
+    t["backend"] = "b"
+    assert t.backend == "b"
+    with pytest.raises(KeyError):
+        t["no_such_field"] = 1
+
+
+def test_result_fields_are_not_constructor_arguments() -> None:
+    with pytest.raises(TypeError):
+        ComputeTask(executable="ls", stdout="forged")  # type: ignore[call-arg]
+
+
+def test_awaiting_unsubmitted_task_says_so() -> None:
+    t = ComputeTask(executable="/bin/true", uid="never-submitted")
+
+    async def go() -> None:
+        await t
+
+    with pytest.raises(RuntimeError, match=r"never-submitted.*not been submitted"):
+        run(go())
+
+
+def test_result_reflects_state() -> None:
+    t = ComputeTask(executable="/bin/true", uid="r")
+    with pytest.raises(RuntimeError, match="still NEW"):
+        t.result()
+    t.state = TaskState.DONE
+    assert t.result() is t and t.done
+
+
+# ------------------------------------------------------------------ resources on tasks
+def test_resources_from_dict_and_default() -> None:
+    assert ComputeTask(executable="ls").resources == Resources()
+    assert ComputeTask(executable="ls", resources={"ranks": 2, "cores_per_rank": 3}).resources == Resources(ranks=2, cores_per_rank=3)
+
+
+@pytest.mark.parametrize(
+    ("resources", "field"),
+    [({"cores_per_rank": 0}, "resources.cores_per_rank"), ({"bogus": 1}, "resources"), (5, "resources")],
+)
+def test_bad_resources_rejected(resources: Any, field: str) -> None:
+    with pytest.raises(TaskValidationError) as info:
+        ComputeTask(uid="res-1", executable="ls", resources=resources)
+    assert info.value.field == field
+
+
+@pytest.mark.parametrize("resources", [{"cores_per_rank": 0}, {"bogus": 1}, 5])
+def test_bad_resources_name_the_task(resources: Any) -> None:
+    with pytest.raises(TaskValidationError) as info:
+        ComputeTask(uid="res-2", executable="ls", resources=resources)
+    assert info.value.uid == "res-2" and "res-2" in str(info.value)
