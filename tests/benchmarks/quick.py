@@ -15,10 +15,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_quick(module: str, tmp_path: Path, *extra: str, timeout: float = 600, launcher: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+def run_quick(module: str, tmp_path: Path, *extra: str, timeout: float = 600, drop_env: str | None = None) -> list[dict[str, Any]]:
+    """``drop_env``: a prefix of environment variables the child must not inherit
+    (e.g. ``DRAGON_`` so a benchmark started from a launched test run brings up
+    a runtime of its own)."""
     out = tmp_path / "bench.jsonl"
-    cmd = [*launcher, sys.executable, "-m", f"benchmarks.{module}", "--quick", "--json", str(out), *extra]
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    cmd = [sys.executable, "-m", f"benchmarks.{module}", "--quick", "--json", str(out), *extra]
+    env = {k: v for k, v in os.environ.items() if not (drop_env and k.startswith(drop_env))}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout, start_new_session=True)
     assert proc.returncode == 0, f"benchmark exited {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
     assert "vs raw" in proc.stdout, proc.stdout[-2000:]
