@@ -24,9 +24,12 @@ def new_uid() -> str:
     return f"{_uid_prefix}{next(_uid_counter):06d}"
 
 
-def _to_resources(value: Any) -> Resources:
+_ONE_CORE = Resources()  # frozen, so every task without a request can share it
+
+
+def _to_resources(value: Any) -> Any:  # a Resources, or the bad value for _validate to report
     if value is None:
-        return Resources()
+        return _ONE_CORE
     if isinstance(value, Resources):
         return value
     if isinstance(value, dict):
@@ -52,7 +55,7 @@ class BaseTask:
     uid: str = attrs.field(factory=new_uid)
     backend: str | None = None
     timeout: float | None = None
-    resources: Resources = attrs.field(factory=Resources, converter=_to_resources)
+    resources: Resources = attrs.field(default=_ONE_CORE, converter=_to_resources)
     task_backend_specific_kwargs: dict[str, Any] = attrs.field(factory=dict)
     metadata: dict[str, Any] = attrs.field(factory=dict)
 
@@ -189,21 +192,24 @@ class ComputeTask(BaseTask):
             self._fail("function", f"must be callable, got {type(self.function).__name__}")
         if isinstance(self.arguments, (str, bytes)) or not isinstance(self.arguments, (list, tuple)):
             self._fail("arguments", f"must be a list of strings, got {type(self.arguments).__name__}")
-        self.arguments = [str(a) if isinstance(a, (int, float)) else a for a in self.arguments]
-        if not all(isinstance(a, str) for a in self.arguments):
-            self._fail("arguments", "every argument must be a string or a number")
-        if self.arguments and self.function is not None:
-            self._fail("arguments", "arguments= is for executables; give a function args= / kwargs=")
+        if self.arguments:  # (checks guarded by emptiness: task construction is on the hot path)
+            self.arguments = [str(a) if isinstance(a, (int, float)) else a for a in self.arguments]
+            if not all(isinstance(a, str) for a in self.arguments):
+                self._fail("arguments", "every argument must be a string or a number")
+            if self.function is not None:
+                self._fail("arguments", "arguments= is for executables; give a function args= / kwargs=")
+        else:
+            self.arguments = []
         if not isinstance(self.args, (tuple, list)):
             self._fail("args", f"must be a tuple or list, got {type(self.args).__name__}")
         self.args = tuple(self.args)
-        if not isinstance(self.kwargs, dict) or not all(isinstance(k, str) for k in self.kwargs):
+        if not isinstance(self.kwargs, dict) or (self.kwargs and not all(isinstance(k, str) for k in self.kwargs)):
             self._fail("kwargs", "must be a dict with string keys")
         if (self.args or self.kwargs) and self.executable is not None:
             self._fail("args/kwargs", "args= / kwargs= are for functions; give an executable arguments=")
         for name in ("input_files", "output_files"):
             value = getattr(self, name)
-            if not isinstance(value, (list, tuple)) or not all(isinstance(p, (str, os.PathLike)) for p in value):
+            if not isinstance(value, (list, tuple)) or (value and not all(isinstance(p, (str, os.PathLike)) for p in value)):
                 self._fail(name, "must be a list of paths")
         if not isinstance(self.capture_stdio, bool):
             self._fail("capture_stdio", f"must be a bool, got {self.capture_stdio!r}")
