@@ -8,7 +8,6 @@ from pathlib import Path
 from rhapsody import ComputeTask, ResourceError, Resources, Session, TaskState
 from rhapsody.testing import BackendConformance, LoopRunner
 from rhapsody.testing import tasks as fn
-
 from rhapsody_dragon import DragonExecutionBackendV1, DragonExecutionBackendV2, DragonExecutionBackendV3
 
 
@@ -38,8 +37,9 @@ class TestDragonV1(BackendConformance):
         assert t.return_value == ["0", "1"]
 
     def test_multi_rank_failure_fails_task(self, submit) -> None:
-        (t,) = submit(ComputeTask(executable="/bin/sh", arguments=["-c", '[ "$RHAPSODY_RANK" = 1 ] && exit 4; exit 0'],
-                                  resources=Resources(ranks=2)))
+        (t,) = submit(
+            ComputeTask(executable="/bin/sh", arguments=["-c", '[ "$RHAPSODY_RANK" = 1 ] && exit 4; exit 0'], resources=Resources(ranks=2))
+        )
         assert t.state is TaskState.FAILED and t.exit_code == 4
 
 
@@ -64,8 +64,11 @@ class TestDragonV3(BackendConformance):
         assert t.state is TaskState.FAILED and isinstance(t.exception, ResourceError), t.exception
 
     def test_process_template_env_passes_through(self, submit) -> None:
-        t = ComputeTask(executable="/bin/sh", arguments=["-c", "echo $FROM_TEMPLATE"],
-                        task_backend_specific_kwargs={"process_template": {"env": {"FROM_TEMPLATE": "tmpl"}}})
+        t = ComputeTask(
+            executable="/bin/sh",
+            arguments=["-c", "echo $FROM_TEMPLATE"],
+            task_backend_specific_kwargs={"process_template": {"env": {"FROM_TEMPLATE": "tmpl"}}},
+        )
         submit(t)
         assert t.state is TaskState.DONE and t.stdout.strip() == "tmpl", (t.exception, t.stderr)
 

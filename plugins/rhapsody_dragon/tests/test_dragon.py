@@ -3,10 +3,12 @@ running without the launcher and without Dragon."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 import textwrap
+import time
 import warnings
 from pathlib import Path
 
@@ -15,7 +17,6 @@ import pytest
 from rhapsody import BackendError, ComputeTask, Session, TaskState, get_backend
 from rhapsody.testing import LoopRunner
 from rhapsody.testing import tasks as fn
-
 from rhapsody_dragon import DragonExecutionBackendV1, DragonExecutionBackendV2, DragonExecutionBackendV3
 
 
@@ -27,10 +28,10 @@ def test_registered_names_resolve_to_the_right_classes() -> None:
 
 
 def test_class_names_import_from_rhapsody_backends() -> None:
-    from rhapsody.backends import DragonExecutionBackend  # noqa: PLC0415
+    from rhapsody.backends import DragonExecutionBackend
 
     assert DragonExecutionBackend is DragonExecutionBackendV3
-    import rhapsody.backends as rb  # noqa: PLC0415
+    import rhapsody.backends as rb
 
     assert rb.DragonExecutionBackendV3 is DragonExecutionBackendV3
     assert rb.DragonExecutionBackendV2 is DragonExecutionBackendV2
@@ -40,8 +41,9 @@ def test_class_names_import_from_rhapsody_backends() -> None:
 def test_seed_signature_defaults_do_not_warn() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        b = DragonExecutionBackendV3(name="dragon", num_workers=1, disable_telemetry=True,
-                                     disable_background_batching=False, disable_batch_submission=True)
+        b = DragonExecutionBackendV3(
+            name="dragon", num_workers=1, disable_telemetry=True, disable_background_batching=False, disable_batch_submission=True
+        )
     assert b.disable_telemetry and b.disable_batch_submission and b.num_workers == 1
 
 
@@ -77,6 +79,49 @@ def test_v2_worker_death_fails_only_its_task(tmp_path: Path) -> None:
     assert dying.state is TaskState.FAILED and isinstance(dying.exception, BackendError), dying.exception
     assert "died" in str(dying.exception)
     assert [t.return_value for t in after] == [1, 2, 3]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_v2_cancel_around_task_start_never_leaves_it_running(tmp_path: Path) -> None:
+    """A cancel can reach the worker while the task is still queued there, just as it
+    starts (before the client has heard "start") or while it runs. The worker decides
+    which under one lock; in no case may a cancelled task go on running."""
+    run = LoopRunner(240)
+    backend = DragonExecutionBackendV2(name="v2-window", num_workers=1)
+    seen: list[tuple[ComputeTask, ComputeTask, Path]] = []
+
+    async def go() -> None:
+        async with Session([backend], work_dir=tmp_path) as s:
+            for i, delay in enumerate((0.05, 0.2, 0.3, 0.4, 1.5)):
+                pidfile = tmp_path / f"victim{i}.pid"
+                first = ComputeTask(function=fn.sleep, args=(0.3,))
+                victim = ComputeTask(executable="/bin/sh", arguments=["-c", f"echo $$ > {pidfile}; exec sleep 60"])
+                await s.submit_tasks([first, victim])
+                await asyncio.sleep(delay)
+                assert await s.cancel_tasks([victim]) == [True]
+                await s.wait_tasks([first, victim])
+                seen.append((first, victim, pidfile))
+
+    try:
+        run(go())
+    finally:
+        run.close()
+    for first, victim, pidfile in seen:
+        assert first.state is TaskState.DONE, first.exception
+        assert victim.state is TaskState.CANCELED
+        if pidfile.exists():  # it had started: it must be gone
+            pid = int(pidfile.read_text())
+            deadline = time.monotonic() + 10
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert not _alive(pid), f"cancelled task's process {pid} still runs"
 
 
 def _plain_env() -> dict[str, str]:
@@ -115,8 +160,15 @@ def test_plain_python_starts_and_stops_its_own_runtime(tmp_path: Path) -> None:
             print("STOPPED-OWNED", RUNTIME.owned, flush=True)
         asyncio.run(main())
     """)
-    proc = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, env=_plain_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env=_plain_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         out, err = proc.communicate(timeout=240)
     finally:

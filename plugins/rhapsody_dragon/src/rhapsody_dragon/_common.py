@@ -26,7 +26,7 @@ def import_dragon() -> Any:
     """Import Dragon or raise an ImportError that names the package to install."""
     try:
         import dragon  # noqa: PLC0415
-        import dragon.native.process  # noqa: F401, PLC0415
+        import dragon.native.process  # noqa: PLC0415
     except ImportError as exc:
         raise ImportError(f"the Dragon backends of RHAPSODY need the `dragonhpc` package ({exc}); {INSTALL_HINT}") from exc
     return dragon

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
-import queue
 import signal
 import subprocess
 import sys
@@ -53,27 +52,38 @@ def _dump_exception(exc: BaseException) -> bytes:
         return cloudpickle.dumps(RuntimeError(f"{type(exc).__name__}: {exc}"))
 
 
-def _set_pdeathsig() -> None:  # pragma: no cover - runs in the forked child
-    """Children of a pool worker die with it (the worker is SIGKILLed on cancel)."""
-    try:
-        import ctypes  # noqa: PLC0415
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:  # noqa: BLE001
-        pass
-
-
-def run_command(argv: list[str], cwd: str | None, env: dict[str, str] | None) -> tuple[int | None, str, str]:
+def run_command(argv: list[str], cwd: str | None, env: dict[str, str] | None, started: Any = None) -> tuple[int | None, str, str]:
     """Run an executable, return (exit code, stdout, stderr). A command that
-    cannot start gives exit code None and the reason in stderr."""
+    cannot start gives exit code None and the reason in stderr. The command gets
+    a session of its own (so it and its children can be killed as one group);
+    ``started(proc)`` is called once it runs. No ``preexec_fn``: that would
+    force a full fork of the worker instead of a vfork per command."""
     full_env = {**os.environ, **env} if env else None
     try:
-        proc = subprocess.Popen(argv, cwd=cwd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, errors="replace", preexec_fn=_set_pdeathsig)
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=full_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            errors="replace",
+            start_new_session=True,
+        )
     except OSError as exc:
         return None, "", f"cannot start {argv[0]!r}: {exc}"
+    if started is not None:
+        started(proc)
     out, err = proc.communicate()
     return proc.returncode, out, err
+
+
+def kill_tree(proc: Any) -> None:
+    """SIGKILL a command started by `run_command` and everything in its session."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except OSError:
+        pass
 
 
 # ---------------------------------------------------------------- V1 function process
@@ -101,66 +111,98 @@ def _touch(path: str) -> None:
 # ---------------------------------------------------------------- V2 pool worker
 def pool_worker(inq: Any, outq: Any, wid: int) -> None:
     """A V2 pool worker. Messages in: ("tasks", [spec, ...]), ("cancel", uid),
-    None (stop). Events out, in batches: ("start", uid), ("done", uid, result).
-    A spec is ("f", uid, payload) or ("x", uid, argv, cwd, env)."""
+    None (stop). Events out, in batches: ("start", uid), ("done", uid, result),
+    ("cancel", uid, verdict). A spec is ("f", uid, payload) or ("x", uid, argv, cwd, env).
+
+    A reader thread takes messages off ``inq`` at once, so a cancel is answered
+    even while a task runs: verdict "skipped" (it was still queued here and will
+    not run), "running" (it runs now: the client kills this worker) or "gone"
+    (a function runs now: the client kills this worker), "killed" (an
+    executable ran now: its process group was killed here, the worker lives on)
+    or "gone" (it already ended; its "done" event went out before the verdict).
+    The verdict is decided under the same lock that starts and ends tasks."""
     local: deque[tuple[Any, ...]] = deque()
     canceled: set[str] = set()
     outbox: list[tuple[Any, ...]] = []
-    lock = threading.Lock()
+    olock = threading.Lock()
+    cond = threading.Condition()
     stop = threading.Event()
+    state: dict[str, Any] = {"current": None, "closing": False, "child": None}
 
     def flush() -> None:
-        with lock:
+        with olock:
             if not outbox:
                 return
             batch = outbox[:]
             outbox.clear()
-            outq.put((wid, batch))
+        outq.put((wid, batch))
 
     def flusher() -> None:  # start events leave within a few ms even while a task runs
         while not stop.wait(0.005):
             flush()
 
     def emit(event: tuple[Any, ...]) -> None:
-        with lock:
+        with olock:
             outbox.append(event)
 
-    def handle(msg: Any) -> bool:
-        if msg is None:
-            return False
-        if msg[0] == "tasks":
-            local.extend(msg[1])
-        elif msg[0] == "cancel":
-            canceled.add(msg[1])
-        return True
+    def reader() -> None:
+        while True:
+            try:
+                msg = inq.get()
+            except Exception:  # noqa: BLE001 - the queue is gone: stop
+                msg = None
+            with cond:
+                if msg is None:
+                    state["closing"] = True
+                    cond.notify()
+                    return
+                if msg[0] == "tasks":
+                    local.extend(msg[1])
+                    cond.notify()
+                    continue
+                uid = msg[1]
+                if state["current"] == uid and state["child"] is not None:
+                    kill_tree(state["child"])
+                    verdict = "killed"
+                elif state["current"] == uid:
+                    verdict = "running"
+                elif any(spec[1] == uid for spec in local):
+                    canceled.add(uid)
+                    verdict = "skipped"
+                else:
+                    verdict = "gone"
+                emit(("cancel", uid, verdict))
+            flush()
+
+    def started(proc: Any) -> None:
+        with cond:
+            state["child"] = proc
 
     threading.Thread(target=flusher, daemon=True, name="rhapsody-flusher").start()
-    running = True
-    while running:
-        if not local:
-            flush()
-            running = handle(inq.get())
-        while running:  # apply everything that arrived meanwhile (cancels first of all)
-            try:
-                msg = inq.get(block=False)
-            except queue.Empty:
+    threading.Thread(target=reader, daemon=True, name="rhapsody-reader").start()
+    while True:
+        with cond:
+            while not local and not state["closing"]:
+                cond.wait()
+            if state["closing"]:
                 break
-            except Exception:  # noqa: BLE001 - Dragon's own Empty
-                break
-            running = handle(msg)
-        if not running or not local:
-            continue
-        spec = local.popleft()
-        uid = spec[1]
-        if uid in canceled:
-            canceled.discard(uid)
-            continue
-        emit(("start", uid))
+            spec = local.popleft()
+            uid = spec[1]
+            if uid in canceled:
+                canceled.discard(uid)
+                continue
+            state["current"] = uid
+            emit(("start", uid))
         if spec[0] == "f":
             result: Any = call_payload(spec[2])
         else:
-            result = run_command(spec[2], spec[3], spec[4])
-        emit(("done", uid, result))
+            result = run_command(spec[2], spec[3], spec[4], started=started)
+        with cond:
+            state["current"] = state["child"] = None
+            emit(("done", uid, result))
+            idle = not local
+        if idle:  # nothing queued here: send the result now, not at the next flusher tick
+            flush()
     stop.set()
     flush()
 

@@ -11,21 +11,33 @@ _CHECK = "rhapsody_dragon.plugin:engine_problem"
 def rhapsody_register_backends() -> list[BackendRecord]:
     v3 = "rhapsody_dragon.v3:DragonExecutionBackendV3"
     return [
-        BackendRecord(name="dragon", backend_class=v3, engine_check=_CHECK, aliases=("DragonExecutionBackend",),
-                      summary="Dragon V3: dragon.workflows.batch.Batch (default Dragon backend)"),
-        BackendRecord(name="dragon_v3", backend_class=v3, engine_check=_CHECK,
-                      summary="Dragon V3: dragon.workflows.batch.Batch"),
-        BackendRecord(name="dragon_v2", backend_class="rhapsody_dragon.v2:DragonExecutionBackendV2", engine_check=_CHECK,
-                      summary="Dragon V2: persistent pool of Dragon worker processes, for many small function tasks"),
-        BackendRecord(name="dragon_v1", backend_class="rhapsody_dragon.v1:DragonExecutionBackendV1", engine_check=_CHECK,
-                      summary="Dragon V1: one native Dragon process per task, ProcessGroup for multi-rank jobs"),
+        BackendRecord(
+            name="dragon",
+            backend_class=v3,
+            engine_check=_CHECK,
+            aliases=("DragonExecutionBackend",),
+            summary="Dragon V3: dragon.workflows.batch.Batch (default Dragon backend)",
+        ),
+        BackendRecord(name="dragon_v3", backend_class=v3, engine_check=_CHECK, summary="Dragon V3: dragon.workflows.batch.Batch"),
+        BackendRecord(
+            name="dragon_v2",
+            backend_class="rhapsody_dragon.v2:DragonExecutionBackendV2",
+            engine_check=_CHECK,
+            summary="Dragon V2: persistent pool of Dragon worker processes, for many small function tasks",
+        ),
+        BackendRecord(
+            name="dragon_v1",
+            backend_class="rhapsody_dragon.v1:DragonExecutionBackendV1",
+            engine_check=_CHECK,
+            summary="Dragon V1: one native Dragon process per task, ProcessGroup for multi-rank jobs",
+        ),
     ]
 
 
 def engine_problem() -> str | None:
     """None when Dragon (with its Batch extras) imports here, else why not."""
     try:
-        import dragon  # noqa: F401, PLC0415
+        import dragon  # noqa: PLC0415
         import dragon.native.process  # noqa: F401, PLC0415
     except ImportError as exc:
         return f"the Dragon runtime is not importable ({exc}); pip install 'dragonhpc[telemetry,batch]'"

@@ -3,8 +3,11 @@
 The client keeps the queue of pending tasks and hands each worker a bounded
 window of them (in chunks); a worker reports ("start", uid) before and
 ("done", uid, result) after each task, in small batches. So RUNNING is real,
-a queued task is cancelled by telling its worker to skip it, and a running one
-by killing its worker (its children die with it) and starting a fresh worker.
+a cancel is sent to the task's worker, which answers at once (a reader thread
+takes messages while a task runs) whether it skipped the task, killed the
+executable it was running (its whole process session), is running it as a
+function (the client then kills that worker and starts a fresh one) or already
+finished it.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ from rhapsody.backends.base import BackendState
 from rhapsody.errors import BackendError
 from rhapsody.resources import Resources
 from rhapsody.task import BaseTask, ComputeTask
-
 from rhapsody_dragon import _worker
 from rhapsody_dragon._common import DragonBackendBase, command_of, import_dragon, missing_executable, pack_function
 
@@ -54,6 +56,8 @@ class DragonExecutionBackendV2(DragonBackendBase):
         self._monitor: threading.Thread | None = None
         self._halt = threading.Event()
         self._next_wid = 0
+        self._verdicts: dict[str, str] = {}
+        self._verdict_cv = threading.Condition(self._lock)
 
     def capacity(self) -> Resources:
         return Resources(ranks=1, cores_per_rank=1)
@@ -178,6 +182,14 @@ class DragonExecutionBackendV2(DragonBackendBase):
 
     def _on_event(self, event: tuple[Any, ...]) -> None:
         uid = event[1]
+        if event[0] == "cancel":  # a worker's answer to a cancel (lock held)
+            verdict = event[2]
+            if verdict != "gone" and uid in self._by_uid:
+                # forget it now, so its "done" (if one follows in this batch) is dropped
+                self._forget(uid, self._where.get(uid))
+            self._verdicts[uid] = verdict
+            self._verdict_cv.notify_all()
+            return
         task = self._by_uid.get(uid)
         if task is None:
             return
@@ -221,6 +233,7 @@ class DragonExecutionBackendV2(DragonBackendBase):
     def _replace(self, i: int, w: _Worker) -> None:
         """Put ``w``'s unfinished tasks back in front and start a new worker (lock held)."""
         w.dead = True
+        self._verdict_cv.notify_all()
         back = [spec for uid, spec in w.assigned.items() if uid in self._by_uid]
         for spec in back:
             self._where.pop(spec[1], None)
@@ -238,25 +251,57 @@ class DragonExecutionBackendV2(DragonBackendBase):
         return await asyncio.to_thread(self._cancel_sync, task.uid)
 
     def _cancel_sync(self, uid: str) -> bool:
+        for _ in range(3):  # a worker replaced meanwhile moves the task: ask again
+            with self._lock:
+                if uid not in self._by_uid:
+                    return False
+                w = self._where.get(uid)
+                if w is None:  # still pending here: it never reaches a worker
+                    self._forget(uid, None)
+                    return True
+                self._verdicts.pop(uid, None)
+                try:
+                    w.inq.put(("cancel", uid), timeout=5)
+                except Exception:  # noqa: BLE001 - the worker is gone or stuck: kill it below
+                    pass
+                self._verdict_cv.wait_for(lambda w=w: uid in self._verdicts or uid not in self._by_uid or w.dead, timeout=10)
+                verdict = self._verdicts.pop(uid, None)
+                if verdict in ("skipped", "killed"):
+                    return True  # the monitor already dropped it from the books
+                if verdict == "running":  # a function runs there: stop that worker, start a fresh one
+                    self._kill_worker(w)
+                    return True
+                if uid not in self._by_uid:  # it ended meanwhile ("gone"): its result was delivered
+                    return False
+                if verdict == "gone":  # the worker never had it: nothing will come back
+                    self._forget(uid, w)
+                    return True
+                if w.dead or self._where.get(uid) is not w:
+                    continue
+                self._forget(uid, w)  # no answer in time: the worker is stuck
+                self._kill_worker(w)
+                return True
         with self._lock:
-            if uid not in self._by_uid:
-                return False
-            self._by_uid.pop(uid)
-            w = self._where.pop(uid, None)
-            self._running.discard(uid)
-            if w is None:  # still pending here: it never reaches a worker
-                return True
-            head = next(iter(w.assigned), None)
-            if head != uid:  # queued at the worker: it skips it
-                w.assigned.pop(uid, None)
-                w.inq.put(("cancel", uid))
-                return True
+            self._forget(uid, self._where.get(uid))
+        return True
+
+    def _kill_worker(self, w: _Worker) -> None:
+        """Kill a worker whose current task was cancelled and start a fresh one (lock held)."""
+        if w.dead:
+            return
+        try:
+            w.proc.kill()
+            w.proc.join(timeout=10)
+        except Exception as exc:  # noqa: BLE001
+            self.log.warning("worker.kill_failed", worker=w.wid, error=str(exc))
+        self._replace(self._workers.index(w), w)
+        self._dispatch()
+
+    def _forget(self, uid: str, w: _Worker | None) -> None:
+        """Drop a cancelled task from the books (lock held); pending specs of
+        unknown uids are skipped by ``_dispatch``."""
+        self._by_uid.pop(uid, None)
+        self._where.pop(uid, None)
+        self._running.discard(uid)
+        if w is not None:
             w.assigned.pop(uid, None)
-            try:
-                w.proc.kill()
-                w.proc.join(timeout=10)
-            except Exception as exc:  # noqa: BLE001
-                self.log.warning("worker.kill_failed", worker=w.wid, error=str(exc))
-            self._replace(self._workers.index(w), w)
-            self._dispatch()
-            return True

@@ -14,6 +14,7 @@ come from ``Batch.poll()``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import queue
 import threading
@@ -24,7 +25,6 @@ from typing import Any
 from rhapsody.errors import BackendError, ResourceError
 from rhapsody.resources import Resources
 from rhapsody.task import BaseTask, ComputeTask
-
 from rhapsody_dragon import _worker
 from rhapsody_dragon._common import DragonBackendBase, command_of, import_dragon, missing_executable, pack_function, resolve
 
@@ -67,7 +67,10 @@ class DragonExecutionBackendV3(DragonBackendBase):
         elif num_workers > physical:
             warnings.warn(
                 f"num_workers={num_workers}: Dragon 0.15 Batch takes workers_per_node, at most one per physical core "
-                f"({physical} here); using workers_per_node={physical}", UserWarning, stacklevel=2)
+                f"({physical} here); using workers_per_node={physical}",
+                UserWarning,
+                stacklevel=2,
+            )
             workers = physical
         else:
             workers = num_workers
@@ -76,7 +79,10 @@ class DragonExecutionBackendV3(DragonBackendBase):
                 "disable_background_batching=True: Dragon 0.15 Batch has no background-batching switch (its client "
                 "always groups tasks created within ~5 ms). Mapped to: each submit_tasks call creates its tasks in "
                 "the caller's turn and flushes Batch's client queue before returning, instead of handing them to "
-                "RHAPSODY's background submitter (which coalesces consecutive calls)", UserWarning, stacklevel=2)
+                "RHAPSODY's background submitter (which coalesces consecutive calls)",
+                UserWarning,
+                stacklevel=2,
+            )
         self.num_workers = workers
         self.disable_telemetry = bool(disable_telemetry)
         self.disable_background_batching = bool(disable_background_batching)
@@ -143,8 +149,9 @@ class DragonExecutionBackendV3(DragonBackendBase):
                     continue
             ranks = self._ranks_of(task)
             if ranks > self.num_workers:
-                self.report_failure(task, ResourceError(
-                    f"task {task.uid} asks for {ranks} ranks; this Batch places at most {self.num_workers} on one node"))
+                self.report_failure(
+                    task, ResourceError(f"task {task.uid} asks for {ranks} ranks; this Batch places at most {self.num_workers} on one node")
+                )
                 continue
             entries.append(_Entry(task, str(self.artifact_path(task, "v3"))))
         with self._lock:
@@ -267,8 +274,11 @@ class DragonExecutionBackendV3(DragonBackendBase):
             if type(exc).__name__ == "TaskCancelledError":
                 self.report_canceled(task)
             else:
-                self.report_failure(task, BackendError(f"Dragon Batch failed task {task.uid}: {type(exc).__name__}: {exc}"),
-                                    stderr=getattr(e.dtask, "traceback", None))
+                self.report_failure(
+                    task,
+                    BackendError(f"Dragon Batch failed task {task.uid}: {type(exc).__name__}: {exc}"),
+                    stderr=getattr(e.dtask, "traceback", None),
+                )
             self._cleanup(e)
             return
         if task.is_function:
@@ -291,10 +301,8 @@ class DragonExecutionBackendV3(DragonBackendBase):
     @staticmethod
     def _cleanup(e: _Entry) -> None:
         for suffix in (".started", ".out", ".err"):
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(e.base + suffix)
-            except OSError:
-                pass
 
     # ------------------------------------------------------------------ cancel
     async def _cancel(self, task: BaseTask) -> bool:
