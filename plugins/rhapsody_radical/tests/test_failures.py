@@ -11,8 +11,8 @@ import os
 from pathlib import Path
 
 import pytest
-
 from procs import assert_nothing_left, group_members
+
 from rhapsody import BackendError, ComputeTask, Session, TaskState
 from rhapsody.testing import tasks as fn
 from rhapsody.testing.conformance import LoopRunner, wait_for_state
@@ -34,7 +34,9 @@ def _start_fails(run: LoopRunner, backend: RadicalExecutionBackend) -> BackendEr
     return info.value
 
 
-def test_seed_snippet_on_a_small_machine_fails_with_the_agents_text(run: LoopRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_seed_snippet_on_a_small_machine_fails_with_the_agents_text(
+    run: LoopRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The documented snippet asks for 128 cores; with real cores in the
     private config the agent refuses, and that refusal is what `await` raises."""
     monkeypatch.delenv(CONFIG_ENV, raising=False)

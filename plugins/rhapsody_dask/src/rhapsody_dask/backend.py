@@ -355,7 +355,7 @@ class DaskExecutionBackend(BaseExecutionBackend):
     async def _track(self, entry: _Entry) -> None:
         try:
             await entry.future._state.wait()
-        except Exception:  # noqa: BLE001,S110 - the status says what happened
+        except Exception:  # noqa: BLE001 - the status says what happened
             pass
         if self._entries.get(entry.task.uid) is entry:
             self._done.append(entry)
@@ -496,9 +496,7 @@ class DaskExecutionBackend(BaseExecutionBackend):
     async def _flush_cancels(self, batch: list[_Entry]) -> None:
         assert self._client is not None
         try:
-            await asyncio.wait_for(
-                self._client.cancel([e.future for e in batch], reason="cancelled by RHAPSODY"), self._connect_timeout
-            )
+            await asyncio.wait_for(self._client.cancel([e.future for e in batch], reason="cancelled by RHAPSODY"), self._connect_timeout)
         except Exception as exc:  # noqa: BLE001
             self.log.warning("dask.cancel_failed", tasks=len(batch), error=f"{type(exc).__name__}: {exc}")
         kills: dict[str | None, list[str]] = {}
@@ -530,7 +528,7 @@ class DaskExecutionBackend(BaseExecutionBackend):
         if client is not None:
             try:
                 client.unsubscribe_topic(self._topic)
-            except Exception:  # noqa: BLE001,S110 - closing anyway
+            except Exception:  # noqa: BLE001 - closing anyway
                 pass
             if self._owns_client:
                 await _bounded(client.close(timeout=10), 15, self, "client")

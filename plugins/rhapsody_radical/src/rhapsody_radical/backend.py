@@ -22,7 +22,6 @@ from rhapsody.backends.base import BaseExecutionBackend
 from rhapsody.errors import BackendError, TaskExecutionError, TaskTimeoutError
 from rhapsody.resources import Resources
 from rhapsody.task import BaseTask, ComputeTask
-
 from rhapsody_radical import environment as envfix
 from rhapsody_radical import remote
 
@@ -64,7 +63,9 @@ class RadicalExecutionBackend(BaseExecutionBackend):
         super().__init__(name)
         desc = dict(resources or {})
         if desc.get("exit_on_error"):
-            raise ValueError("exit_on_error=True would SIGTERM this process when the pilot fails; RHAPSODY reports it as BackendError instead")
+            raise ValueError(
+                "exit_on_error=True would SIGTERM this process when the pilot fails; RHAPSODY reports it as BackendError instead"
+            )
         desc["exit_on_error"] = False
         desc.setdefault("resource", "local.localhost")
         desc.setdefault("runtime", 30)
@@ -403,7 +404,7 @@ def _bounded(fn: Any, seconds: float) -> None:
     def run() -> None:
         try:
             fn()
-        except Exception:  # noqa: BLE001, S110 - best effort during shutdown
+        except Exception:  # noqa: BLE001 - best effort during shutdown
             pass
         finally:
             done.set()
