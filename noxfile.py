@@ -125,6 +125,19 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
-    """Side-by-side benchmarks of every backend; pass --quick for a smoke run."""
-    session.install(CORE, _plugin("concurrent"), "matplotlib")
-    session.run("python", "-m", "benchmarks", *session.posargs)
+    """Side-by-side benchmarks of every backend; pass --quick for a smoke run.
+
+    One virtualenv holds all four plugins (their engines co-install without
+    conflicts); ``python -m benchmarks`` runs each engine in a child process of
+    its own (Dragon's under the ``dragon`` launcher) and merges the results.
+    Options after ``--`` go to it, e.g. ``nox -s bench -- --quick --engines dask``.
+    """
+    session.install(CORE, *(_plugin(name) for name in ("concurrent", "dask", "dragon", "radical")), "matplotlib")
+    bin_dir = str(Path(session.bin))
+    env = {
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",  # RP and the dragon launcher need the venv's bin/ first
+        # small Dragon shared-memory segments: the defaults reserve ~8 GiB of /dev/shm
+        "DRAGON_DEFAULT_SEG_SZ": os.environ.get("DRAGON_DEFAULT_SEG_SZ", "268435456"),
+        "DRAGON_INF_SEG_SZ": os.environ.get("DRAGON_INF_SEG_SZ", "134217728"),
+    }
+    session.run("python", "-m", "benchmarks", *session.posargs, env=env)

@@ -10,15 +10,19 @@ launcher), so one engine's runtime never disturbs another's figures.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from benchmarks.common import fmt
 
 ROOT = Path(__file__).resolve().parent.parent
 ENGINES = {  # engine -> plugin package that must be importable
@@ -40,17 +44,23 @@ def _command(engine: str, json_out: Path, passthrough: list[str]) -> list[str]:
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
-    lines = [f"{'engine':<11}{'workload':<16}{'variant':<13}{'N':>8}{'median s':>10}{'tasks/s':>11}{'us/task':>10}{'vs raw':>8}"]
+    lines = [f"{'engine':<11}{'workload':<16}{'variant':<13}{'N':>8}{'median s':>10}{'tasks/s':>11}{'us/task':>12}{'vs raw':>8}"]
     raw = {(r["engine"], r["workload"]): r for r in rows if r["variant"] == "raw" and not r.get("error")}
+    skipped: dict[tuple[str, str], set[str]] = {}
     for r in sorted(rows, key=lambda r: (r["engine"], r["workload"], r["variant"])):
+        if r.get("skipped"):
+            skipped.setdefault((r["variant"], r["skipped"]), set()).add(r["engine"])
+            continue
         if r.get("error"):
             lines.append(f"{r['engine']:<11}{r['workload']:<16}{r['variant']:<13}{r['n']:>8}  FAILED: {r['error'][:80]}")
             continue
         base = raw.get((r["engine"], r["workload"]))
         ratio = f"{r['median_s'] / base['median_s']:>8.2f}" if base and r["variant"] != "raw" else f"{'':>8}"
         lines.append(
-            f"{r['engine']:<11}{r['workload']:<16}{r['variant']:<13}{r['n']:>8}{r['median_s']:>10.3f}{r['tasks_per_s']:>11.1f}{r['per_task_us']:>10.1f}{ratio}"
+            f"{r['engine']:<11}{r['workload']:<16}{r['variant']:<13}{r['n']:>8}{r['median_s']:>10.3f}{fmt(r['tasks_per_s'], 11)}{fmt(r['per_task_us'], 12)}{ratio}"
         )
+    for (variant, why), engines in sorted(skipped.items()):
+        lines.append(f"{variant} not run ({', '.join(sorted(engines))}): {why}")
     return "\n".join(lines)
 
 
@@ -62,25 +72,32 @@ def _chart(rows: list[dict[str, Any]], path: Path) -> str:
         import matplotlib.pyplot as plt
     except ImportError:
         return "matplotlib is not installed: no chart (pip install matplotlib)"
-    good = [r for r in rows if not r.get("error") and r["variant"] in ("raw", "rhapsody", "rhapsody-py")]
-    groups = sorted({(r["engine"], r["workload"]) for r in good})
     variants = ["raw", "rhapsody", "rhapsody-py"]
+    good = [r for r in rows if not r.get("error") and not r.get("skipped") and r["variant"] in variants]
+    engines = sorted({r["engine"] for r in good})
+    if not engines:
+        return "no successful results: no chart"
     colors = {"raw": "#888888", "rhapsody": "#1f77b4", "rhapsody-py": "#ff7f0e"}
-    fig, ax = plt.subplots(figsize=(max(8, len(groups) * 0.9), 5))
+    widest = max(len({r["workload"] for r in good if r["engine"] == e}) for e in engines)
+    # one panel per engine: rates differ by orders of magnitude between engines
+    fig, axes = plt.subplots(len(engines), 1, figsize=(max(7, widest * 1.3), 2.8 * len(engines)), squeeze=False)
     width = 0.27
-    for i, variant in enumerate(variants):
-        values = []
-        for g in groups:
-            match = [r for r in good if (r["engine"], r["workload"]) == g and r["variant"] == variant]
-            values.append(match[0]["tasks_per_s"] if match else 0)
-        ax.bar([x + (i - 1) * width for x in range(len(groups))], values, width, label=variant, color=colors[variant])
-    ax.set_xticks(range(len(groups)), [f"{e}\n{w}" for e, w in groups], fontsize=8)
-    ax.set_yscale("log")
-    ax.set_ylabel("tasks per second (log)")
-    ax.set_title("RHAPSODY vs raw engine, same process run")
-    ax.legend()
+    for ax, engine in zip(axes[:, 0], engines, strict=True):
+        workloads = sorted({r["workload"] for r in good if r["engine"] == engine})
+        for i, variant in enumerate(variants):
+            by_workload = {r["workload"]: r["tasks_per_s"] for r in good if r["engine"] == engine and r["variant"] == variant}
+            xs = [x + (i - 1) * width for x, w in enumerate(workloads) if w in by_workload]
+            if xs:
+                ax.bar(xs, [by_workload[w] for w in workloads if w in by_workload], width, label=variant, color=colors[variant])
+        ax.set_xticks(range(len(workloads)), workloads, fontsize=8)
+        ax.set_yscale("log")
+        ax.set_ylabel("tasks/s (log)")
+        ax.set_title(engine, fontsize=10, loc="left")
+        ax.legend(fontsize=7, loc="upper right")
+    fig.suptitle("RHAPSODY vs the raw engine (and rhapsody-py), interleaved in one run; higher is better")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    plt.close(fig)
     return f"chart: {path}"
 
 
@@ -101,6 +118,9 @@ def main() -> int:
     json_out = out / "results.jsonl"
     status: dict[str, str] = {}
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    # small Dragon shared-memory segments unless told otherwise: the defaults reserve ~8 GiB of /dev/shm
+    env.setdefault("DRAGON_DEFAULT_SEG_SZ", "268435456")
+    env.setdefault("DRAGON_INF_SEG_SZ", "134217728")
     for engine in [e.strip() for e in args.engines.split(",") if e.strip()]:
         if engine not in ENGINES:
             status[engine] = f"unknown engine; known: {', '.join(ENGINES)}"
@@ -110,10 +130,23 @@ def main() -> int:
             continue
         print(f"--- {engine}", flush=True)
         try:
-            proc = subprocess.run(_command(engine, json_out, passthrough), cwd=out, env=env, timeout=args.timeout, start_new_session=True)
-            status[engine] = "ok" if proc.returncode == 0 else f"exited {proc.returncode}"
-        except (OSError, subprocess.TimeoutExpired) as exc:
+            # Each engine in a session of its own, cleaned up as a group afterwards. Not
+            # Dragon's: its launcher calls setsid() itself and hangs silently when it is
+            # already a session leader; it then leads its own group (pgid == its pid).
+            proc = subprocess.Popen(_command(engine, json_out, passthrough), cwd=out, env=env, start_new_session=engine != "dragon")
+        except OSError as exc:
             status[engine] = f"not run: {exc}"
+            continue
+        try:
+            code = proc.wait(timeout=args.timeout)
+            status[engine] = "ok" if code == 0 else f"exited {code}"
+        except subprocess.TimeoutExpired:
+            status[engine] = f"killed after {args.timeout:g} s (--timeout)"
+        finally:
+            # the engine's own helpers (workers, agents) live in the child's session
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     rows = [json.loads(line) for line in json_out.read_text().splitlines()] if json_out.exists() else []
     (out / "results.json").write_text(json.dumps({"status": status, "results": rows}, indent=1))
     table = _table(rows)

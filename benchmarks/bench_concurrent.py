@@ -1,6 +1,15 @@
 """rhapsody-concurrent against a bare ThreadPoolExecutor / asyncio subprocesses.
 
-python -m benchmarks.bench_concurrent [--quick] [--json FILE]
+python -m benchmarks.bench_concurrent [--quick] [--json FILE] [--workloads noop,true,...]
+
+Two workers everywhere (the pool, the backend's cores, the subprocess
+semaphore). Workloads: ``noop`` functions, ``true`` (/bin/true), ``stdout_1mb``
+(sh -c 'head -c 1048576 /dev/zero'), ``mixed`` (a third each of sync, async
+functions and /bin/true), ``latency`` (submit one, await it, next), ``burst``
+(N no-op functions queued at once: submission time, completion time, RSS growth
+of this process). ``rhapsody-py``: the public rhapsody-py 0.6.0
+ConcurrentExecutionBackend on a 2-thread pool, in its own venv (made once under
+~/.cache/rhapsody-bench); skipped in --quick mode.
 """
 
 from __future__ import annotations
@@ -11,6 +20,7 @@ import gc
 import time
 
 from benchmarks.common import Recorder, parse_args, rss_mb
+from benchmarks.rhapsody_py import QUICK_SKIP, RhapsodyPy
 from rhapsody import ComputeTask, Session
 from rhapsody.testing.tasks import noop
 from rhapsody_concurrent.backend import ConcurrentExecutionBackend
@@ -36,6 +46,14 @@ async def main() -> None:
     backend = await ConcurrentExecutionBackend(name="concurrent", cores=WORKERS)
     session = Session(backends=[backend], work_dir="/tmp/rhapsody-bench")
     loop = asyncio.get_running_loop()
+    old = None if args.quick else RhapsodyPy("concurrent", WORKERS)
+
+    def with_old(workload: str, n: int, variants: dict) -> dict:
+        """Add the rhapsody-py column (or record why it is not run)."""
+        if old is None:
+            rec.skip(workload, "rhapsody-py", n, QUICK_SKIP)
+            return variants
+        return {**variants, "rhapsody-py": lambda n: old.run(workload, n, max(300.0, n * 0.05))}
 
     async def raw_noop(n: int) -> None:
         futures = [pool.submit(noop) for _ in range(n)]
@@ -91,14 +109,32 @@ async def main() -> None:
             submit_s=round(t_submit, 3),
             rss_growth_mb=round(max(rss_queued, rss_mb() - rss0), 1),
         )
+        if old is None:
+            rec.skip("burst", "rhapsody-py", n, QUICK_SKIP)
+        else:
+            try:
+                measured = await old.run("burst", n, max(600.0, n * 0.01))
+                rec.record("burst", "rhapsody-py", n, measured.seconds, **measured.extra)
+            except Exception as exc:  # noqa: BLE001 - a benchmark reports, it does not crash
+                rec.fail("burst", "rhapsody-py", n, f"{type(exc).__name__}: {exc}")
 
     if rec.wanted("noop"):
-        await rec.ab("noop", args.n_noop, {"raw": raw_noop, "raw-asyncio": raw_noop_asyncio, "rhapsody": rh_noop})
+        await rec.ab(
+            "noop", args.n_noop, with_old("noop", args.n_noop, {"raw": raw_noop, "raw-asyncio": raw_noop_asyncio, "rhapsody": rh_noop})
+        )
     if rec.wanted("true"):
-        await rec.ab("true", args.n_true, {"raw": lambda n: raw_exec(n, ["/bin/true"]), "rhapsody": lambda n: rh_exec(n, ["/bin/true"])})
+        await rec.ab(
+            "true",
+            args.n_true,
+            with_old("true", args.n_true, {"raw": lambda n: raw_exec(n, ["/bin/true"]), "rhapsody": lambda n: rh_exec(n, ["/bin/true"])}),
+        )
     if rec.wanted("stdout_1mb"):
         sh = ["/bin/sh", "-c", ONE_MB]
-        await rec.ab("stdout_1mb", args.n_stdout_1mb, {"raw": lambda n: raw_exec(n, sh), "rhapsody": lambda n: rh_exec(n, sh)})
+        await rec.ab(
+            "stdout_1mb",
+            args.n_stdout_1mb,
+            with_old("stdout_1mb", args.n_stdout_1mb, {"raw": lambda n: raw_exec(n, sh), "rhapsody": lambda n: rh_exec(n, sh)}),
+        )
     if rec.wanted("mixed"):
 
         async def raw_mixed(n: int) -> None:
@@ -114,7 +150,7 @@ async def main() -> None:
             tasks += [ComputeTask(executable="/bin/true") for _ in range(n - 2 * third)]
             await run_session(session, tasks)
 
-        await rec.ab("mixed", args.n_mixed, {"raw": raw_mixed, "rhapsody": rh_mixed})
+        await rec.ab("mixed", args.n_mixed, with_old("mixed", args.n_mixed, {"raw": raw_mixed, "rhapsody": rh_mixed}))
     if rec.wanted("latency"):
 
         async def raw_latency(n: int) -> None:
@@ -127,7 +163,9 @@ async def main() -> None:
                 await session.submit_tasks([t])
                 await t
 
-        await rec.ab("latency", args.n_latency, {"raw": raw_latency, "rhapsody": rh_latency})
+        await rec.ab("latency", args.n_latency, with_old("latency", args.n_latency, {"raw": raw_latency, "rhapsody": rh_latency}))
+    if old is not None:
+        await old.close()
     await session.close()
     pool.shutdown()
     rec.finish()

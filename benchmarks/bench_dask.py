@@ -1,15 +1,21 @@
-"""Dask: N no-op function tasks on a 2-worker LocalCluster (one thread each).
+"""Dask: raw ``Client.submit`` against RHAPSODY's DaskExecutionBackend, same cluster.
 
-Variants, interleaved round by round on the same cluster:
+python -m benchmarks.bench_dask [--quick] [--json FILE] [--workloads noop_functions,true,...]
 
-- ``raw-map``     ``client.map`` + ``client.gather`` (asynchronous client)
-- ``raw``         ``client.submit`` per task + one ``client.gather``
-- ``rhapsody``    the same tasks as ``ComputeTask``s through ``Session`` + ``DaskExecutionBackend``
-- ``rhapsody-py`` the public ``rhapsody-py`` 0.6.0 Dask backend, in its own venv
-                  (``$RHAPSODY_PY_PYTHON``, default /work/scratch/venv-rpy/bin/python)
-                  and its own 2-worker LocalCluster; only its submit+wait is timed.
+One 2-worker LocalCluster (one thread each, worker processes) serves both the
+raw Dask variants and the RHAPSODY Session; variants are interleaved round by
+round (A/B/A/B). Workloads, each N tasks submitted at once then awaited:
 
-Run from the repository root: ``python -m benchmarks.bench_dask [--quick] [--json FILE]``.
+- ``noop_functions``  ``echo(i)``; raw as ``client.map`` (``raw-map``) and per-task
+                      ``client.submit`` (``raw``)
+- ``true``            ``/bin/true``; raw: ``client.submit(subprocess.run ...)``
+- ``stdout_1mb``      ``sh -c 'head -c 1048576 /dev/zero'``, stdout returned as text
+- ``mixed``           a third sync no-op functions, a third ``async def``, a third ``/bin/true``
+- ``latency``         submit one no-op, await it, next (per-task round trip)
+
+``rhapsody-py``: the public rhapsody-py 0.6.0 Dask backend (its own venv, made
+once under ~/.cache/rhapsody-bench, and its own 2-worker LocalCluster), same
+workloads; skipped in --quick mode.
 """
 
 from __future__ import annotations
@@ -18,67 +24,45 @@ import asyncio
 import os
 import subprocess
 import sys
-import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from benchmarks.common import Recorder, parse_args
 
 ENGINE = "dask"
-WORKLOAD = "noop_functions"
-
-# Runs inside the rhapsody-py venv: prints the seconds its submit+wait took, or raises.
-_RPY_DRIVER = r"""
-import asyncio, sys, time
-from rhapsody import Session, ComputeTask
-from rhapsody.backends import DaskExecutionBackend
-
-def echo(x):
-    return x
-
-async def main(n, limit):
-    backend = await DaskExecutionBackend({"n_workers": 2, "threads_per_worker": 1, "processes": True, "dashboard_address": ":0"})
-    session = Session(backends=[backend])
-    tasks = [ComputeTask(function=echo, args=(i,)) for i in range(n)]
-    t0 = time.perf_counter()
-    await session.submit_tasks(tasks)
-    await asyncio.wait_for(session.wait_tasks(tasks), limit)
-    elapsed = time.perf_counter() - t0
-    bad = [t for t in tasks if t["state"] != "DONE"]
-    await backend.shutdown()
-    if bad:
-        raise SystemExit(f"{len(bad)} of {n} tasks not DONE, first: {bad[0]['state']} {bad[0].get('exception')!r}")
-    print(elapsed)
-
-if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]), float(sys.argv[2])))
-"""
+DEFAULT_N = {"noop": 10_000, "true": 1_000, "stdout_1mb": 100, "mixed": 1_000, "latency": 200}
+QUICK_N = {"noop": 200, "true": 20, "stdout_1mb": 5, "mixed": 30, "latency": 10}
+ONE_MB = ["/bin/sh", "-c", "head -c 1048576 /dev/zero"]
+# workload name in results -> (N option, rhapsody-py driver workload)
+WORKLOADS = {
+    "noop_functions": ("noop", "echo"),
+    "true": ("true", "true"),
+    "stdout_1mb": ("stdout_1mb", "stdout_1mb"),
+    "mixed": ("mixed", "mixed"),
+    "latency": ("latency", "latency"),
+}
 
 
-def run_rhapsody_py(n: int, limit: float) -> float:
-    python = os.environ.get("RHAPSODY_PY_PYTHON", "/work/scratch/venv-rpy/bin/python")
-    if not os.path.exists(python):
-        raise RuntimeError(f"no rhapsody-py venv at {python} (set RHAPSODY_PY_PYTHON)")
-    script = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"rpy_dask_driver_{os.getpid()}.py")
-    with open(script, "w") as fh:
-        fh.write(_RPY_DRIVER)
-    try:
-        out = subprocess.run([python, script, str(n), str(limit)], capture_output=True, text=True, timeout=limit + 120,
-                             start_new_session=True)
-    except subprocess.TimeoutExpired:
-        raise RuntimeError(f"rhapsody-py did not finish {n} tasks within {limit + 120:.0f} s") from None
-    finally:
-        os.unlink(script)
-    if out.returncode != 0:
-        tail = (out.stderr or out.stdout).strip().splitlines()[-3:]
-        raise RuntimeError(f"rhapsody-py exited {out.returncode}: {' | '.join(tail)}")
-    return float(out.stdout.strip().splitlines()[-1])
+def bounded(fn: Callable[[int], Awaitable[Any]], seconds: float) -> Callable[[int], Awaitable[Any]]:
+    """``fn`` with a deadline against hangs (not a speed check)."""
+    return lambda n: asyncio.wait_for(fn(n), seconds)
+
+
+def run_command(cmd: list[str]) -> str:
+    """The raw-Dask way to run a program in a worker (pickled by value: this
+    module runs as ``__main__``)."""
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode:
+        raise RuntimeError(f"{cmd} exited {proc.returncode}: {proc.stderr[-200:]}")
+    return proc.stdout
 
 
 async def main() -> None:
-    args = parse_args(__doc__ or "", {"noop": 10_000}, {"noop": 500})
-    n = args.n_noop
+    args = parse_args(__doc__ or "", DEFAULT_N, QUICK_N)
     rec = Recorder(ENGINE, args)
     from distributed import Client, LocalCluster
 
+    from benchmarks.rhapsody_py import QUICK_SKIP, RhapsodyPy
     from rhapsody import ComputeTask, Session, TaskState
     from rhapsody.testing import tasks as fn
     from rhapsody_dask import DaskExecutionBackend
@@ -88,48 +72,86 @@ async def main() -> None:
     backend = DaskExecutionBackend(cluster=cluster)
     session = Session(backends=[backend], work_dir=os.environ.get("TMPDIR", "/tmp"))
     await session.start()
+    old = None if args.quick else RhapsodyPy("dask")
 
-    async def raw_map(n: int) -> None:
-        futures = client.map(fn.echo, range(n), pure=False)
-        assert await client.gather(futures) == list(range(n))
+    async def gather_ok(futures: list, expect: list | None = None) -> None:
+        values = await client.gather(futures)
+        if expect is not None:
+            assert values == expect, "wrong results"
 
-    async def raw_submit(n: int) -> None:
-        futures = [client.submit(fn.echo, i, pure=False) for i in range(n)]
-        assert await client.gather(futures) == list(range(n))
-
-    async def through_session(n: int) -> None:
-        tasks = [ComputeTask(function=fn.echo, args=(i,)) for i in range(n)]
+    async def run_session(tasks: list[ComputeTask]) -> None:
         await session.submit_tasks(tasks)
         await session.wait_tasks(tasks)
         bad = [t for t in tasks if t.state is not TaskState.DONE]
-        assert not bad, f"{len(bad)} not DONE: {bad[0].state} {bad[0].exception!r}"
+        if bad:
+            raise RuntimeError(f"{len(bad)} of {len(tasks)} not DONE: {bad[0].state} {bad[0].exception!r}")
 
-    variants = {"raw-map": raw_map, "raw": raw_submit, "rhapsody": through_session}
-    limit = max(120.0, n * 0.03)  # generous: 30 ms per task; the old backend may be quadratic
-    for _ in range(args.repeats):
-        for name, variant in variants.items():
-            if rec.result(WORKLOAD, name, n).error:
-                continue
-            t0 = time.perf_counter()
-            try:
-                await asyncio.wait_for(variant(n), limit)
-            except Exception as exc:  # noqa: BLE001 - a benchmark reports, it does not crash
-                rec.fail(WORKLOAD, name, n, f"{type(exc).__name__}: {exc}")
-                print(f"  {name:<12} FAILED {exc!r}"[:300], file=sys.stderr, flush=True)
-                continue
-            rec.record(WORKLOAD, name, n, time.perf_counter() - t0)
-            print(f"  {name:<12} {time.perf_counter() - t0:8.2f} s", file=sys.stderr, flush=True)
-        if not rec.result(WORKLOAD, "rhapsody-py", n).error:
-            try:
-                seconds = await asyncio.to_thread(run_rhapsody_py, n, limit)
-                rec.record(WORKLOAD, "rhapsody-py", n, seconds)
-                print(f"  rhapsody-py  {seconds:8.2f} s", file=sys.stderr, flush=True)
-            except Exception as exc:  # noqa: BLE001
-                rec.fail(WORKLOAD, "rhapsody-py", n, f"{type(exc).__name__}: {exc}")
+    # --- raw Dask
+    async def raw_map(n: int) -> None:
+        await gather_ok(client.map(fn.echo, range(n), pure=False), list(range(n)))
 
-    await session.close()
-    await client.close()
-    await cluster.close()
+    async def raw_submit(n: int) -> None:
+        await gather_ok([client.submit(fn.echo, i, pure=False) for i in range(n)], list(range(n)))
+
+    async def raw_exec(n: int, cmd: list[str]) -> None:
+        await gather_ok([client.submit(run_command, cmd, pure=False) for _ in range(n)])
+
+    async def raw_mixed(n: int) -> None:
+        third = n // 3
+        futures = [client.submit(fn.noop, pure=False) for _ in range(third)]
+        futures += [client.submit(fn.async_add, 1, 2, pure=False) for _ in range(third)]  # Dask awaits coroutine functions
+        futures += [client.submit(run_command, ["/bin/true"], pure=False) for _ in range(n - 2 * third)]
+        await gather_ok(futures)
+
+    async def raw_latency(n: int) -> None:
+        for _ in range(n):
+            await client.submit(fn.noop, pure=False)
+
+    # --- RHAPSODY
+    async def rh_noop(n: int) -> None:
+        await run_session([ComputeTask(function=fn.echo, args=(i,)) for i in range(n)])
+
+    async def rh_exec(n: int, cmd: list[str]) -> None:
+        await run_session([ComputeTask(executable=cmd[0], arguments=cmd[1:]) for _ in range(n)])
+
+    async def rh_mixed(n: int) -> None:
+        third = n // 3
+        tasks = [ComputeTask(function=fn.noop) for _ in range(third)]
+        tasks += [ComputeTask(function=fn.async_add, args=(1, 2)) for _ in range(third)]
+        tasks += [ComputeTask(executable="/bin/true") for _ in range(n - 2 * third)]
+        await run_session(tasks)
+
+    async def rh_latency(n: int) -> None:
+        for _ in range(n):
+            t = ComputeTask(function=fn.noop)
+            await session.submit_tasks([t])
+            await t
+
+    variants = {
+        "noop_functions": {"raw-map": raw_map, "raw": raw_submit, "rhapsody": rh_noop},
+        "true": {"raw": lambda n: raw_exec(n, ["/bin/true"]), "rhapsody": lambda n: rh_exec(n, ["/bin/true"])},
+        "stdout_1mb": {"raw": lambda n: raw_exec(n, ONE_MB), "rhapsody": lambda n: rh_exec(n, ONE_MB)},
+        "mixed": {"raw": raw_mixed, "rhapsody": rh_mixed},
+        "latency": {"raw": raw_latency, "rhapsody": rh_latency},
+    }
+    try:
+        for workload, (n_name, rpy_workload) in WORKLOADS.items():
+            if not rec.wanted(workload):
+                continue
+            n = getattr(args, f"n_{n_name}")
+            limit = max(120.0, n * 0.05)  # generous deadline against hangs, not a speed check
+            chosen = {name: bounded(f, limit) for name, f in variants[workload].items()}
+            if old is None:
+                rec.skip(workload, "rhapsody-py", n, QUICK_SKIP)
+            else:
+                chosen["rhapsody-py"] = lambda n, w=rpy_workload, s=limit: old.run(w, n, s)  # type: ignore[misc]
+            await rec.ab(workload, n, chosen)
+    finally:
+        if old is not None:
+            await old.close()
+        await session.close()
+        await client.close()
+        await cluster.close()
     rec.finish()
 
 

@@ -15,8 +15,10 @@ as a Dragon process and fails in ``current_process()``). Workloads, each as ``<k
 
 Raw equivalents: V2 -> ``dragon.native.pool.Pool(2).apply_async`` (one call per
 task); V1 -> one native ``dragon.native.process.Process`` per task, at most 2 at
-once, stdout/stderr to files read back (V1 does the same); V2's raw executables use
-``subprocess.run(..., capture_output=True)`` in the pool (V2 captures too); V3 -> ``Batch.options().function`` / ``.process``.
+once, stdout/stderr to files read back, exit code from ``join()`` (V1 does the same;
+the V1 latency probe too); V2's raw executables use
+``subprocess.run(..., capture_output=True)`` in the pool (V2 captures too); V3 -> ``Batch.options().function`` / ``.process``,
+rounds alternating with V3's, each on a fresh Batch.
 Sizes: V2 runs the full 1,000 functions and 200 executables; a Python-function
 Process costs 0.4-1.5 s of interpreter start here, so V1's function N is 40; Batch runs
 ~4 function tasks/s here, so V3 gets 40 functions and 10 executables.
@@ -136,24 +138,33 @@ def raw_processes(n: int, kind: str, work: str) -> None:
             running.append((started, p))
             started += 1
         i, p = running.pop(0)
-        p.join()
-        if p.returncode != 0:
-            raise RuntimeError(f"raw process {i} exited {p.returncode}")
+        code = p.join()  # Global Services' join answer carries the exit code (V1 uses it too)
+        if code != 0:
+            raise RuntimeError(f"raw process {i} exited {code}")
         if kind in ("exe", "stdout") or (kind == "mixed" and i % 3 == 2):  # an executable: read its output back
             with open(f"{out}.{i}.out") as fh:
                 text = fh.read()
             assert kind != "stdout" or len(text) == 1 << 20
+            with open(f"{out}.{i}.err") as fh:
+                fh.read()
             os.unlink(f"{out}.{i}.out")
             os.unlink(f"{out}.{i}.err")
 
 
-def raw_process_latency(n: int) -> None:
+def raw_process_latency(n: int, work: str) -> None:
+    """One ``/bin/true`` at a time, its output to files read back (as V1 captures it)."""
     from dragon.native.process import Process
 
+    out = os.path.join(work, "raw-lat")
     for _ in range(n):
-        p = Process("/bin/true", args=[])
+        p = Process("/bin/true", args=[], stdout=f"{out}.out", stderr=f"{out}.err")
         p.start()
-        p.join()
+        if p.join() != 0:
+            raise RuntimeError("raw latency probe failed")
+        for suffix in ("out", "err"):
+            with open(f"{out}.{suffix}") as fh:
+                fh.read()
+            os.unlink(f"{out}.{suffix}")
 
 
 # ---------------------------------------------------------------- raw V3: Batch
@@ -257,7 +268,7 @@ async def main() -> None:
                 "latency_v1",
                 args.n_latency,
                 {
-                    "raw": lambda n: asyncio.to_thread(raw_process_latency, n),
+                    "raw": lambda n: asyncio.to_thread(raw_process_latency, n, work),
                     "rhapsody": lambda n: latency_session(session, "v1", n, "exe"),
                 },
             )
@@ -276,27 +287,39 @@ async def main() -> None:
 
 
 async def bench_v3(rec: Recorder, args: Any, work: str, backend_class: Any) -> None:
-    """Raw Batch and V3 each get a Batch of their own, one after the other (one Batch
-    per node at a time is what a user would run), so V3 is not interleaved A/B."""
+    """Raw Batch and V3 each get a Batch of their own (one Batch per node at a time is
+    what a user would run). Each round runs raw on a fresh Batch and V3 on a fresh
+    Session, in alternating order, with a short pause after each shutdown: Batch's
+    processes wind down for a while after ``join()``, and whichever variant ran next
+    would otherwise always pay for it."""
     from dragon.workflows.batch import Batch
 
-    repeats, rec.args.repeats = rec.args.repeats, min(rec.args.repeats, 2)
-    try:
+    kinds = [(kind, n) for kind, n in (("fn", args.n_fn_v3), ("exe", args.n_exe_v3)) if rec.wanted(f"{kind}_v3")]
+    repeats, rec.args.repeats = rec.args.repeats, 1
+    settle = 0.0 if rec.args.quick else 2.0
+
+    async def raw_round() -> None:
         batch = await asyncio.to_thread(Batch, workers_per_node=1, results_ddict_mem=64 << 20)
         try:
-            for kind, n in (("fn", args.n_fn_v3), ("exe", args.n_exe_v3)):
-                if rec.wanted(f"{kind}_v3"):
-                    await rec.ab(f"{kind}_v3", n, {"raw": lambda n, k=kind: asyncio.to_thread(raw_batch, batch, n, k)})
+            for kind, n in kinds:
+                await rec.ab(f"{kind}_v3", n, {"raw": lambda n, k=kind: asyncio.to_thread(raw_batch, batch, n, k)})
         finally:
             await asyncio.to_thread(batch.join)
+
+    async def v3_round() -> None:
         s3 = Session([backend_class(name="v3", num_workers=1)], work_dir=work)
         await s3.start()
         try:
-            for kind, n in (("fn", args.n_fn_v3), ("exe", args.n_exe_v3)):
-                if rec.wanted(f"{kind}_v3"):
-                    await rec.ab(f"{kind}_v3", n, {"rhapsody": lambda n, k=kind: via_session(s3, "v3", n, k)})
+            for kind, n in kinds:
+                await rec.ab(f"{kind}_v3", n, {"rhapsody": lambda n, k=kind: via_session(s3, "v3", n, k)})
         finally:
             await s3.close()
+
+    try:
+        for i in range(repeats):
+            for one_round in (raw_round, v3_round) if i % 2 == 0 else (v3_round, raw_round):
+                await one_round()
+                await asyncio.sleep(settle)
     finally:
         rec.args.repeats = repeats
 

@@ -1,13 +1,23 @@
-"""rhapsody-radical against raw RADICAL-Pilot TaskManager submission, same run.
+"""rhapsody-radical against raw RADICAL-Pilot TaskManager / raptor submission, same run.
 
-python -m benchmarks.bench_radical [--quick] [--json FILE]
+python -m benchmarks.bench_radical [--quick] [--json FILE] [--workloads true,mixed,...]
 
-Two real local.localhost pilots of 2 cores each (one driven through raw
-``rp.TaskManager``, one through a RHAPSODY Session + RadicalExecutionBackend),
-both alive for the whole run so the throughput rounds interleave A/B/A/B.
-``first_task``: seconds from creating the RP session / the backend to the first
-``/bin/true`` being DONE (pilot start included; measured once per variant).
-``true``: N ``/bin/true`` tasks submitted at once, until all are DONE.
+Two real local.localhost pilots (one driven through raw ``rp.TaskManager`` +
+raptor, one through a RHAPSODY Session + RadicalExecutionBackend), both alive
+for the whole run so the rounds interleave A/B/A/B. Each pilot declares 4 cores
+(oversubscribing this 2-core box on purpose): raptor (1-core master + one 1-core
+worker, started with the pilot) holds two for the whole run and leaves two to
+executables, otherwise executables would wait for raptor to stop. N is sized to
+RP's speed (tens of tasks per second at best).
+
+- ``first_task``  seconds from creating the RP session / the backend to the first
+                  ``/bin/true`` DONE (pilot + raptor start included; once per variant)
+- ``true``        N ``/bin/true`` submitted at once, until all are DONE
+- ``stdout_1mb``  N ``sh -c 'head -c 1048576 /dev/zero'``; the 1 MB stdout file of
+                  each task is read back (raw RP itself keeps only the last 1 KiB)
+- ``mixed``       a third sync no-op functions and a third ``async def`` functions
+                  (both through raptor), a third ``/bin/true``
+- ``latency``     one no-op function through raptor, await it, next
 """
 
 from __future__ import annotations
@@ -18,35 +28,41 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from benchmarks.common import Recorder, parse_args
 from rhapsody import ComputeTask, Session
+from rhapsody.testing import tasks as fn
 from rhapsody_radical import environment as envfix
 from rhapsody_radical.backend import RadicalExecutionBackend
 
-DEFAULT_N = {"true": 200}
-QUICK_N = {"true": 20}
-PILOT = {"resource": "local.localhost", "runtime": 30, "cores": 2}
+DEFAULT_N = {"true": 200, "stdout_1mb": 30, "mixed": 60, "latency": 20}
+QUICK_N = {"true": 20, "stdout_1mb": 3, "mixed": 9, "latency": 3}
+CORES = 4  # declared: 2 for raptor, 2 for executables
+PILOT = {"resource": "local.localhost", "runtime": 30, "cores": CORES}
+ONE_MB = ["-c", "head -c 1048576 /dev/zero"]
 
 
 class RawRP:
-    """The same pilot through RP's own API (same environment fixes, applied
-    here by hand as the notes say a raw RP user must)."""
+    """The same pilot through RP's own API (the same environment fixes,
+    applied here by hand as the notes say a raw RP user must)."""
 
     def __init__(self, base: Path) -> None:
         self.base = base
-        self.done = threading.Condition()
-        self.finals = 0
+        self.cond = threading.Condition()
+        self.final: dict[str, str] = {}
+        self.count = 0
 
     def start(self) -> float:
         t0 = time.perf_counter()
         envfix.apply_process_env()
-        cfg = envfix.write_private_config(self.base / "config", envfix.real_cores(), None)
+        cfg = envfix.write_private_config(self.base / "config", CORES, None)
         old = os.environ.get(envfix.CONFIG_ENV)
         os.environ[envfix.CONFIG_ENV] = str(cfg)
-        import radical.pilot as rp  # noqa: PLC0415
+        import radical.pilot as rp
 
         self.rp = rp
+        (self.base / "stdio").mkdir(parents=True, exist_ok=True)
         try:
             self.session = rp.Session(cfg={"base": str(self.base), "client_sandbox": str(self.base)})
             self.pmgr = rp.PilotManager(self.session)
@@ -54,33 +70,75 @@ class RawRP:
             self.tmgr.register_callback(self._cb)
             pilot = self.pmgr.submit_pilots(rp.PilotDescription({**PILOT, "exit_on_error": False, "sandbox": str(self.base / "sandbox")}))
             self.tmgr.add_pilots(pilot)
+            (self.raptor,) = pilot.submit_raptors([rp.TaskDescription({"mode": rp.RAPTOR_MASTER})])
+            self.raptor.submit_workers([rp.TaskDescription({"mode": rp.RAPTOR_WORKER, "ranks": 1, "cores_per_rank": 1})])
         finally:
             if old is None:
                 os.environ.pop(envfix.CONFIG_ENV, None)
             else:
                 os.environ[envfix.CONFIG_ENV] = old
-        self.run(1)
+        self.run(executables=[self.exe("/bin/true")])
         return time.perf_counter() - t0
 
-    def _cb(self, task: object, state: str, *_: object) -> None:
+    def _cb(self, task: Any, state: str, *_: Any) -> None:
         if state in (self.rp.DONE, self.rp.FAILED, self.rp.CANCELED):
-            with self.done:
-                self.finals += 1
-                self.done.notify_all()
+            with self.cond:
+                self.final[task.uid] = state
+                self.cond.notify_all()
 
-    def run(self, n: int) -> None:
-        rp = self.rp
-        with self.done:
-            target = self.finals + n
-        tasks = self.tmgr.submit_tasks([rp.TaskDescription({"executable": "/bin/true"}) for _ in range(n)])
-        with self.done:
-            while self.finals < target:
-                self.done.wait(1.0)
-        bad = [t for t in tasks if t.state != rp.DONE]
+    def exe(self, executable: str, arguments: list[str] | None = None) -> Any:
+        self.count += 1
+        uid = f"raw.{self.count:06d}"
+        stdio = self.base / "stdio" / uid
+        return self.rp.TaskDescription(
+            {"uid": uid, "executable": executable, "arguments": arguments or [], "stdout": f"{stdio}.out", "stderr": f"{stdio}.err"}
+        )
+
+    def func(self, function: Any, *args: Any) -> Any:
+        self.count += 1
+        return self.rp.TaskDescription(
+            {
+                "uid": f"raw.{self.count:06d}",
+                "mode": self.rp.TASK_FUNCTION,
+                "function": self.rp.PythonTask(function, args, {}),
+                "raptor_id": self.raptor.uid,
+            }
+        )
+
+    def run(self, executables: list[Any] = (), functions: list[Any] = (), read_stdout: bool = False) -> None:  # type: ignore[assignment]
+        tasks = []
+        if executables:
+            tasks += self.tmgr.submit_tasks(list(executables))
+        if functions:
+            tasks += self.raptor.submit_tasks(list(functions))
+        uids = [t.uid for t in tasks]
+        with self.cond:
+            while not all(u in self.final for u in uids):
+                self.cond.wait(1.0)
+            states = [self.final.pop(u) for u in uids]
+        bad = [(t, s) for t, s in zip(tasks, states, strict=True) if s != self.rp.DONE]
         if bad:
-            raise RuntimeError(f"{len(bad)} raw tasks not DONE: {bad[0].state} {bad[0].stderr}")
+            t, s = bad[0]
+            raise RuntimeError(f"{len(bad)} raw tasks not DONE: {s} {t.exception or t.stderr}")
+        if read_stdout:
+            for d in executables:
+                if len(Path(d.stdout).read_bytes()) != 2**20:
+                    raise RuntimeError(f"{d.uid}: stdout is not 1 MB")
+
+    def stop_raptor(self) -> None:
+        done = threading.Event()
+
+        def stop() -> None:
+            try:
+                self.raptor.rpc("stop")
+            finally:
+                done.set()
+
+        threading.Thread(target=stop, daemon=True).start()
+        done.wait(15.0)
 
     def close(self) -> None:
+        self.stop_raptor()
         self.session.close(terminate=True, download=False)
 
 
@@ -88,36 +146,80 @@ async def main() -> None:
     args = parse_args(__doc__ or "", DEFAULT_N, QUICK_N)
     rec = Recorder("radical", args)
     work = Path(tempfile.mkdtemp(prefix="rhapsody-bench-radical-"))
-    raw = RawRP(work / "raw")
+    raw: RawRP | None = RawRP(work / "raw")
     (work / "raw").mkdir()
 
     try:
-        seconds = await asyncio.to_thread(raw.start)
+        seconds = await asyncio.to_thread(raw.start)  # type: ignore[union-attr]
         rec.record("first_task", "raw", 1, seconds)
     except Exception as exc:  # noqa: BLE001
         rec.fail("first_task", "raw", 1, f"{type(exc).__name__}: {exc}")
-        raw = None  # type: ignore[assignment]
+        raw = None
 
-    async def rh_run(session: Session, n: int) -> None:
-        tasks = [ComputeTask(executable="/bin/true") for _ in range(n)]
+    async def rh_run(tasks: list[ComputeTask], read_stdout: bool = False) -> None:
         await session.submit_tasks(tasks)
         await session.wait_tasks(tasks)
         bad = [t for t in tasks if t.state.value != "DONE"]
         if bad:
             raise RuntimeError(f"{len(bad)} tasks did not end DONE: {bad[0].exception!r}")
+        if read_stdout and any(len(t.stdout or "") != 2**20 for t in tasks):
+            raise RuntimeError("a task's stdout is not 1 MB")
+
+    def third(n: int) -> tuple[int, int]:
+        return n // 3, n - 2 * (n // 3)
+
+    async def rh_mixed(n: int) -> None:
+        k, rest = third(n)
+        tasks = [ComputeTask(function=fn.noop) for _ in range(k)]
+        tasks += [ComputeTask(function=fn.async_add, args=(1, 2)) for _ in range(k)]
+        tasks += [ComputeTask(executable="/bin/true") for _ in range(rest)]
+        await rh_run(tasks)
+
+    async def rh_latency(n: int) -> None:
+        for _ in range(n):
+            t = ComputeTask(function=fn.noop)
+            await session.submit_tasks([t])
+            await t
+
+    def raw_mixed(n: int) -> None:
+        assert raw is not None
+        k, rest = third(n)
+        funcs = [raw.func(fn.noop) for _ in range(k)] + [raw.func(fn.async_add, 1, 2) for _ in range(k)]
+        raw.run(executables=[raw.exe("/bin/true") for _ in range(rest)], functions=funcs)
+
+    def raw_latency(n: int) -> None:
+        assert raw is not None
+        for _ in range(n):
+            raw.run(functions=[raw.func(fn.noop)])
+
+    workloads = {
+        "true": (
+            lambda n: rh_run([ComputeTask(executable="/bin/true") for _ in range(n)]),
+            lambda n: raw.run(executables=[raw.exe("/bin/true") for _ in range(n)]),  # type: ignore[union-attr]
+        ),
+        "stdout_1mb": (
+            lambda n: rh_run([ComputeTask(executable="/bin/sh", arguments=ONE_MB) for _ in range(n)], read_stdout=True),
+            lambda n: raw.run(executables=[raw.exe("/bin/sh", ONE_MB) for _ in range(n)], read_stdout=True),  # type: ignore[union-attr]
+        ),
+        "mixed": (rh_mixed, raw_mixed),
+        "latency": (rh_latency, raw_latency),
+    }
 
     t0 = time.perf_counter()
-    backend = RadicalExecutionBackend(resources=dict(PILOT))
+    backend = RadicalExecutionBackend(resources=dict(PILOT), local_cores=CORES, raptor={"eager": True})
     session = Session(backends=[backend], work_dir=work / "rhapsody")
-    backend.work_dir = session.work_dir
     try:
-        await rh_run(session, 1)
+        await rh_run([ComputeTask(executable="/bin/true")])
         rec.record("first_task", "rhapsody", 1, time.perf_counter() - t0)
-        variants = {"rhapsody": lambda n: rh_run(session, n)}
-        if raw is not None:
-            variants = {"raw": lambda n: asyncio.to_thread(raw.run, n), **variants}
-        if rec.wanted("true"):
-            await rec.ab("true", args.n_true, variants)
+        for workload, (rh_fn, raw_fn) in workloads.items():
+            if not rec.wanted(workload):
+                continue
+            n = getattr(args, f"n_{workload}")
+            limit = max(300.0, n * 2.0)  # against hangs only
+            variants = {"rhapsody": lambda n, f=rh_fn, s=limit: asyncio.wait_for(f(n), s)}
+            if raw is not None:
+                variants = {"raw": lambda n, f=raw_fn, s=limit: asyncio.wait_for(asyncio.to_thread(f, n), s), **variants}
+            await rec.ab(workload, n, variants)
     except Exception as exc:  # noqa: BLE001
         rec.fail("first_task", "rhapsody", 1, f"{type(exc).__name__}: {exc}")
     finally:

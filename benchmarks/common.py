@@ -32,6 +32,7 @@ class Result:
     seconds: list[float] = attrs.field(factory=list)
     error: str | None = None
     extra: dict[str, Any] = attrs.field(factory=dict)
+    skipped: str | None = None  # why this variant was deliberately not run (not a failure)
 
     @property
     def median(self) -> float:
@@ -61,6 +62,7 @@ class Result:
             "tasks_per_s": self.rate,
             "per_task_us": self.per_task_us,
             "error": self.error,
+            "skipped": self.skipped,
             **self.extra,
         }
 
@@ -83,6 +85,15 @@ def parse_args(description: str, default_n: dict[str, int], quick_n: dict[str, i
     return args
 
 
+def fmt(value: float, width: int) -> str:
+    """A rate or a per-task time readable at a glance across six orders of magnitude."""
+    if value != value:  # NaN
+        return f"{'-':>{width}}"
+    if value >= 1000:
+        return f"{value:>{width},.0f}"
+    return f"{value:>{width}.{1 if value >= 10 else 3}f}"
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -91,6 +102,15 @@ def rss_mb() -> float:
     """Current resident set size of this process."""
     with open("/proc/self/statm") as fh:
         return int(fh.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+@attrs.frozen
+class Elapsed:
+    """Return this from a variant measured elsewhere (e.g. in another process):
+    `Recorder.ab` records ``seconds`` instead of its own wall clock around the call."""
+
+    seconds: float
+    extra: dict[str, Any] = attrs.field(factory=dict)
 
 
 class Recorder:
@@ -115,15 +135,21 @@ class Recorder:
         for _ in range(self.args.repeats):
             for variant, fn in variants.items():
                 res = self.result(workload, variant, n)
-                if res.error:
+                if res.error or res.skipped:
                     continue
                 t0 = time.perf_counter()
                 try:
-                    await fn(n)
+                    value = await fn(n)
                 except Exception as exc:  # noqa: BLE001 - a benchmark reports, it does not crash
                     res.error = f"{type(exc).__name__}: {exc}"[:300]
+                    print(f"  {workload}/{variant} FAILED: {res.error}", file=sys.stderr, flush=True)
                     continue
-                res.seconds.append(time.perf_counter() - t0)
+                seconds = time.perf_counter() - t0
+                if isinstance(value, Elapsed):
+                    seconds = value.seconds
+                    res.extra.update(value.extra)
+                res.seconds.append(seconds)
+                print(f"  {workload:<16}{variant:<13}{n:>8}{seconds:>10.3f} s", file=sys.stderr, flush=True)
 
     def record(self, workload: str, variant: str, n: int, seconds: float, **extra: Any) -> None:
         res = self.result(workload, variant, n)
@@ -133,11 +159,18 @@ class Recorder:
     def fail(self, workload: str, variant: str, n: int, error: str) -> None:
         self.result(workload, variant, n).error = error[:300]
 
+    def skip(self, workload: str, variant: str, n: int, reason: str) -> None:
+        """Record that ``variant`` was deliberately not run (shown as "not run", not FAILED)."""
+        self.result(workload, variant, n).skipped = reason[:300]
+
     def finish(self) -> None:
         rows = sorted(self.results.values(), key=lambda r: (r.workload, r.variant))
         print(f"\n== {self.engine} ==")
-        print(f"{'workload':<22}{'variant':<13}{'N':>8}{'median s':>11}{'spread s':>10}{'tasks/s':>11}{'us/task':>10}{'vs raw':>8}")
+        print(f"{'workload':<22}{'variant':<13}{'N':>8}{'median s':>11}{'spread s':>10}{'tasks/s':>11}{'us/task':>12}{'vs raw':>8}")
         for r in rows:
+            if r.skipped:
+                print(f"{r.workload:<22}{r.variant:<13}{r.n:>8}  not run: {r.skipped}")
+                continue
             if r.error:
                 print(f"{r.workload:<22}{r.variant:<13}{r.n:>8}  FAILED: {r.error}")
                 continue
@@ -146,7 +179,7 @@ class Recorder:
             ratio_s = f"{ratio:>8.2f}" if ratio is not None else f"{'':>8}"
             extra = " ".join(f"{k}={v}" for k, v in r.extra.items())
             print(
-                f"{r.workload:<22}{r.variant:<13}{r.n:>8}{r.median:>11.3f}{r.spread:>10.3f}{r.rate:>11.1f}{r.per_task_us:>10.1f}{ratio_s}  {extra}"
+                f"{r.workload:<22}{r.variant:<13}{r.n:>8}{r.median:>11.3f}{r.spread:>10.3f}{fmt(r.rate, 11)}{fmt(r.per_task_us, 12)}{ratio_s}  {extra}"
             )
         sys.stdout.flush()
         if self.args.json:

@@ -7,8 +7,21 @@ functions that every engine's workers can import.
         concurrency = 2
         def make_backend(self):
             return MyBackend(name="mine")
+
+``rhapsody.testing.tasks`` needs nothing but the standard library, so workers
+and benchmarks can import it without pytest; the suite is loaded on first use.
 """
 
-from rhapsody.testing.conformance import BackendConformance, LoopRunner
+from __future__ import annotations
+
+from typing import Any
 
 __all__ = ["BackendConformance", "LoopRunner"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from rhapsody.testing import conformance  # noqa: PLC0415 - imports pytest
+
+        return getattr(conformance, name)
+    raise AttributeError(f"module 'rhapsody.testing' has no attribute {name!r}")

@@ -1,0 +1,154 @@
+"""Runs INSIDE the rhapsody-py 0.6.0 venv (not part of the ``benchmarks`` package
+at run time): drives the old system's Session + one backend and times workloads
+on request, so the parent benchmark can interleave it round by round with the
+raw engine and RHAPSODY.
+
+    <venv>/bin/python _rpy_driver.py concurrent|dask WORKERS
+
+Protocol, one JSON object per line: it first writes ``{"ready": true}`` (or
+``{"error": ...}``); then for each request ``{"workload": W, "n": N}`` read from
+stdin it writes ``{"seconds": S, "extra": {...}}`` or ``{"error": ...}``. EOF or
+``{"quit": true}`` shuts the backend down. Only submit + wait is timed.
+"""
+
+import asyncio
+import concurrent.futures as cf
+import gc
+import json
+import os
+import resource
+import sys
+import time
+import traceback
+
+ONE_MB = "head -c 1048576 /dev/zero"
+
+
+def noop():
+    return None
+
+
+def echo(value):
+    return value
+
+
+async def async_add(a, b):
+    await asyncio.sleep(0)
+    return a + b
+
+
+def rss_mb():
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+async def main(kind, workers, out):
+    from rhapsody import ComputeTask, Session
+
+    if kind == "concurrent":
+        from rhapsody.backends import ConcurrentExecutionBackend
+
+        backend = await ConcurrentExecutionBackend(cf.ThreadPoolExecutor(max_workers=workers))
+    elif kind == "dask":
+        from rhapsody.backends import DaskExecutionBackend
+
+        backend = await DaskExecutionBackend({"n_workers": workers, "threads_per_worker": 1, "processes": True, "dashboard_address": ":0"})
+    else:
+        raise SystemExit(f"unknown backend {kind!r}")
+    work_dir = os.environ.get("TMPDIR", "/tmp")
+    session = Session(backends=[backend], work_dir=work_dir)
+
+    def make(workload, n):
+        if workload == "noop":
+            return [ComputeTask(function=noop) for _ in range(n)]
+        if workload == "echo":
+            return [ComputeTask(function=echo, args=(i,)) for i in range(n)]
+        if workload == "true":
+            return [ComputeTask(executable="/bin/true") for _ in range(n)]
+        if workload == "stdout_1mb":
+            return [ComputeTask(executable="/bin/sh", arguments=["-c", ONE_MB]) for _ in range(n)]
+        if workload == "mixed":
+            third = n // 3
+            tasks = [ComputeTask(function=noop) for _ in range(third)]
+            tasks += [ComputeTask(function=async_add, args=(1, 2)) for _ in range(third)]
+            tasks += [ComputeTask(executable="/bin/true") for _ in range(n - 2 * third)]
+            return tasks
+        raise ValueError(f"unknown workload {workload!r}")
+
+    def check(tasks):
+        bad = [t for t in tasks if t["state"] != "DONE"]
+        if bad:
+            t = bad[0]
+            raise RuntimeError(
+                f"{len(bad)} of {len(tasks)} tasks not DONE; first: state={t['state']} "
+                f"exit_code={t.get('exit_code')} exception={t.get('exception')!r} stderr={str(t.get('stderr'))[:200]!r}"
+            )
+
+    async def run(workload, n):
+        extra = {}
+        if workload == "latency":
+            t0 = time.perf_counter()
+            for _ in range(n):
+                t = ComputeTask(function=noop)
+                await session.submit_tasks([t])
+                await session.wait_tasks([t])
+                check([t])
+            return time.perf_counter() - t0, extra
+        if workload == "burst":
+            gc.collect()
+            rss0 = rss_mb()
+            t0 = time.perf_counter()
+            tasks = [ComputeTask(function=noop) for _ in range(n)]
+            await session.submit_tasks(tasks)
+            submit_s = time.perf_counter() - t0
+            rss_queued = rss_mb() - rss0
+            await session.wait_tasks(tasks)
+            elapsed = time.perf_counter() - t0
+            check(tasks)
+            extra = {"submit_s": round(submit_s, 3), "rss_growth_mb": round(max(rss_queued, rss_mb() - rss0), 1)}
+            return elapsed, extra
+        tasks = make(workload, n)
+        t0 = time.perf_counter()
+        await session.submit_tasks(tasks)
+        await session.wait_tasks(tasks)
+        elapsed = time.perf_counter() - t0
+        check(tasks)
+        return elapsed, extra
+
+    def send(obj):
+        out.write(json.dumps(obj) + "\n")
+        out.flush()
+
+    send({"ready": True})
+    loop = asyncio.get_running_loop()
+    reader = cf.ThreadPoolExecutor(max_workers=1)
+    try:
+        while True:
+            line = await loop.run_in_executor(reader, sys.stdin.readline)
+            if not line:
+                break
+            req = json.loads(line)
+            if req.get("quit"):
+                break
+            try:
+                seconds, extra = await run(req["workload"], int(req["n"]))
+                send({"seconds": seconds, "extra": extra})
+            except Exception as exc:  # noqa: BLE001 - report, keep serving
+                traceback.print_exc()
+                send({"error": f"{type(exc).__name__}: {exc}"})
+    finally:
+        reader.shutdown(wait=False)
+        await asyncio.wait_for(session.close(), 60)  # shuts the backend down
+
+
+if __name__ == "__main__":
+    # Keep the protocol channel clean: anything the libraries print goes to stderr.
+    channel = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    try:
+        asyncio.run(main(sys.argv[1], int(sys.argv[2]), channel))
+    except BaseException as exc:
+        if not isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            channel.write(json.dumps({"error": f"{type(exc).__name__}: {exc}"}) + "\n")
+            channel.flush()
+        raise
