@@ -40,13 +40,14 @@ def test_cancel_kills_the_whole_process_tree(tmp_path: Path) -> None:
 def test_never_more_cores_than_it_has(tmp_path: Path) -> None:
     """Two 1-core tasks run together on 2 cores; a 2-core task waits for both."""
     marks = [tmp_path / f"m{i}" for i in range(3)]
-    one = [ComputeTask(executable="/bin/sh", arguments=["-c", f"date +%s%N > {m}; sleep 0.5"]) for m in marks[:2]]
+    one = [ComputeTask(executable="/bin/sh", arguments=["-c", f"date +%s%N > {m}; sleep 2"]) for m in marks[:2]]
     two = ComputeTask(executable="/bin/sh", arguments=["-c", f"date +%s%N > {marks[2]}"], resources=Resources(cores_per_rank=2))
 
     async def go() -> None:
         async with Session(backends=[ConcurrentExecutionBackend(cores=2)], work_dir=tmp_path) as s:
             await s.submit_tasks([*one, two])
-            await asyncio.sleep(0.2)
+            for t in one:
+                await wait_for_state(t, TaskState.RUNNING, timeout=30)
             assert [t.state for t in one] == [TaskState.RUNNING, TaskState.RUNNING]
             assert two.state is TaskState.SUBMITTED
             await s.wait_tasks([*one, two])

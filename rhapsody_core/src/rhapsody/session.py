@@ -114,6 +114,12 @@ class Session:
             groups.setdefault(target, []).append(task)
         # Every group is validated (and passes the submit hook) before any backend
         # gets a task: bad input anywhere submits nothing anywhere.
+        if len(groups) == 1:  # the common case, without gather's per-call task objects
+            ((name, group),) = groups.items()
+            backend = self._backends[name]
+            await backend.start()
+            submitted = await backend._hand_over(backend._prepare(group))
+            return [t._future for t in submitted]  # type: ignore[misc]
         await asyncio.gather(*(self._backends[name].start() for name in groups))
         batches = {name: self._backends[name]._prepare(group) for name, group in groups.items()}
         results = await asyncio.gather(*(self._backends[name]._hand_over(batch) for name, batch in batches.items()))
