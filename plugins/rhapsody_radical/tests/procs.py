@@ -45,3 +45,25 @@ def assert_nothing_left(baseline: set[int], sid: str | None, timeout: float = 30
         if time.monotonic() > deadline:
             raise AssertionError(f"left behind: group {describe(extra)}; session {sid}: {describe(rp_left)}")
         time.sleep(0.5)
+
+
+def pilot_agent(sid: str, timeout: float = 30.0) -> psutil.Process:
+    """The agent_0 process of RP session ``sid``: the child of the pilot's
+    ``bootstrap_0.sh`` shell that runs ``radical-pilot-agent_0`` (it renames
+    itself ``rp.agent.0``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for proc in psutil.process_iter():
+            try:
+                argv = proc.cmdline()
+                if not any(a.endswith("/bootstrap_0.sh") for a in argv) or sid not in argv or "single_launch" in " ".join(argv):
+                    continue
+                for child in proc.children():
+                    title = " ".join(child.cmdline())
+                    if "radical-pilot-agent_0" in title or title.strip() == "rp.agent.0":
+                        return child
+            except psutil.Error:
+                continue
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no agent_0 process found for RP session {sid}")
+        time.sleep(0.5)

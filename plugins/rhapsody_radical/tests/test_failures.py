@@ -8,10 +8,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 from pathlib import Path
 
 import pytest
-from procs import assert_nothing_left, group_members
+from procs import assert_nothing_left, group_members, pilot_agent
 
 from rhapsody import BackendError, ComputeTask, Session, TaskState
 from rhapsody.testing import tasks as fn
@@ -95,6 +96,43 @@ def test_runtime_exhausted_fails_running_and_later_tasks_with_backend_error(run:
             assert late.state is TaskState.FAILED and late.exception is long.exception
 
     run(go())
+    assert_nothing_left(baseline, backend.rp_session.uid)
+
+
+def test_agent_crash_fails_running_and_later_tasks_with_backend_error(run: LoopRunner, tmp_path: Path) -> None:
+    """SIGKILL the pilot's agent_0 while a task runs. RP's bootstrap shell
+    notices within seconds and the pilot goes FAILED: the running task and a
+    later one end FAILED with a BackendError saying the agent died, this
+    process gets no SIGTERM, and shutdown sweeps the orphaned task."""
+    baseline = group_members()
+    terms: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: terms.append(signum))
+    backend = RadicalExecutionBackend(resources={"runtime": 5, "cores": 1})
+    long = ComputeTask(executable="/bin/sleep", arguments=["600"])
+    late = ComputeTask(executable="/bin/echo", arguments=["never"])
+
+    async def go() -> None:
+        async with Session([backend], work_dir=tmp_path) as session:
+            await session.submit_tasks([long])
+            await wait_for_state(long, TaskState.RUNNING, timeout=120)
+            agent = pilot_agent(backend.rp_session.uid)
+            agent.kill()
+            await session.wait_tasks([long], timeout=180)
+            assert long.state is TaskState.FAILED
+            assert isinstance(long.exception, BackendError), repr(long.exception)
+            message = str(long.exception)
+            assert f"agent process {agent.pid} died" in message, message
+            assert "killed by SIGKILL" in message and "pilot.0000" in message, message
+            await session.submit_tasks([late])
+            await session.wait_tasks([late], timeout=60)
+            assert late.state is TaskState.FAILED and late.exception is long.exception
+
+    try:
+        run(go())
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert terms == [], "the pilot's death must not SIGTERM the user's process"
+    assert backend.state() == "STOPPED"
     assert_nothing_left(baseline, backend.rp_session.uid)
 
 

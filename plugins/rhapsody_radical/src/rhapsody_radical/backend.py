@@ -169,9 +169,11 @@ class RadicalExecutionBackend(BaseExecutionBackend):
                 state = state or (pilot.state if pilot is not None else "unknown")
                 sandbox = envfix.url_path(getattr(pilot, "pilot_sandbox", None)) if pilot is not None else None
                 text = envfix.agent_error_text(sandbox)
+                died = envfix.agent_exit(sandbox)
                 uid = pilot.uid if pilot is not None else "pilot"
                 where = self._description.get("resource")
                 message = f"RADICAL-Pilot pilot {uid} on {where} ended ({state})"
+                message += f": {died}" if died else ""
                 message += f": {text}" if text else f"; the agent left no error text in {sandbox}"
                 self._pilot_error = BackendError(message)
             return self._pilot_error

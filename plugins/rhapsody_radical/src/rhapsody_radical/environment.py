@@ -105,6 +105,33 @@ def url_path(url: object) -> Path | None:
 
 
 _ERROR_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt))\b.*")
+# RP logs exceptions it caught and survived (e.g. probing launch methods:
+# "envp excepted <class 'ValueError'>(mpirun not found ...)"): not the reason it failed
+_CAUGHT = re.compile(r"excepted <class '(?:[\w.]*\.)?(\w+)'>\((.*)\)\s*$")
+# bootstrap_0.sh: "agent <pid> is final (<exit code>)" once the agent process ended
+_AGENT_FINAL = re.compile(r"^agent (\d+) is final \((\d+)\)\s*$", re.M)
+
+
+def agent_exit(pilot_sandbox: Path | None) -> str:
+    """How the agent_0 process ended, from ``bootstrap_0.out``: "" if it is
+    still running, exited 0, or the file is not there."""
+    if pilot_sandbox is None:
+        return ""
+    try:
+        text = (pilot_sandbox / "bootstrap_0.out").read_text(errors="replace")
+    except OSError:
+        return ""
+    found = _AGENT_FINAL.findall(text)
+    if not found:
+        return ""
+    pid, code = found[-1][0], int(found[-1][1])
+    if code > 128:
+        try:
+            how = f"killed by {signal.Signals(code - 128).name}"
+        except ValueError:
+            how = f"exit code {code}"
+        return f"agent process {pid} died, {how}"
+    return f"agent process {pid} died with exit code {code}" if code else ""
 
 
 def agent_error_text(pilot_sandbox: Path | None, limit: int = 1200) -> str:
@@ -126,8 +153,9 @@ def agent_error_text(pilot_sandbox: Path | None, limit: int = 1200) -> str:
         return ""
     headline = ""
     for _, text in found:
+        caught = {f"{m.group(1)}: {m.group(2)}" for m in map(_CAUGHT.search, text.splitlines()) if m}
         for line in reversed(text.splitlines()):
-            if _ERROR_LINE.match(line):
+            if _ERROR_LINE.match(line) and line.strip() not in caught:
                 headline = line.strip()
                 break
         if headline:
@@ -146,6 +174,10 @@ def _matches(proc: object, marker: str) -> bool:
     try:
         if marker in " ".join(proc.cmdline()):
             return True
+        # agent components rename themselves (rp.agent_executing.0000 ...) but
+        # run in the pilot sandbox, whose path holds the session id
+        if marker in proc.cwd():
+            return True
         env = proc.environ()
     except (psutil.Error, OSError):
         return False
@@ -153,8 +185,8 @@ def _matches(proc: object, marker: str) -> bool:
 
 
 def processes_of(marker: str) -> list[int]:
-    """Pids (other than this process) whose command line or RP sandbox
-    variables mention ``marker`` (a session sandbox path or session id)."""
+    """Pids (other than this process) whose command line, working directory or
+    RP sandbox variables mention ``marker`` (a session sandbox path or session id)."""
     import psutil  # noqa: PLC0415
 
     me = os.getpid()
