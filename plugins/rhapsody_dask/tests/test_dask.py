@@ -268,3 +268,30 @@ def test_a_task_dask_refuses_fails_alone(run: LoopRunner, tmp_path: Path) -> Non
         assert t.state is TaskState.FAILED and isinstance(t.exception, BackendError), (t.uid, t.exception)
     assert "pickle" in str(unpicklable.exception) or "serialize" in str(unpicklable.exception)
     assert good.state is TaskState.DONE and good.return_value == 3
+
+
+def test_running_is_reported_for_short_and_long_tasks(run: LoopRunner, sync_cluster: LocalCluster, tmp_path: Path) -> None:
+    """Workers batch RUNNING announcements and drop those of tasks that end
+    first: every task still passes through RUNNING, long ones while they run
+    (the sync_cluster worker has two threads: both sleepers start together)."""
+    backend = DaskExecutionBackend(cluster=sync_cluster)
+
+    async def go() -> None:
+        session = Session(backends=[backend], work_dir=tmp_path)
+        try:
+            quick = [ComputeTask(function=fn.noop) for _ in range(20)] + [ComputeTask(executable="/bin/true") for _ in range(5)]
+            await session.submit_tasks(quick)
+            await session.wait_tasks(quick, timeout=DEADLINE)
+            for t in quick:
+                assert t.state is TaskState.DONE, t.exception
+                assert t.timestamps["SUBMITTED"] <= t.timestamps["RUNNING"] <= t.timestamps["DONE"]
+            slow = [ComputeTask(function=fn.sleep, args=(1.5,)), ComputeTask(executable="/bin/sleep", arguments=["1.5"])]
+            await session.submit_tasks(slow)
+            for t in slow:
+                await wait_state(t, TaskState.RUNNING)  # before the end, not synthesized with the result
+            await session.wait_tasks(slow, timeout=DEADLINE)
+            assert all(t.state is TaskState.DONE for t in slow), [t.exception for t in slow]
+        finally:
+            await session.close()
+
+    run(go())

@@ -42,6 +42,8 @@ from rhapsody_dask import _worker
 SUBMIT_KEYS = frozenset({"resources", "retries", "priority", "workers", "allow_other_workers", "key", "fifo_timeout", "pure"})
 #: keys that configure an executable (used by this backend, not passed on)
 EXEC_KEYS = frozenset({"cwd", "env", "shell"})
+#: seconds the collector waits for more results before a gather while other tasks are in flight
+GATHER_WINDOW = 0.02
 
 
 class DaskConfigurationError(BackendError, ValueError):
@@ -366,20 +368,27 @@ class DaskExecutionBackend(BaseExecutionBackend):
     def _on_event(self, event: tuple[float, Any]) -> None:
         _, msg = event
         try:
-            uid, worker = msg
+            worker, uids = msg
         except (TypeError, ValueError):
             return
-        entry = self._entries.get(uid)
-        if entry is None:
+        if not isinstance(uids, (list, tuple)):  # msgpack turns the list into a tuple
             return
-        entry.worker = worker
-        self.report_running(entry.task)
+        for uid in uids:
+            entry = self._entries.get(uid)
+            if entry is None:
+                continue
+            entry.worker = worker
+            self.report_running(entry.task)
 
     async def _collect(self) -> None:
         """Turn finished Dask futures into RHAPSODY results, a batch at a time."""
         assert self._wakeup is not None
         while True:
             await self._wakeup.wait()
+            if len(self._entries) > len(self._done):
+                # more tasks are in flight: let a few more finish so that one
+                # gather (a round trip through the scheduler) fetches them together
+                await asyncio.sleep(GATHER_WINDOW)
             self._wakeup.clear()
             batch, self._done = self._done, []
             try:
@@ -429,11 +438,14 @@ class DaskExecutionBackend(BaseExecutionBackend):
 
     def _deliver(self, entry: _Entry, value: Any) -> None:
         task = entry.task
+        if not task.is_function and value.get("status") == _worker.CANCELLED:
+            self.report_canceled(task)
+            return
+        # it ran: a task shorter than the workers' announcement delay finishes
+        # before its RUNNING event arrives
+        self.report_running(task)
         if task.is_function:
             self.report_result(task, return_value=value)
-            return
-        if value.get("status") == _worker.CANCELLED:
-            self.report_canceled(task)
             return
         self.report_result(task, exit_code=value["exit_code"], stdout=value["stdout"], stderr=value["stderr"])
 
@@ -458,6 +470,7 @@ class DaskExecutionBackend(BaseExecutionBackend):
             self._fail_engine(entry, f"the Dask worker {where} running it was lost (its process died) ({exc})", exc)
             return
         self._forget(entry)
+        self.report_running(task)  # it ran and raised
         text = "".join(traceback.format_exception(type(exc), exc, tb))
         self.report_failure(task, exc, stderr=text)
 
