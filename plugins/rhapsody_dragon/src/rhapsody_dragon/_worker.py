@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -87,10 +88,27 @@ def kill_tree(proc: Any) -> None:
 
 
 # ---------------------------------------------------------------- V1 function process
-def v1_function_main(payload: bytes, results: Any, uid: str, rank: int) -> None:
-    """One task (or one rank of it) in its own Dragon process; the result goes to ``results``."""
-    status, data, tb = call_payload(payload)
-    results.put((uid, rank, status, data, tb))
+def v1_function_main(payload: bytes, result_path: str) -> None:
+    """One task (or one rank of it) in its own Dragon process. The result goes to
+    ``result_path`` (written whole, then renamed into place), which the client reads
+    once the process has exited: no queue to attach to here, none to poll there."""
+    write_result(result_path, call_payload(payload))
+
+
+def write_result(path: str, result: tuple[str, bytes, str | None]) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "wb") as fh:
+        pickle.dump(result, fh, protocol=pickle.HIGHEST_PROTOCOL)
+    os.replace(tmp, path)
+
+
+def read_result(path: str) -> tuple[str, bytes, str | None] | None:
+    """The result `write_result` left at ``path``, or None if there is none."""
+    try:
+        with open(path, "rb") as fh:
+            return pickle.load(fh)
+    except (OSError, EOFError, pickle.UnpicklingError):
+        return None
 
 
 # ---------------------------------------------------------------- V3 Batch task
@@ -118,7 +136,8 @@ def pool_worker(inq: Any, outq: Any, wid: int) -> None:
     even while a task runs: verdict "skipped" (it was still queued here and will
     not run), "running" (it runs now: the client kills this worker) or "gone"
     (a function runs now: the client kills this worker), "killed" (an
-    executable ran now: its process group was killed here, the worker lives on)
+    executable runs now, or is being started: its process group is killed here,
+    at once or the moment it exists, and the worker lives on)
     or "gone" (it already ended; its "done" event went out before the verdict).
     The verdict is decided under the same lock that starts and ends tasks."""
     local: deque[tuple[Any, ...]] = deque()
@@ -127,7 +146,9 @@ def pool_worker(inq: Any, outq: Any, wid: int) -> None:
     olock = threading.Lock()
     cond = threading.Condition()
     stop = threading.Event()
-    state: dict[str, Any] = {"current": None, "closing": False, "child": None}
+    # "doomed": an executable cancelled while it was being started (Popen not back yet);
+    # `started` kills it the moment its process exists (its own session outlives this worker).
+    state: dict[str, Any] = {"current": None, "kind": None, "closing": False, "child": None, "doomed": None}
 
     def flush() -> None:
         with olock:
@@ -164,6 +185,9 @@ def pool_worker(inq: Any, outq: Any, wid: int) -> None:
                 if state["current"] == uid and state["child"] is not None:
                     kill_tree(state["child"])
                     verdict = "killed"
+                elif state["current"] == uid and state["kind"] == "x":
+                    state["doomed"] = uid
+                    verdict = "killed"
                 elif state["current"] == uid:
                     verdict = "running"
                 elif any(spec[1] == uid for spec in local):
@@ -177,6 +201,8 @@ def pool_worker(inq: Any, outq: Any, wid: int) -> None:
     def started(proc: Any) -> None:
         with cond:
             state["child"] = proc
+            if state["doomed"] is not None and state["doomed"] == state["current"]:
+                kill_tree(proc)
 
     threading.Thread(target=flusher, daemon=True, name="rhapsody-flusher").start()
     threading.Thread(target=reader, daemon=True, name="rhapsody-reader").start()
@@ -191,14 +217,14 @@ def pool_worker(inq: Any, outq: Any, wid: int) -> None:
             if uid in canceled:
                 canceled.discard(uid)
                 continue
-            state["current"] = uid
+            state["current"], state["kind"], state["doomed"] = uid, spec[0], None
             emit(("start", uid))
         if spec[0] == "f":
             result: Any = call_payload(spec[2])
         else:
             result = run_command(spec[2], spec[3], spec[4], started=started)
         with cond:
-            state["current"] = state["child"] = None
+            state["current"] = state["kind"] = state["child"] = state["doomed"] = None
             emit(("done", uid, result))
             idle = not local
         if idle:  # nothing queued here: send the result now, not at the next flusher tick
