@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import importlib
 import json
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +20,7 @@ import cattrs
 import cloudpickle
 
 from rhapsody.errors import TaskValidationError
+from rhapsody.plugins.records import load_object
 from rhapsody.resources import Resources
 from rhapsody.states import TaskState
 from rhapsody.task import RESULT_FIELDS, AITask, BaseTask, ComputeTask
@@ -47,12 +47,7 @@ def _function_ref(fn: Callable[..., Any]) -> dict[str, str]:
     return _pickled(fn)
 
 
-def _resolve(ref: str) -> Any:
-    module, _, qualname = ref.partition(":")
-    obj: Any = importlib.import_module(module)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    return obj
+_resolve = load_object  # "module:qualname" -> the object, as for plugin records
 
 
 def _json_exact(value: Any) -> bool:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +131,20 @@ class DragonBackendBase(BaseExecutionBackend):
         if self._runtime_held:
             self._runtime_held = False
             await asyncio.to_thread(RUNTIME.release)
+
+    def startable(self, tasks: Sequence[BaseTask]) -> list[ComputeTask]:
+        """The tasks worth handing to Dragon: an executable that cannot be found
+        fails on its own here, never the whole batch."""
+        ok = []
+        for task in tasks:
+            assert isinstance(task, ComputeTask)
+            if not task.is_function:
+                why = missing_executable(*command_of(task))
+                if why is not None:
+                    self.fail_missing(task, why)
+                    continue
+            ok.append(task)
+        return ok
 
     def fail_missing(self, task: BaseTask, why: str) -> None:
         message = f"task {task.uid}: {why}"

@@ -37,7 +37,7 @@ from rhapsody.errors import BackendError
 from rhapsody.resources import Resources
 from rhapsody.task import BaseTask, ComputeTask
 from rhapsody_dragon import _worker
-from rhapsody_dragon._common import DragonBackendBase, command_of, import_dragon, missing_executable, pack_function, resolve
+from rhapsody_dragon._common import DragonBackendBase, command_of, import_dragon, pack_function, resolve
 
 
 class _Job:
@@ -107,16 +107,7 @@ class DragonExecutionBackendV1(DragonBackendBase):
         await self._release_runtime()
 
     async def _submit(self, tasks: Sequence[BaseTask]) -> None:
-        jobs = []
-        for task in tasks:
-            assert isinstance(task, ComputeTask)
-            if not task.is_function:
-                argv, cwd, env = command_of(task)
-                why = missing_executable(argv, cwd, env)
-                if why is not None:
-                    self.fail_missing(task, why)
-                    continue
-            jobs.append(_Job(task, task.resources.ranks, str(self.artifact_path(task, "v1"))))
+        jobs = [_Job(task, task.resources.ranks, str(self.artifact_path(task, "v1"))) for task in self.startable(tasks)]
         if jobs:
             with self._cv:
                 self._pending.extend(jobs)

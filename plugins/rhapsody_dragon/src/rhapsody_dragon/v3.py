@@ -26,7 +26,7 @@ from rhapsody.errors import BackendError, ResourceError
 from rhapsody.resources import Resources
 from rhapsody.task import BaseTask, ComputeTask
 from rhapsody_dragon import _worker
-from rhapsody_dragon._common import DragonBackendBase, command_of, import_dragon, missing_executable, pack_function, resolve
+from rhapsody_dragon._common import DragonBackendBase, command_of, import_dragon, pack_function, resolve
 
 _WRAP = ': >"$0.started"; exec "$@" >>"$0.out" 2>>"$0.err"'
 
@@ -139,14 +139,7 @@ class DragonExecutionBackendV3(DragonBackendBase):
     # ------------------------------------------------------------------ submit
     async def _submit(self, tasks: Sequence[BaseTask]) -> None:
         entries = []
-        for task in tasks:
-            assert isinstance(task, ComputeTask)
-            if not task.is_function:
-                argv, cwd, env = command_of(task)
-                why = missing_executable(argv, cwd, env)
-                if why is not None:
-                    self.fail_missing(task, why)
-                    continue
+        for task in self.startable(tasks):
             ranks = self._ranks_of(task)
             if ranks > self.num_workers:
                 self.report_failure(
