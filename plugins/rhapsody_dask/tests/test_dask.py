@@ -98,12 +98,12 @@ def test_async_client_on_the_loop_is_used_as_is(run: LoopRunner, sync_cluster: L
     run(go())
 
 
-def test_asyncflow_drives_a_backend_on_a_sync_cluster(run: LoopRunner, sync_cluster: LocalCluster) -> None:
+def test_asyncflow_drives_a_backend_on_a_sync_cluster(run: LoopRunner, sync_cluster: LocalCluster, tmp_path: Path) -> None:
     from radical.asyncflow import WorkflowEngine
 
     async def go() -> tuple[Any, Any]:
         backend = await DaskExecutionBackend(cluster=sync_cluster)
-        flow = await WorkflowEngine.create(backend=backend)
+        flow = await WorkflowEngine.create(backend=backend, work_dir=str(tmp_path))
         try:
 
             @flow.function_task

@@ -412,7 +412,7 @@ class BackendConformance:
         backend = next(iter(session.backends.values()))
 
         async def go() -> tuple[Any, Any]:
-            flow = await WorkflowEngine.create(backend=backend)
+            flow = await WorkflowEngine.create(backend=backend, work_dir=str(session.work_dir))
             try:
                 results: list[Any] = []
                 if self.runs_functions:
