@@ -17,13 +17,6 @@ KILL_GRACE_S = 2.0
 KILL_REAP_S = 30.0  # SIGKILL cannot be ignored: this only bounds a process stuck in the kernel
 
 
-def wants_shell(task: ComputeTask) -> bool:
-    shell = task.task_backend_specific_kwargs.get("shell")
-    if shell is None:  # a whole command line in `executable` (radical.asyncflow sends these)
-        return not task.arguments and any(c.isspace() for c in task.executable.strip())  # type: ignore[union-attr]
-    return bool(shell)
-
-
 def environment(task: ComputeTask, rank: int, ranks: int) -> dict[str, str] | None:
     extra = task.task_backend_specific_kwargs.get("env")
     if not extra and ranks == 1:
@@ -44,9 +37,8 @@ async def spawn(task: ComputeTask, rank: int, ranks: int, stdout: int | IO[Any],
         "env": environment(task, rank, ranks),
         "start_new_session": True,
     }
-    if wants_shell(task):
-        command = " ".join([task.executable, *task.arguments])  # type: ignore[list-item]
-        return await asyncio.create_subprocess_shell(command, **kw)
+    if task.runs_in_shell:
+        return await asyncio.create_subprocess_shell(task.shell_command, **kw)
     return await asyncio.create_subprocess_exec(task.executable, *task.arguments, **kw)  # type: ignore[arg-type]
 
 

@@ -314,11 +314,9 @@ class DaskExecutionBackend(BaseExecutionBackend):
             fn = task.function
             options.setdefault("key", f"{_name_part(getattr(fn, '__name__', None) or type(fn).__name__)}-{task.uid}")
             return _worker.run_function, (self._topic, task.uid, fn, task.args, task.kwargs), options, retries
-        shell = extra.get("shell")
-        if shell is None:
-            shell = not task.arguments and any(c.isspace() for c in task.executable.strip())
+        shell = task.runs_in_shell
         if shell:
-            command: Any = " ".join([task.executable, *task.arguments])
+            command: Any = task.shell_command
             try:
                 prog = shlex.split(task.executable)[0]
             except (ValueError, IndexError):

@@ -79,10 +79,7 @@ def command_of(task: ComputeTask) -> tuple[list[str], str | None, dict[str, str]
     """(argv, cwd, env overrides) of an executable task, by the shared conventions."""
     kw = task.task_backend_specific_kwargs
     exe = task.executable or ""
-    shell = kw.get("shell")
-    if shell is None:
-        shell = any(c.isspace() for c in exe.strip()) and not task.arguments
-    argv = ["/bin/sh", "-c", " ".join([exe, *task.arguments])] if shell else [exe, *task.arguments]
+    argv = ["/bin/sh", "-c", task.shell_command] if task.runs_in_shell else [exe, *task.arguments]
     env = {str(k): str(v) for k, v in (kw.get("env") or {}).items()}
     cwd = kw.get("cwd")
     return argv, (os.fspath(cwd) if cwd else None), env

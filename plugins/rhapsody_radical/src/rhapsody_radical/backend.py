@@ -235,13 +235,12 @@ class RadicalExecutionBackend(BaseExecutionBackend):
 
     def _executable_description(self, task: ComputeTask) -> Any:
         extra = dict(task.task_backend_specific_kwargs)
-        cwd, env, shell = extra.pop("cwd", None), extra.pop("env", None), extra.pop("shell", None)
+        cwd, env = extra.pop("cwd", None), extra.pop("env", None)
+        extra.pop("shell", None)
         executable, arguments = task.executable, list(task.arguments)
         assert executable is not None
-        if shell is None:
-            shell = any(c.isspace() for c in executable.strip()) and not arguments
-        if shell:
-            executable, arguments = _SHELL, ["-c", " ".join([executable, *arguments])]
+        if task.runs_in_shell:
+            executable, arguments = _SHELL, ["-c", task.shell_command]
         desc = self._common(task)
         out, err = self._stdio_paths(task)
         desc.update({"executable": executable, "arguments": arguments, "stdout": str(out), "stderr": str(err)})
