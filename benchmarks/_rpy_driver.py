@@ -3,12 +3,16 @@ at run time): drives the old system's Session + one backend and times workloads
 on request, so the parent benchmark can interleave it round by round with the
 raw engine and RHAPSODY.
 
-    <venv>/bin/python _rpy_driver.py concurrent|dask WORKERS
+    <venv>/bin/python _rpy_driver.py concurrent|dask|dragon|radical WORKERS SOCKET OPTIONS
+    <venv>/bin/dragon <venv>/bin/python _rpy_driver.py dragon ...   (Dragon needs its runtime)
 
-Protocol, one JSON object per line: it first writes ``{"ready": true}`` (or
-``{"error": ...}``); then for each request ``{"workload": W, "n": N}`` read from
-stdin it writes ``{"seconds": S, "extra": {...}}`` or ``{"error": ...}``. EOF or
-``{"quit": true}`` shuts the backend down. Only submit + wait is timed.
+WORKERS sizes the concurrent / Dask pool; OPTIONS (JSON) are the Dragon / RADICAL-Pilot
+backend's constructor keywords. It connects to the parent's Unix socket SOCKET and
+speaks one JSON object per line there: it first writes ``{"ready": true}`` (or
+``{"error": ...}``); then for each request ``{"workload": W, "n": N}`` it writes
+``{"seconds": S, "extra": {...}}`` or ``{"error": ...}``. EOF or ``{"quit": true}``
+shuts the backend down. Only submit + wait is timed. Its stdout / stderr are free
+for the libraries' prints.
 """
 
 import asyncio
@@ -17,11 +21,13 @@ import gc
 import json
 import os
 import resource
+import socket
 import sys
 import time
 import traceback
 
 ONE_MB = "head -c 1048576 /dev/zero"
+HEARTBEAT = 0.005  # s, see main()
 
 
 def noop():
@@ -33,6 +39,8 @@ def echo(value):
 
 
 async def async_add(a, b):
+    import asyncio  # self-contained: RP ships this function by value, without this module's globals
+
     await asyncio.sleep(0)
     return a + b
 
@@ -42,7 +50,7 @@ def rss_mb():
         return int(fh.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-async def main(kind, workers, out):
+async def main(kind, workers, options, inbox, outbox):
     from rhapsody import ComputeTask, Session
 
     if kind == "concurrent":
@@ -53,10 +61,29 @@ async def main(kind, workers, out):
         from rhapsody.backends import DaskExecutionBackend
 
         backend = await DaskExecutionBackend({"n_workers": workers, "threads_per_worker": 1, "processes": True, "dashboard_address": ":0"})
+    elif kind == "dragon":
+        from rhapsody.backends.execution.dragon import DragonExecutionBackend
+
+        backend = await DragonExecutionBackend(**options)
+    elif kind == "radical":
+        from rhapsody.backends.execution.radical_pilot import RadicalExecutionBackend
+
+        backend = await RadicalExecutionBackend(**options)
     else:
         raise SystemExit(f"unknown backend {kind!r}")
-    work_dir = os.environ.get("TMPDIR", "/tmp")
-    session = Session(backends=[backend], work_dir=work_dir)
+    session = Session(backends=[backend], work_dir=os.getcwd())  # the parent runs us in a scratch directory
+    noted, background = {}, []
+    if kind == "radical":
+        # Its RP backend sets the Session's asyncio futures straight from RP's callback thread
+        # (no call_soon_threadsafe), which does not wake this loop: a finished task would go
+        # unnoticed until something else does. A heartbeat is that something, and is reported.
+        noted = {"loop_tick_ms": HEARTBEAT * 1000}
+
+        async def heartbeat():
+            while True:
+                await asyncio.sleep(HEARTBEAT)
+
+        background.append(asyncio.ensure_future(heartbeat()))
 
     def make(workload, n):
         if workload == "noop":
@@ -83,6 +110,12 @@ async def main(kind, workers, out):
                 f"{len(bad)} of {len(tasks)} tasks not DONE; first: state={t['state']} "
                 f"exit_code={t.get('exit_code')} exception={t.get('exception')!r} stderr={str(t.get('stderr'))[:200]!r}"
             )
+        # DONE must come with the function's value (it would not if DONE were reported early)
+        for t in tasks:
+            fn = t.get("function")
+            want = 3 if fn is async_add else t["args"][0] if fn is echo else None
+            if fn in (async_add, echo) and t.get("return_value") != want:
+                raise RuntimeError(f"task {t.get('uid')} is DONE with return_value={t.get('return_value')!r}, expected {want!r}")
 
     async def run(workload, n):
         extra = {}
@@ -113,18 +146,22 @@ async def main(kind, workers, out):
         await session.wait_tasks(tasks)
         elapsed = time.perf_counter() - t0
         check(tasks)
+        if workload == "stdout_1mb":
+            short = min(len(t.get("stdout") or "") for t in tasks)
+            if short < 2**20:  # say so: the figure is then not for the same work
+                extra = {"stdout_captured": f"{short} of {2**20} bytes"}
         return elapsed, extra
 
     def send(obj):
-        out.write(json.dumps(obj) + "\n")
-        out.flush()
+        outbox.write(json.dumps(obj) + "\n")
+        outbox.flush()
 
     send({"ready": True})
     loop = asyncio.get_running_loop()
     reader = cf.ThreadPoolExecutor(max_workers=1)
     try:
         while True:
-            line = await loop.run_in_executor(reader, sys.stdin.readline)
+            line = await loop.run_in_executor(reader, inbox.readline)
             if not line:
                 break
             req = json.loads(line)
@@ -132,7 +169,7 @@ async def main(kind, workers, out):
                 break
             try:
                 seconds, extra = await run(req["workload"], int(req["n"]))
-                send({"seconds": seconds, "extra": extra})
+                send({"seconds": seconds, "extra": {**extra, **noted}})
             except Exception as exc:  # noqa: BLE001 - report, keep serving
                 traceback.print_exc()
                 send({"error": f"{type(exc).__name__}: {exc}"})
@@ -142,13 +179,14 @@ async def main(kind, workers, out):
 
 
 if __name__ == "__main__":
-    # Keep the protocol channel clean: anything the libraries print goes to stderr.
-    channel = os.fdopen(os.dup(1), "w")
-    os.dup2(2, 1)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(sys.argv[3])
+    # one file per direction: a thread blocks reading while the loop writes
+    inbox, outbox = sock.makefile("r", encoding="utf-8"), sock.makefile("w", encoding="utf-8")
     try:
-        asyncio.run(main(sys.argv[1], int(sys.argv[2]), channel))
+        asyncio.run(main(sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[4]), inbox, outbox))
     except BaseException as exc:
         if not isinstance(exc, (KeyboardInterrupt, SystemExit)):
-            channel.write(json.dumps({"error": f"{type(exc).__name__}: {exc}"}) + "\n")
-            channel.flush()
+            outbox.write(json.dumps({"error": f"{type(exc).__name__}: {exc}"}) + "\n")
+            outbox.flush()
         raise

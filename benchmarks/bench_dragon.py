@@ -14,11 +14,12 @@ as a Dragon process and fails in ``current_process()``). Workloads, each as ``<k
 - ``latency``: one task at a time, submit -> result (us/task is the latency).
 
 Raw equivalents: V2 -> ``dragon.native.pool.Pool(2).apply_async`` (one call per
-task); V1 -> one native ``dragon.native.process.Process`` per task, at most 2 at
+task; a fresh, warmed pool each round, see `in_fresh_pool`); V1 -> one native ``dragon.native.process.Process`` per task, at most 2 at
 once, stdout/stderr to files read back, exit code from ``join()`` (V1 does the same;
 the V1 latency probe too); V2's raw executables use
 ``subprocess.run(..., capture_output=True)`` in the pool (V2 captures too); V3 -> ``Batch.options().function`` / ``.process``,
-rounds alternating with V3's, each on a fresh Batch.
+rounds alternating with V3's, each on a fresh Batch. ``rhapsody-py`` (V3 workloads only,
+not in --quick): the 0.6.0 release's Batch-based DragonExecutionBackend, in rounds of its own.
 Sizes: V2 runs the full 1,000 functions and 200 executables; a Python-function
 Process costs 0.4-1.5 s of interpreter start here, so V1's function N is 40; Batch runs
 ~4 function tasks/s here, so V3 gets 40 functions and 10 executables.
@@ -34,7 +35,7 @@ import tempfile
 import time
 from typing import Any
 
-from benchmarks.common import Recorder, parse_args
+from benchmarks.common import Elapsed, Recorder, parse_args
 from rhapsody import ComputeTask, Session
 from rhapsody.testing import tasks as fn
 
@@ -111,6 +112,26 @@ def raw_pool_map(pool: Any, n: int) -> None:
 def raw_pool_latency(pool: Any, n: int) -> None:
     for _ in range(n):
         pool.apply_async(fn.noop).get(timeout=60)
+
+
+def in_fresh_pool(body: Any, *args: Any) -> Elapsed:
+    """Time ``body(pool, *args)`` on a pool that exists only for this round.
+
+    An idle ``Pool`` is not idle here: its workers and result handler keep
+    ~55% of a core busy (measured: 11 CPU-seconds in 20 idle seconds), which
+    would slow the RHAPSODY rounds run beside it on this 2-core box. V2's own
+    workers block at no CPU cost when idle. Pool start and shutdown are not timed."""
+    from dragon.native.pool import Pool
+
+    pool = Pool(WORKERS)
+    try:
+        pool.map_async(fn.echo, range(2 * WORKERS)).get(timeout=120)  # workers up and warm
+        t0 = time.perf_counter()
+        body(pool, *args)
+        return Elapsed(time.perf_counter() - t0)
+    finally:
+        pool.close()
+        pool.join()
 
 
 # ---------------------------------------------------------------- raw V1: native processes
@@ -228,31 +249,24 @@ async def main() -> None:
     )
     await session.start()
     try:
-        from dragon.native.pool import Pool
-
-        pool = await asyncio.to_thread(Pool, WORKERS)
-        try:
-            for kind, n in (("fn", args.n_fn), ("exe", args.n_exe), ("stdout", args.n_stdout), ("mixed", args.n_mixed)):
-                if rec.wanted(f"{kind}_v2"):
-                    variants = {
-                        "raw": lambda n, k=kind: asyncio.to_thread(raw_pool, pool, n, k),
-                        "rhapsody": lambda n, k=kind: via_session(session, "v2", n, k),
-                    }
-                    if kind == "fn":
-                        variants["raw-map"] = lambda n: asyncio.to_thread(raw_pool_map, pool, n)
-                    await rec.ab(f"{kind}_v2", n, variants)
-            if rec.wanted("latency_v2"):
-                await rec.ab(
-                    "latency_v2",
-                    args.n_latency,
-                    {
-                        "raw": lambda n: asyncio.to_thread(raw_pool_latency, pool, n),
-                        "rhapsody": lambda n: latency_session(session, "v2", n, "fn"),
-                    },
-                )
-        finally:
-            await asyncio.to_thread(pool.close)
-            await asyncio.to_thread(pool.join)
+        for kind, n in (("fn", args.n_fn), ("exe", args.n_exe), ("stdout", args.n_stdout), ("mixed", args.n_mixed)):
+            if rec.wanted(f"{kind}_v2"):
+                variants = {
+                    "raw": lambda n, k=kind: asyncio.to_thread(in_fresh_pool, raw_pool, n, k),
+                    "rhapsody": lambda n, k=kind: via_session(session, "v2", n, k),
+                }
+                if kind == "fn":
+                    variants["raw-map"] = lambda n: asyncio.to_thread(in_fresh_pool, raw_pool_map, n)
+                await rec.ab(f"{kind}_v2", n, variants)
+        if rec.wanted("latency_v2"):
+            await rec.ab(
+                "latency_v2",
+                args.n_latency,
+                {
+                    "raw": lambda n: asyncio.to_thread(in_fresh_pool, raw_pool_latency, n),
+                    "rhapsody": lambda n: latency_session(session, "v2", n, "fn"),
+                },
+            )
         for kind, n in (("exe", args.n_exe), ("fn", args.n_fn_v1), ("stdout", args.n_stdout), ("mixed", args.n_mixed_v1)):
             if rec.wanted(f"{kind}_v1"):
                 await rec.ab(
@@ -287,12 +301,16 @@ async def main() -> None:
 
 
 async def bench_v3(rec: Recorder, args: Any, work: str, backend_class: Any) -> None:
-    """Raw Batch and V3 each get a Batch of their own (one Batch per node at a time is
-    what a user would run). Each round runs raw on a fresh Batch and V3 on a fresh
-    Session, in alternating order, with a short pause after each shutdown: Batch's
-    processes wind down for a while after ``join()``, and whichever variant ran next
-    would otherwise always pay for it."""
+    """Raw Batch, V3 and rhapsody-py each get a Batch of their own (one Batch per node at a
+    time is what a user would run). Each round runs raw on a fresh Batch, V3 on a fresh
+    Session and rhapsody-py in a fresh driver (under a ``dragon`` launcher of its own: the
+    old backend runs in its own venv, so it cannot join this runtime; this runtime's
+    processes stay up meanwhile, as they do for the other two), in rotating order, with a
+    short pause after each shutdown: Batch's processes wind down for a while after
+    ``join()``, and whichever variant ran next would otherwise always pay for it."""
     from dragon.workflows.batch import Batch
+
+    from benchmarks.rhapsody_py import QUICK_SKIP, RhapsodyPy
 
     kinds = [(kind, n) for kind, n in (("fn", args.n_fn_v3), ("exe", args.n_exe_v3)) if rec.wanted(f"{kind}_v3")]
     repeats, rec.args.repeats = rec.args.repeats, 1
@@ -315,9 +333,26 @@ async def bench_v3(rec: Recorder, args: Any, work: str, backend_class: Any) -> N
         finally:
             await s3.close()
 
+    async def rpy_round() -> None:
+        # the old DragonExecutionBackend is a Batch backend too (functions via .function,
+        # executables via .process): same Batch settings as the two above
+        old = RhapsodyPy("dragon", options={"batch_kwargs": {"workers_per_node": 1, "results_ddict_mem": 64 << 20}})
+        try:
+            for kind, n in kinds:
+                workload = "noop" if kind == "fn" else "true"
+                await rec.ab(f"{kind}_v3", n, {"rhapsody-py": lambda n, w=workload: old.run(w, n, max(300.0, n * 10.0))})
+        finally:
+            await old.close()
+
+    rounds = [raw_round, v3_round]
+    if rec.args.quick:
+        for kind, n in kinds:
+            rec.skip(f"{kind}_v3", "rhapsody-py", n, QUICK_SKIP)
+    else:
+        rounds.append(rpy_round)
     try:
         for i in range(repeats):
-            for one_round in (raw_round, v3_round) if i % 2 == 0 else (v3_round, raw_round):
+            for one_round in rounds[i % len(rounds) :] + rounds[: i % len(rounds)]:
                 await one_round()
                 await asyncio.sleep(settle)
     finally:

@@ -18,12 +18,17 @@ RP's speed (tens of tasks per second at best).
 - ``mixed``       a third sync no-op functions and a third ``async def`` functions
                   (both through raptor), a third ``/bin/true``
 - ``latency``     one no-op function through raptor, await it, next
+
+``rhapsody-py`` (not in --quick): a third pilot, the same size, driven by the public
+rhapsody-py 0.6.0 RadicalExecutionBackend (its own venv and process, raptor configured
+like the others), alive for the whole run and interleaved with the other two.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -31,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import Recorder, parse_args
+from benchmarks.rhapsody_py import QUICK_SKIP, RhapsodyPy, ensure_python
 from rhapsody import ComputeTask, Session
 from rhapsody.testing import tasks as fn
 from rhapsody_radical import environment as envfix
@@ -41,6 +47,8 @@ QUICK_N = {"true": 20, "stdout_1mb": 3, "mixed": 9, "latency": 3}
 CORES = 4  # declared: 2 for raptor, 2 for executables
 PILOT = {"resource": "local.localhost", "runtime": 30, "cores": CORES}
 ONE_MB = ["-c", "head -c 1048576 /dev/zero"]
+# the old backend's raptor: one 1-core master with one 1-core worker, as raw and RHAPSODY have
+RPY_RAPTOR = {"masters": [{"ranks": 1, "workers": [{"ranks": 1, "cores_per_rank": 1}]}]}
 
 
 class RawRP:
@@ -205,12 +213,44 @@ async def main() -> None:
         "latency": (rh_latency, raw_latency),
     }
 
+    async def start_rpy() -> RhapsodyPy | None:
+        """The rhapsody-py driver with its pilot, after its first ``/bin/true`` (timed like the others')."""
+        if args.quick:
+            for workload in ("first_task", *workloads):
+                rec.skip(workload, "rhapsody-py", 1 if workload == "first_task" else getattr(args, f"n_{workload}"), QUICK_SKIP)
+            return None
+        base = work / "rpy"
+        base.mkdir()
+        # the environment fixes RP needs (notes): PATH / VIRTUAL_ENV come with RhapsodyPy; the
+        # real core count in a private resource config; the client sandbox is its cwd
+        cfg = envfix.write_private_config(base / "config", CORES, None)
+        resources = {**PILOT, "exit_on_error": False, "sandbox": str(base / "sandbox")}
+        options = {"resources": resources, "raptor_config": RPY_RAPTOR}
+        old = RhapsodyPy("radical", options=options, env={envfix.CONFIG_ENV: str(cfg)}, cwd=str(base))
+        try:
+            await asyncio.to_thread(ensure_python)  # building the venv is not part of first_task
+            t0 = time.perf_counter()
+            await old.run("true", 1, 600)
+        except Exception as exc:  # noqa: BLE001
+            rec.fail("first_task", "rhapsody-py", 1, f"{type(exc).__name__}: {exc}")
+            await stop_rpy(old)
+            return None
+        rec.record("first_task", "rhapsody-py", 1, time.perf_counter() - t0)
+        return old
+
+    async def stop_rpy(old: RhapsodyPy) -> None:
+        await old.close()
+        # what its pilot left behind: agent, raptor, bootstrap shell all run under work/rpy
+        await asyncio.to_thread(envfix.sweep, str(work / "rpy"), 10.0)
+
+    old: RhapsodyPy | None = None
     t0 = time.perf_counter()
     backend = RadicalExecutionBackend(resources=dict(PILOT), local_cores=CORES, raptor={"eager": True})
     session = Session(backends=[backend], work_dir=work / "rhapsody")
     try:
         await rh_run([ComputeTask(executable="/bin/true")])
         rec.record("first_task", "rhapsody", 1, time.perf_counter() - t0)
+        old = await start_rpy()
         for workload, (rh_fn, raw_fn) in workloads.items():
             if not rec.wanted(workload):
                 continue
@@ -219,15 +259,21 @@ async def main() -> None:
             variants = {"rhapsody": lambda n, f=rh_fn, s=limit: asyncio.wait_for(f(n), s)}
             if raw is not None:
                 variants = {"raw": lambda n, f=raw_fn, s=limit: asyncio.wait_for(asyncio.to_thread(f, n), s), **variants}
+            if old is not None:
+                variants["rhapsody-py"] = lambda n, w=workload, s=limit: old.run(w, n, s)  # type: ignore[union-attr]
             await rec.ab(workload, n, variants)
     except Exception as exc:  # noqa: BLE001
         rec.fail("first_task", "rhapsody", 1, f"{type(exc).__name__}: {exc}")
     finally:
+        if old is not None:
+            await stop_rpy(old)
         await session.close()
         if raw is not None:
             await asyncio.to_thread(raw.close)
             await asyncio.to_thread(envfix.sweep, raw.session.uid, 10.0)
     rec.finish()
+    if not os.environ.get("RHAPSODY_KEEP_BENCH_DIR"):  # pilot sandboxes, task outputs: tens of MB per run
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

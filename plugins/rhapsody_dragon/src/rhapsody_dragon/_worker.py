@@ -143,7 +143,7 @@ def pool_worker(inq: Any, outq: Any, wid: int) -> None:
     local: deque[tuple[Any, ...]] = deque()
     canceled: set[str] = set()
     outbox: list[tuple[Any, ...]] = []
-    olock = threading.Lock()
+    olock = threading.Condition()
     cond = threading.Condition()
     stop = threading.Event()
     # "doomed": an executable cancelled while it was being started (Popen not back yet);
@@ -158,13 +158,21 @@ def pool_worker(inq: Any, outq: Any, wid: int) -> None:
             outbox.clear()
         outq.put((wid, batch))
 
-    def flusher() -> None:  # start events leave within a few ms even while a task runs
-        while not stop.wait(0.005):
+    def flusher() -> None:
+        # Events leave within a few ms even while a task runs, grouped; the thread
+        # sleeps while the outbox is empty instead of waking every few ms.
+        while not stop.is_set():
+            with olock:
+                while not outbox and not stop.is_set():
+                    olock.wait()
+            if stop.wait(0.005):
+                return
             flush()
 
     def emit(event: tuple[Any, ...]) -> None:
         with olock:
             outbox.append(event)
+            olock.notify()
 
     def reader() -> None:
         while True:
@@ -230,6 +238,8 @@ def pool_worker(inq: Any, outq: Any, wid: int) -> None:
         if idle:  # nothing queued here: send the result now, not at the next flusher tick
             flush()
     stop.set()
+    with olock:
+        olock.notify()
     flush()
 
 
