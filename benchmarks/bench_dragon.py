@@ -22,7 +22,9 @@ rounds alternating with V3's, each on a fresh Batch. ``rhapsody-py`` (V3 workloa
 not in --quick): the 0.6.0 release's Batch-based DragonExecutionBackend, in rounds of its own.
 Sizes: V2 runs the full 1,000 functions and 200 executables; a Python-function
 Process costs 0.4-1.5 s of interpreter start here, so V1's function N is 40; Batch runs
-~4 function tasks/s here, so V3 gets 40 functions and 10 executables.
+~4 function tasks/s here, so V3 gets 40 functions and 10 executables. V2's latency probe
+takes 200 tasks: a round trip is ~0.1-0.3 ms, so a few scheduler hiccups of several ms
+would otherwise decide the mean; V1's (a process per task, ~12 ms) takes 30.
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ DEFAULT_N = {
     "stdout": 20,
     "mixed": 300,
     "mixed_v1": 30,
-    "latency": 30,
+    "latency": 200,
+    "latency_v1": 30,
 }
 QUICK_N = {
     "fn": 100,
@@ -60,6 +63,7 @@ QUICK_N = {
     "mixed": 30,
     "mixed_v1": 6,
     "latency": 5,
+    "latency_v1": 5,
 }
 WORKERS = 2
 MIB_CMD = "yes 0123456789abcdef | head -c 1048576"
@@ -280,7 +284,7 @@ async def main() -> None:
         if rec.wanted("latency_v1"):
             await rec.ab(
                 "latency_v1",
-                args.n_latency,
+                args.n_latency_v1,
                 {
                     "raw": lambda n: asyncio.to_thread(raw_process_latency, n, work),
                     "rhapsody": lambda n: latency_session(session, "v1", n, "exe"),
