@@ -22,6 +22,16 @@ RP's speed (tens of tasks per second at best).
 ``rhapsody-py`` (not in --quick): a third pilot, the same size, driven by the public
 rhapsody-py 0.6.0 RadicalExecutionBackend (its own venv and process, raptor configured
 like the others), alive for the whole run and interleaved with the other two.
+
+The functions are shipped BY VALUE in all three variants. Raptor runs every function
+task in a freshly forked process (two forks per task), so a function pickled by
+reference has its module imported anew for each task: ``rhapsody.testing.tasks.noop``
+costs an import of the whole ``rhapsody`` package, 30-45 ms of CPU per task (45 without
+.pyc files, as under PYTHONDONTWRITEBYTECODE), and with three pilots sharing 2 cores
+that made ``raw`` and ``rhapsody`` twice as slow as rhapsody-py on ``latency`` /
+``mixed``, whose driver's functions live in its ``__main__`` (pickled by value).
+Hence `FNS`.
+Function results are checked (``async_add`` must return 3) in every variant.
 """
 
 from __future__ import annotations
@@ -38,7 +48,6 @@ from typing import Any
 from benchmarks.common import Recorder, parse_args
 from benchmarks.rhapsody_py import QUICK_SKIP, RhapsodyPy, ensure_python
 from rhapsody import ComputeTask, Session
-from rhapsody.testing import tasks as fn
 from rhapsody_radical import environment as envfix
 from rhapsody_radical.backend import RadicalExecutionBackend
 
@@ -49,6 +58,24 @@ PILOT = {"resource": "local.localhost", "runtime": 30, "cores": CORES}
 ONE_MB = ["-c", "head -c 1048576 /dev/zero"]
 # the old backend's raptor: one 1-core master with one 1-core worker, as raw and RHAPSODY have
 RPY_RAPTOR = {"masters": [{"ranks": 1, "workers": [{"ranks": 1, "cores_per_rank": 1}]}]}
+
+# The functions every variant runs, as the rhapsody-py driver defines them. Compiled in a
+# namespace no import can find, so dill (raw RP's PythonTask) and cloudpickle (RHAPSODY)
+# both ship them by value, like the driver's __main__ functions: a by-reference function
+# would be re-imported in every raptor dispatch process (see the module docstring).
+FNS: dict[str, Any] = {"__name__": "bench_radical_by_value"}
+_FNS_SOURCE = """
+def noop():
+    return None
+
+
+async def async_add(a, b):
+    import asyncio
+
+    await asyncio.sleep(0)
+    return a + b
+"""
+exec(compile(_FNS_SOURCE, "<bench_radical functions>", "exec"), FNS)
 
 
 class RawRP:
@@ -113,7 +140,7 @@ class RawRP:
             }
         )
 
-    def run(self, executables: list[Any] = (), functions: list[Any] = (), read_stdout: bool = False) -> None:  # type: ignore[assignment]
+    def run(self, executables: list[Any] = (), functions: list[Any] = (), read_stdout: bool = False) -> list[Any]:  # type: ignore[assignment]
         tasks = []
         if executables:
             tasks += self.tmgr.submit_tasks(list(executables))
@@ -132,6 +159,7 @@ class RawRP:
             for d in executables:
                 if len(Path(d.stdout).read_bytes()) != 2**20:
                     raise RuntimeError(f"{d.uid}: stdout is not 1 MB")
+        return tasks
 
     def stop_raptor(self) -> None:
         done = threading.Event()
@@ -170,6 +198,9 @@ async def main() -> None:
         bad = [t for t in tasks if t.state.value != "DONE"]
         if bad:
             raise RuntimeError(f"{len(bad)} tasks did not end DONE: {bad[0].exception!r}")
+        wrong = [t for t in tasks if t.function is FNS["async_add"] and t.return_value != 3]
+        if wrong:
+            raise RuntimeError(f"{wrong[0].uid}: async_add returned {wrong[0].return_value!r}, not 3")
         if read_stdout and any(len(t.stdout or "") != 2**20 for t in tasks):
             raise RuntimeError("a task's stdout is not 1 MB")
 
@@ -178,27 +209,30 @@ async def main() -> None:
 
     async def rh_mixed(n: int) -> None:
         k, rest = third(n)
-        tasks = [ComputeTask(function=fn.noop) for _ in range(k)]
-        tasks += [ComputeTask(function=fn.async_add, args=(1, 2)) for _ in range(k)]
+        tasks = [ComputeTask(function=FNS["noop"]) for _ in range(k)]
+        tasks += [ComputeTask(function=FNS["async_add"], args=(1, 2)) for _ in range(k)]
         tasks += [ComputeTask(executable="/bin/true") for _ in range(rest)]
         await rh_run(tasks)
 
     async def rh_latency(n: int) -> None:
         for _ in range(n):
-            t = ComputeTask(function=fn.noop)
+            t = ComputeTask(function=FNS["noop"])
             await session.submit_tasks([t])
             await t
 
     def raw_mixed(n: int) -> None:
         assert raw is not None
         k, rest = third(n)
-        funcs = [raw.func(fn.noop) for _ in range(k)] + [raw.func(fn.async_add, 1, 2) for _ in range(k)]
-        raw.run(executables=[raw.exe("/bin/true") for _ in range(rest)], functions=funcs)
+        funcs = [raw.func(FNS["noop"]) for _ in range(k)] + [raw.func(FNS["async_add"], 1, 2) for _ in range(k)]
+        done = raw.run(executables=[raw.exe("/bin/true") for _ in range(rest)], functions=funcs)
+        wrong = [t for t in done[rest + k :] if t.return_value != 3]
+        if wrong:
+            raise RuntimeError(f"{wrong[0].uid}: async_add returned {wrong[0].return_value!r}, not 3")
 
     def raw_latency(n: int) -> None:
         assert raw is not None
         for _ in range(n):
-            raw.run(functions=[raw.func(fn.noop)])
+            raw.run(functions=[raw.func(FNS["noop"])])
 
     workloads = {
         "true": (
