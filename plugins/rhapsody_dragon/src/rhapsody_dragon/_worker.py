@@ -7,6 +7,7 @@ import asyncio
 import inspect
 import os
 import pickle
+import queue
 import signal
 import subprocess
 import sys
@@ -127,25 +128,35 @@ def _touch(path: str) -> None:
 
 
 # ---------------------------------------------------------------- V2 pool worker
+#: seconds between non-blocking reads of the inbox while a task runs: first, and at most
+POLL_MIN, POLL_MAX = 0.0005, 0.005
+
+
 def pool_worker(inq: Any, outq: Any, wid: int) -> None:
     """A V2 pool worker. Messages in: ("tasks", [spec, ...]), ("cancel", uid),
     None (stop). Events out, in batches: ("start", uid), ("done", uid, result),
     ("cancel", uid, verdict). A spec is ("f", uid, payload) or ("x", uid, argv, cwd, env).
 
-    A reader thread takes messages off ``inq`` at once, so a cancel is answered
-    even while a task runs: verdict "skipped" (it was still queued here and will
-    not run), "running" (it runs now: the client kills this worker) or "gone"
-    (a function runs now: the client kills this worker), "killed" (an
-    executable runs now, or is being started: its process group is killed here,
-    at once or the moment it exists, and the worker lives on)
-    or "gone" (it already ended; its "done" event went out before the verdict).
-    The verdict is decided under the same lock that starts and ends tasks."""
+    Who reads the inbox: the main thread, with a blocking ``get``, while it has
+    nothing to run; a watcher thread, with non-blocking reads, while a task runs,
+    so a cancel is answered at once. Not a reader thread blocked in ``get`` all
+    the time: Dragon's blocking (and timed) ``get`` keeps the GIL while it spins
+    before sleeping, which held the thread that was handed a message back by
+    ~6 ms each time (measured: 5.9 ms vs 0.1 ms per round trip).
+
+    Verdicts: "skipped" (it was still queued here and will not run), "running"
+    (a function runs now: the client kills this worker), "killed" (an executable
+    runs now, or is being started: its process group is killed here, at once or
+    the moment it exists, and the worker lives on) or "gone" (it already ended;
+    its "done" event went out before the verdict). The verdict is decided under
+    the same lock that starts and ends tasks."""
     local: deque[tuple[Any, ...]] = deque()
     canceled: set[str] = set()
     outbox: list[tuple[Any, ...]] = []
     olock = threading.Condition()
     cond = threading.Condition()
     stop = threading.Event()
+    busy = threading.Event()  # a task runs: the watcher reads the inbox
     # "doomed": an executable cancelled while it was being started (Popen not back yet);
     # `started` kills it the moment its process exists (its own session outlives this worker).
     state: dict[str, Any] = {"current": None, "kind": None, "closing": False, "child": None, "doomed": None}
@@ -174,37 +185,56 @@ def pool_worker(inq: Any, outq: Any, wid: int) -> None:
             outbox.append(event)
             olock.notify()
 
-    def reader() -> None:
+    def handle(msg: Any) -> None:
+        with cond:
+            if msg is None:
+                state["closing"] = True
+                cond.notify()
+                return
+            if msg[0] == "tasks":
+                local.extend(msg[1])
+                cond.notify()
+                return
+            uid = msg[1]
+            if state["current"] == uid and state["child"] is not None:
+                kill_tree(state["child"])
+                verdict = "killed"
+            elif state["current"] == uid and state["kind"] == "x":
+                state["doomed"] = uid
+                verdict = "killed"
+            elif state["current"] == uid:
+                verdict = "running"
+            elif any(spec[1] == uid for spec in local):
+                canceled.add(uid)
+                verdict = "skipped"
+            else:
+                verdict = "gone"
+            emit(("cancel", uid, verdict))
+        flush()
+
+    def read(block: bool) -> bool:
+        """Take one message if there is one; False when the inbox is empty."""
+        try:
+            msg = inq.get() if block else inq.get(block=False)
+        except queue.Empty:
+            return False
+        except Exception:  # noqa: BLE001 - the queue is gone: stop
+            msg = None
+        handle(msg)
+        return True
+
+    def watcher() -> None:
         while True:
-            try:
-                msg = inq.get()
-            except Exception:  # noqa: BLE001 - the queue is gone: stop
-                msg = None
-            with cond:
-                if msg is None:
-                    state["closing"] = True
-                    cond.notify()
-                    return
-                if msg[0] == "tasks":
-                    local.extend(msg[1])
-                    cond.notify()
-                    continue
-                uid = msg[1]
-                if state["current"] == uid and state["child"] is not None:
-                    kill_tree(state["child"])
-                    verdict = "killed"
-                elif state["current"] == uid and state["kind"] == "x":
-                    state["doomed"] = uid
-                    verdict = "killed"
-                elif state["current"] == uid:
-                    verdict = "running"
-                elif any(spec[1] == uid for spec in local):
-                    canceled.add(uid)
-                    verdict = "skipped"
+            busy.wait()
+            if state["closing"] or stop.is_set():
+                return
+            delay = POLL_MIN
+            while busy.is_set() and not stop.is_set():
+                if read(block=False):
+                    delay = POLL_MIN
                 else:
-                    verdict = "gone"
-                emit(("cancel", uid, verdict))
-            flush()
+                    time.sleep(delay)
+                    delay = min(delay * 2, POLL_MAX)
 
     def started(proc: Any) -> None:
         with cond:
@@ -213,24 +243,31 @@ def pool_worker(inq: Any, outq: Any, wid: int) -> None:
                 kill_tree(proc)
 
     threading.Thread(target=flusher, daemon=True, name="rhapsody-flusher").start()
-    threading.Thread(target=reader, daemon=True, name="rhapsody-reader").start()
+    threading.Thread(target=watcher, daemon=True, name="rhapsody-watcher").start()
     while True:
         with cond:
-            while not local and not state["closing"]:
-                cond.wait()
             if state["closing"]:
                 break
-            spec = local.popleft()
-            uid = spec[1]
-            if uid in canceled:
-                canceled.discard(uid)
-                continue
-            state["current"], state["kind"], state["doomed"] = uid, spec[0], None
-            emit(("start", uid))
-        if spec[0] == "f":
-            result: Any = call_payload(spec[2])
-        else:
-            result = run_command(spec[2], spec[3], spec[4], started=started)
+            spec = local.popleft() if local else None
+            if spec is not None:
+                uid = spec[1]
+                if uid in canceled:
+                    canceled.discard(uid)
+                    continue
+                state["current"], state["kind"], state["doomed"] = uid, spec[0], None
+                emit(("start", uid))
+        if spec is None:
+            flush()  # results out before this thread blocks
+            read(block=True)
+            continue
+        busy.set()
+        try:
+            if spec[0] == "f":
+                result: Any = call_payload(spec[2])
+            else:
+                result = run_command(spec[2], spec[3], spec[4], started=started)
+        finally:
+            busy.clear()
         with cond:
             state["current"] = state["kind"] = state["child"] = state["doomed"] = None
             emit(("done", uid, result))
@@ -238,6 +275,7 @@ def pool_worker(inq: Any, outq: Any, wid: int) -> None:
         if idle:  # nothing queued here: send the result now, not at the next flusher tick
             flush()
     stop.set()
+    busy.set()  # let the watcher see the stop
     with olock:
         olock.notify()
     flush()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import os
+import queue
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -25,6 +26,11 @@ from rhapsody.resources import Resources
 from rhapsody.task import BaseTask, ComputeTask
 from rhapsody_dragon import _worker
 from rhapsody_dragon._common import DragonBackendBase, command_of, import_dragon, missing_executable, pack_function
+
+#: longest sleep between reads of the result queue while tasks are in flight
+POLL_BUSY = 0.005
+#: first sleep after activity (a round trip through a worker takes ~0.1-0.2 ms)
+POLL_FIRST = 0.0002
 
 
 class _Worker:
@@ -55,6 +61,7 @@ class DragonExecutionBackendV2(DragonBackendBase):
         self._monitor: threading.Thread | None = None
         self._watchdog: threading.Thread | None = None
         self._halt = threading.Event()
+        self._kick = threading.Event()  # wakes the monitor's idle back-off
         self._next_wid = 0
         self._verdicts: dict[str, str] = {}
         self._verdict_cv = threading.Condition(self._lock)
@@ -93,7 +100,7 @@ class DragonExecutionBackendV2(DragonBackendBase):
     async def _stop(self) -> None:
         self._halt.set()
         if self._monitor is not None:
-            await asyncio.to_thread(self._wake_monitor)
+            self._wake_monitor()
             await asyncio.to_thread(self._monitor.join, 10)
         if self._watchdog is not None:
             await asyncio.to_thread(self._watchdog.join, 10)
@@ -142,6 +149,7 @@ class DragonExecutionBackendV2(DragonBackendBase):
                 self._by_uid[task.uid] = task
             self._pending.extend(specs)
             self._dispatch()
+        self._kick.set()
 
     def _dispatch(self) -> None:
         """Top up the workers' windows, least loaded first, in fair shares (lock held)."""
@@ -165,17 +173,31 @@ class DragonExecutionBackendV2(DragonBackendBase):
 
     # ------------------------------------------------------------------ events
     def _monitor_loop(self) -> None:
-        # A blocking get: Dragon's get(timeout=...) spins while it waits (a 0.1 s
-        # timeout keeps ~20% of a core busy on an idle backend); _stop wakes it.
+        # Non-blocking reads with short sleeps between them, not a blocking get:
+        # Dragon's blocking and timed gets spin while they wait, holding the GIL
+        # (which stalled the event loop thread ~6 ms after each message) and, for
+        # timed gets, burning CPU (a 0.1 s timeout kept ~20% of a core busy on an
+        # idle backend). While tasks are in flight the sleep starts at POLL_FIRST after
+        # each message and backs off to POLL_BUSY; with none in flight nothing can
+        # arrive, and it sleeps until a submit or shutdown sets `_kick`.
+        delay = POLL_FIRST
         while not self._halt.is_set():
             try:
-                item = self._outq.get()
+                item = self._outq.get(block=False)
+            except queue.Empty:
+                with self._lock:
+                    in_flight = bool(self._by_uid)
+                if self._kick.wait(delay if in_flight else None):
+                    self._kick.clear()
+                    delay = POLL_FIRST
+                else:
+                    delay = min(delay * 2, POLL_BUSY)
+                continue
             except Exception as exc:  # noqa: BLE001 - the runtime went away
                 if not self._halt.is_set():
                     self.log.error("monitor.failed", error=f"{type(exc).__name__}: {exc}")
                 return
-            if item is None:  # _wake_monitor
-                continue
+            delay = POLL_FIRST
             _, events = item
             with self._lock:
                 for event in events:
@@ -183,10 +205,7 @@ class DragonExecutionBackendV2(DragonBackendBase):
                 self._dispatch()
 
     def _wake_monitor(self) -> None:
-        try:
-            self._outq.put(None, timeout=2)
-        except Exception:  # noqa: BLE001 - queue full or gone: the join below times out instead
-            pass
+        self._kick.set()
 
     def _watch_workers(self) -> None:
         while not self._halt.wait(1.0):
