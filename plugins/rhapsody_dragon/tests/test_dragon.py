@@ -176,3 +176,38 @@ def test_plain_python_starts_and_stops_its_own_runtime(tmp_path: Path) -> None:
             os.killpg(proc.pid, 9)
     assert "OWNED True RESULT 42" in out, (out, err[-3000:])
     assert "STOPPED-OWNED False" in out, (out, err[-3000:])
+
+
+def test_v3_retries_a_batch_that_did_not_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Batch manager that crashes while bootstrapping (Dragon 0.15, under load) makes
+    ``Batch()`` time out waiting for it. That crash cannot be caused on purpose, so a
+    stand-in raises what ``Batch()`` then raises (``queue.Empty``) on the first attempt;
+    the second attempt is a real Batch, which must then run tasks."""
+    import queue
+
+    from rhapsody_dragon import v3
+
+    real = v3.DragonExecutionBackendV3._make_batch
+    calls: list[int] = []
+
+    def flaky(self: v3.DragonExecutionBackendV3) -> object:
+        calls.append(1)
+        if len(calls) == 1:
+            raise queue.Empty
+        return real(self)
+
+    monkeypatch.setattr(v3.DragonExecutionBackendV3, "_make_batch", flaky)
+    run = LoopRunner(240)
+    task = ComputeTask(function=fn.add, args=(2, 3))
+
+    async def go() -> None:
+        async with Session([DragonExecutionBackendV3(name="v3-retry", num_workers=1)], work_dir=tmp_path) as s:
+            await s.submit_tasks([task])
+            await s.wait_tasks([task])
+
+    try:
+        run(go())
+    finally:
+        run.close()
+    assert len(calls) == 2
+    assert task.state is TaskState.DONE and task.return_value == 5, task.exception

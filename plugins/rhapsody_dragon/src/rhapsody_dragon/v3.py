@@ -42,6 +42,10 @@ class _Entry:
         self.started = False
 
 
+#: how many times `_start` tries to bring up a Batch before the backend fails to start
+BATCH_START_ATTEMPTS = 2
+
+
 class DragonExecutionBackendV3(DragonBackendBase):
     """Dragon Batch backend. ``num_workers`` -> Batch ``workers_per_node``
     (Batch allows at most one per physical core; more is clamped with a warning);
@@ -105,7 +109,19 @@ class DragonExecutionBackendV3(DragonBackendBase):
     async def _start(self) -> None:
         import_dragon()
         await self._acquire_runtime()
-        self.batch = await asyncio.to_thread(self._make_batch)
+        for attempt in range(1, BATCH_START_ATTEMPTS + 1):
+            try:
+                self.batch = await asyncio.to_thread(self._make_batch)
+                break
+            except (queue.Empty, TimeoutError, RuntimeError) as exc:
+                # Batch() waits up to 30 s for its managers; one that crashed while
+                # bootstrapping (seen in Dragon 0.15: DRAGON_LOCK_ALREADY_INITD in a manager's
+                # process-local channel) leaves it waiting in vain. A fresh Batch usually starts.
+                if attempt == BATCH_START_ATTEMPTS:
+                    raise BackendError(
+                        f"Dragon Batch did not start ({attempt} attempts): {type(exc).__name__}: {exc}".rstrip(": ")
+                    ) from exc
+                self.log.warning("batch.start_retry", attempt=attempt, error=f"{type(exc).__name__}: {exc}")
         for target, label in ((self._monitor_loop, "monitor"), (self._submit_loop, "submitter")):
             th = threading.Thread(target=target, daemon=True, name=f"rhapsody-{self.name}-{label}")
             th.start()
