@@ -24,7 +24,7 @@ Sizes: V2 runs the full 1,000 functions and 200 executables; a Python-function
 Process costs 0.4-1.5 s of interpreter start here, so V1's function N is 40; Batch runs
 ~4 function tasks/s here, so V3 gets 40 functions and 10 executables. V2's latency probe
 takes 200 tasks: a round trip is ~0.1-0.3 ms, so a few scheduler hiccups of several ms
-would otherwise decide the mean; V1's (a process per task, ~12 ms) takes 30.
+would otherwise decide the mean; V1's (a process per task, ~12 ms) takes 100.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ DEFAULT_N = {
     "mixed": 300,
     "mixed_v1": 30,
     "latency": 200,
-    "latency_v1": 30,
+    "latency_v1": 100,
 }
 QUICK_N = {
     "fn": 100,
