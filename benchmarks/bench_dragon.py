@@ -14,11 +14,12 @@ as a Dragon process and fails in ``current_process()``). Workloads, each as ``<k
 - ``latency``: one task at a time, submit -> result (us/task is the latency).
 
 Raw equivalents: V2 -> ``dragon.native.pool.Pool(2).apply_async`` (one call per
-task; a fresh, warmed pool each round, see `in_fresh_pool`); V1 -> one native ``dragon.native.process.Process`` per task, at most 2 at
-once, stdout/stderr to files read back, exit code from ``join()`` (V1 does the same;
-the V1 latency probe too); V2's raw executables use
-``subprocess.run(..., capture_output=True)`` in the pool (V2 captures too); V3 -> ``Batch.options().function`` / ``.process``,
-rounds alternating with V3's, each on a fresh Batch. ``rhapsody-py`` (V3 workloads only,
+task; a fresh, warmed pool each round, see `in_fresh_pool`); its executables use
+``subprocess.run(..., capture_output=True)`` in the pool (V2 captures too).
+V1 -> one native ``dragon.native.process.Process`` per task, at most 2 at once,
+stdout/stderr to files read back, exit code from ``join()`` (V1 does the same; the
+V1 latency probe too). V3 -> ``Batch.options().function`` / ``.process``, rounds
+alternating with V3's, each on a fresh Batch. ``rhapsody-py`` (V3 workloads only,
 not in --quick): the 0.6.0 release's Batch-based DragonExecutionBackend, in rounds of its own.
 Sizes: V2 runs the full 1,000 functions and 200 executables; a Python-function
 Process costs 0.4-1.5 s of interpreter start here, so V1's function N is 40; Batch runs

@@ -78,6 +78,13 @@ async def async_add(a, b):
 exec(compile(_FNS_SOURCE, "<bench_radical functions>", "exec"), FNS)
 
 
+def check_sums(results: Any) -> None:
+    """``results``: (uid, return value) of ``async_add(1, 2)`` tasks; DONE must come with 3."""
+    for uid, value in results:
+        if value != 3:
+            raise RuntimeError(f"{uid}: async_add returned {value!r}, not 3")
+
+
 class RawRP:
     """The same pilot through RP's own API (the same environment fixes,
     applied here by hand as the notes say a raw RP user must)."""
@@ -198,9 +205,7 @@ async def main() -> None:
         bad = [t for t in tasks if t.state.value != "DONE"]
         if bad:
             raise RuntimeError(f"{len(bad)} tasks did not end DONE: {bad[0].exception!r}")
-        wrong = [t for t in tasks if t.function is FNS["async_add"] and t.return_value != 3]
-        if wrong:
-            raise RuntimeError(f"{wrong[0].uid}: async_add returned {wrong[0].return_value!r}, not 3")
+        check_sums((t.uid, t.return_value) for t in tasks if t.function is FNS["async_add"])
         if read_stdout and any(len(t.stdout or "") != 2**20 for t in tasks):
             raise RuntimeError("a task's stdout is not 1 MB")
 
@@ -225,9 +230,7 @@ async def main() -> None:
         k, rest = third(n)
         funcs = [raw.func(FNS["noop"]) for _ in range(k)] + [raw.func(FNS["async_add"], 1, 2) for _ in range(k)]
         done = raw.run(executables=[raw.exe("/bin/true") for _ in range(rest)], functions=funcs)
-        wrong = [t for t in done[rest + k :] if t.return_value != 3]
-        if wrong:
-            raise RuntimeError(f"{wrong[0].uid}: async_add returned {wrong[0].return_value!r}, not 3")
+        check_sums((t.uid, t.return_value) for t in done[rest + k :])  # executables, noops, then async_adds
 
     def raw_latency(n: int) -> None:
         assert raw is not None

@@ -100,7 +100,7 @@ class DragonExecutionBackendV2(DragonBackendBase):
     async def _stop(self) -> None:
         self._halt.set()
         if self._monitor is not None:
-            self._wake_monitor()
+            self._kick.set()  # out of an idle wait; it then sees _halt
             await asyncio.to_thread(self._monitor.join, 10)
         if self._watchdog is not None:
             await asyncio.to_thread(self._watchdog.join, 10)
@@ -203,9 +203,6 @@ class DragonExecutionBackendV2(DragonBackendBase):
                 for event in events:
                     self._on_event(event)
                 self._dispatch()
-
-    def _wake_monitor(self) -> None:
-        self._kick.set()
 
     def _watch_workers(self) -> None:
         while not self._halt.wait(1.0):
