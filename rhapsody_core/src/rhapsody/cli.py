@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from rhapsody._version import __version__
-from rhapsody.plugins.manager import ENTRY_POINT_GROUP, get_registry
+from rhapsody.registry.manager import ENTRY_POINT_GROUP, get_registry
 
 
 def _backends(as_json: bool, check: bool) -> int:

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from rhapsody.backends.base import BaseExecutionBackend
-    from rhapsody.plugins.records import BackendRecord
+    from rhapsody.execution.backend import Backend
+    from rhapsody.registry.records import BackendRecord
     from rhapsody.states import TaskState
     from rhapsody.task import BaseTask
 
@@ -29,7 +29,7 @@ def rhapsody_register_backends() -> Sequence[BackendRecord]:  # type: ignore[emp
     """Declare the backends a plugin provides.
 
     Called once per process, the first time backends are discovered. Return a
-    sequence of `rhapsody.plugins.BackendRecord`, one per backend; each record's
+    sequence of `rhapsody.BackendRecord`, one per backend; each record's
     ``name`` must equal one of the plugin distribution's entry-point names in the
     ``rhapsody.backends`` group. Keep the module light: name the backend class
     by import path, do not import the engine here. Not firstresult: results of
@@ -38,7 +38,7 @@ def rhapsody_register_backends() -> Sequence[BackendRecord]:  # type: ignore[emp
 
 
 @hookspec
-def rhapsody_task_submit(backend: BaseExecutionBackend, tasks: Sequence[BaseTask]) -> None:
+def rhapsody_task_submit(backend: Backend, tasks: Sequence[BaseTask]) -> None:
     """A batch of validated tasks is about to be handed to ``backend``'s engine.
 
     Called once per ``submit_tasks`` call, after every task passed validation and
@@ -50,7 +50,7 @@ def rhapsody_task_submit(backend: BaseExecutionBackend, tasks: Sequence[BaseTask
 
 
 @hookspec
-def rhapsody_task_cancel(backend: BaseExecutionBackend, task: BaseTask, reason: str) -> None:
+def rhapsody_task_cancel(backend: Backend, task: BaseTask, reason: str) -> None:
     """Cancellation of a task that has not ended was requested.
 
     Called before the backend asks its engine to stop the task; ``reason`` is
@@ -60,7 +60,7 @@ def rhapsody_task_cancel(backend: BaseExecutionBackend, task: BaseTask, reason: 
 
 
 @hookspec
-def rhapsody_task_state_changed(backend: BaseExecutionBackend, task: BaseTask, old_state: TaskState, new_state: TaskState) -> None:
+def rhapsody_task_state_changed(backend: Backend, task: BaseTask, old_state: TaskState, new_state: TaskState) -> None:
     """A task moved from ``old_state`` to ``new_state``.
 
     The single place every transition of every task flows through, called right

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
 from typing import Any, TextIO
 
 import structlog
@@ -19,6 +20,7 @@ import structlog
 LEVEL_ENV = "RHAPSODY_LOG_LEVEL"
 _ROOT = "rhapsody"
 _handler: logging.Handler | None = None
+_level_listeners: list[Callable[[], None]] = []
 
 # Shared by every library logger; the last step hands the event to stdlib logging,
 # whose handler (installed by enable_logging) renders it.
@@ -71,10 +73,14 @@ def enable_logging(level: str | int | None = None, *, json: bool = False, stream
     root.setLevel(level)
     root.propagate = False
     _handler = handler
-    from rhapsody.observers import sync_state_logger  # noqa: PLC0415 - log.py is imported by everything
-    from rhapsody.plugins.manager import get_plugin_manager  # noqa: PLC0415
+    for listener in _level_listeners:
+        listener()
 
-    sync_state_logger(get_plugin_manager())
+
+def on_level_change(listener: Callable[[], None]) -> None:
+    """Call ``listener()`` whenever `enable_logging` changes the level (the
+    plugin manager registers the state logger only while DEBUG is on)."""
+    _level_listeners.append(listener)
 
 
 def enable_logging_from_env() -> None:

@@ -41,17 +41,50 @@ class Resources:
     def gpus(self) -> int:
         return self.ranks * self.gpus_per_rank
 
-    def exceeds(self, capacity: Resources | None) -> str | None:
-        """Why this request can never fit ``capacity`` (a backend's largest single
-        slot), or None when it may fit. ``capacity=None`` means unknown: it may fit."""
+    def exceeds(self, capacity: Capacity | None) -> str | None:
+        """Why this request can never fit ``capacity``, or None when it may
+        fit. Every dimension is checked on its own: ``cores_per_rank=64`` does
+        not fit a 2-core node even when the total would. ``None``: unknown."""
         if capacity is None:
             return None
-        if self.cores > capacity.cores:
-            return f"asks for {self.cores} cores, backend has {capacity.cores}"
-        if self.gpus > capacity.gpus:
-            return f"asks for {self.gpus} GPUs, backend has {capacity.gpus}"
-        if self.ranks > capacity.ranks:
-            return f"asks for {self.ranks} ranks, backend can place {capacity.ranks}"
-        if self.memory is not None and capacity.memory is not None and self.memory > capacity.memory:
-            return f"asks for {self.memory} bytes of memory, backend has {capacity.memory}"
+        checks = (
+            (self.cores_per_rank, capacity.cores_per_rank, "cores per rank", "a node has"),
+            (self.cores, capacity.cores, "cores in all", "backend has"),
+            (self.ranks, capacity.ranks, "ranks", "backend can place"),
+            (self.gpus_per_rank, capacity.gpus_per_rank, "GPUs per rank", "a node has"),
+            (self.gpus, capacity.gpus, "GPUs in all", "backend has"),
+            (self.memory, capacity.memory, "bytes of memory", "backend has"),
+        )
+        for asked, limit, what, has in checks:
+            if asked is not None and limit is not None and asked > limit:
+                return f"asks for {asked} {what}, {has} {limit}"
         return None
+
+
+def _optional_count(inst: Any, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+        raise ValueError(f"Capacity.{attribute.name} must be None or an int >= 0, got {value!r}")
+
+
+@attrs.frozen
+class Capacity:
+    """The most one task may ask of a backend, dimension by dimension; None
+    where the backend cannot tell.
+
+    ``cores``: cores in all; ``cores_per_rank``: the largest single rank (the
+    cores of one node); ``ranks``: processes one task may have; likewise
+    ``gpus`` / ``gpus_per_rank``; ``memory`` in bytes for the whole task.
+    """
+
+    cores: int | None = attrs.field(default=None, validator=_optional_count)
+    cores_per_rank: int | None = attrs.field(default=None, validator=_optional_count)
+    ranks: int | None = attrs.field(default=None, validator=_optional_count)
+    gpus: int | None = attrs.field(default=None, validator=_optional_count)
+    gpus_per_rank: int | None = attrs.field(default=None, validator=_optional_count)
+    memory: int | None = attrs.field(default=None, validator=_optional_count)
+
+    @classmethod
+    def node(cls, cores: int, gpus: int = 0, memory: int | None = None, nodes: int = 1) -> Capacity:
+        """``nodes`` alike nodes of ``cores`` cores and ``gpus`` GPUs each; a
+        task may place one rank per core."""
+        return cls(cores=cores * nodes, cores_per_rank=cores, ranks=cores * nodes, gpus=gpus * nodes, gpus_per_rank=gpus, memory=memory)

@@ -20,7 +20,7 @@ import cattrs
 import cloudpickle
 
 from rhapsody.errors import TaskValidationError
-from rhapsody.plugins.records import load_object
+from rhapsody.registry.records import load_object
 from rhapsody.resources import Resources
 from rhapsody.states import TaskState
 from rhapsody.task import RESULT_FIELDS, AITask, BaseTask, ComputeTask

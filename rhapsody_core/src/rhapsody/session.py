@@ -9,11 +9,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from rhapsody.backends.base import BaseExecutionBackend
+from rhapsody.execution.backend import Backend
 from rhapsody.errors import BackendNotFoundError, TaskValidationError
 from rhapsody.log import enable_logging_from_env, get_logger
-from rhapsody.plugins.known import DEFAULT_BACKEND, KNOWN_BACKENDS
-from rhapsody.plugins.manager import get_registry
+from rhapsody.registry.known import DEFAULT_BACKEND, KNOWN_BACKENDS
+from rhapsody.registry.manager import get_registry
 from rhapsody.task import BaseTask
 
 WORK_DIR_ENV = "RHAPSODY_WORK_DIR"
@@ -29,7 +29,7 @@ class Session:
 
     def __init__(
         self,
-        backends: Sequence[BaseExecutionBackend | str] | BaseExecutionBackend | None = None,
+        backends: Sequence[Backend | str] | Backend | None = None,
         uid: str | None = None,
         work_dir: str | os.PathLike[str] | None = None,
     ) -> None:
@@ -38,17 +38,17 @@ class Session:
         base = work_dir if work_dir is not None else os.environ.get(WORK_DIR_ENV) or os.getcwd()
         self.work_dir = Path(base).absolute() / self.uid
         self.log = get_logger("rhapsody.session", session=self.uid)
-        self._backends: dict[str, BaseExecutionBackend] = {}
+        self._backends: dict[str, Backend] = {}
         self._closed = False
         if backends is None:
             backends = [self._default_backend()]
-        elif isinstance(backends, (BaseExecutionBackend, str)):
+        elif isinstance(backends, (Backend, str)):
             backends = [backends]
         for backend in backends:
             self.add_backend(backend)
 
     @staticmethod
-    def _default_backend() -> BaseExecutionBackend:
+    def _default_backend() -> Backend:
         from rhapsody.backends import get_backend  # noqa: PLC0415
 
         if DEFAULT_BACKEND not in get_registry().records:
@@ -58,12 +58,12 @@ class Session:
             )
         return get_backend(DEFAULT_BACKEND)
 
-    def add_backend(self, backend: BaseExecutionBackend | str) -> BaseExecutionBackend:
+    def add_backend(self, backend: Backend | str) -> Backend:
         if isinstance(backend, str):
             from rhapsody.backends import get_backend  # noqa: PLC0415
 
             backend = get_backend(backend)
-        if not isinstance(backend, BaseExecutionBackend):
+        if not isinstance(backend, Backend):
             raise TypeError(f"Session backends must be RHAPSODY backends or backend names, got {type(backend).__name__}")
         if backend.name in self._backends:
             raise ValueError(f"session {self.uid} already has a backend named {backend.name!r}; give each backend its own name=")
@@ -74,7 +74,7 @@ class Session:
         return backend
 
     @property
-    def backends(self) -> dict[str, BaseExecutionBackend]:
+    def backends(self) -> dict[str, Backend]:
         return dict(self._backends)
 
     async def start(self) -> Session:
@@ -118,18 +118,18 @@ class Session:
             ((name, group),) = groups.items()
             backend = self._backends[name]
             await backend.start()
-            submitted = await backend._hand_over(backend._prepare(group))
-            return [t._future for t in submitted]  # type: ignore[misc]
+            submitted = await backend.hand_over(backend.prepare(group))
+            return [t.future for t in submitted]  # type: ignore[misc]
         await asyncio.gather(*(self._backends[name].start() for name in groups))
-        batches = {name: self._backends[name]._prepare(group) for name, group in groups.items()}
-        results = await asyncio.gather(*(self._backends[name]._hand_over(batch) for name, batch in batches.items()))
+        batches = {name: self._backends[name].prepare(group) for name, group in groups.items()}
+        results = await asyncio.gather(*(self._backends[name].hand_over(batch) for name, batch in batches.items()))
         by_id: dict[int, BaseTask] = {}
         for group, submitted in zip(groups.values(), results, strict=True):
             for original, task in zip(group, submitted, strict=True):
                 by_id[id(original)] = task
         futures = []
         for original in tasks:
-            future = by_id[id(original)]._future
+            future = by_id[id(original)].future
             assert future is not None
             futures.append(future)
         return futures
@@ -140,10 +140,13 @@ class Session:
         tasks = list(tasks)
         futures = []
         for task in tasks:
-            if not isinstance(task, BaseTask) or task._future is None:
-                uid = getattr(task, "uid", task)
-                raise TaskValidationError(str(uid), "<task>", "wait_tasks takes submitted task objects")
-            futures.append(task._future)
+            future = task.future if isinstance(task, BaseTask) else None
+            if future is None:
+                uid = task.get("uid") if isinstance(task, dict) else getattr(task, "uid", None)
+                raise TaskValidationError(
+                    str(uid) if uid is not None else None, "<task>", f"wait_tasks takes submitted task objects, got {type(task).__name__}"
+                )
+            futures.append(future)
         pending: set[Any] = set()
         if futures:
             _, pending = await asyncio.wait(futures, timeout=timeout)
@@ -161,9 +164,9 @@ class Session:
             coros.append(backend.cancel_task(task.uid) if backend else asyncio.sleep(0, result=False))
         return list(await asyncio.gather(*coros))
 
-    def _owner(self, task: BaseTask) -> BaseExecutionBackend | None:
+    def _owner(self, task: BaseTask) -> Backend | None:
         for backend in self._backends.values():
-            if task.uid in backend._tasks:
+            if backend.get_task(task.uid) is task:
                 return backend
         return None
 

@@ -123,11 +123,10 @@ class BaseTask:
         except KeyError:
             return default
 
-    def as_dict(self) -> dict[str, Any]:
-        """Plain-data view (see `rhapsody.serialize`)."""
-        from rhapsody.serialize import task_to_dict  # noqa: PLC0415 - serialize imports this module
-
-        return task_to_dict(self)
+    @property
+    def future(self) -> asyncio.Future[BaseTask] | None:
+        """Resolved with the task when it ends (any state); None until submitted."""
+        return self._future
 
     @property
     def done(self) -> bool:
@@ -217,22 +216,6 @@ class ComputeTask(BaseTask):
     @property
     def is_function(self) -> bool:
         return self.function is not None
-
-    @property
-    def runs_in_shell(self) -> bool:
-        """Whether this executable runs through ``/bin/sh``: ``shell`` in
-        ``task_backend_specific_kwargs`` if given, else only when ``executable`` is
-        a whole command line (radical.asyncflow sends these) and there are no
-        ``arguments``. One rule for every backend."""
-        shell = self.task_backend_specific_kwargs.get("shell")
-        if shell is None:
-            return not self.arguments and any(c.isspace() for c in (self.executable or "").strip())
-        return bool(shell)
-
-    @property
-    def shell_command(self) -> str:
-        """The command line ``/bin/sh -c`` runs when `runs_in_shell`."""
-        return " ".join([self.executable or "", *self.arguments])
 
 
 @attrs.define(kw_only=True, eq=False, slots=True, on_setattr=attrs.setters.NO_OP)

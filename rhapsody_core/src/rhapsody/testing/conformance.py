@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from rhapsody.backends.base import BaseExecutionBackend
+from rhapsody.execution.backend import Backend
 from rhapsody.errors import (
     BackendNotFoundError,
     ResourceError,
@@ -114,7 +114,7 @@ class BackendConformance:
     #: whether executables are supported
     runs_executables: bool = True
 
-    def make_backend(self) -> BaseExecutionBackend:
+    def make_backend(self) -> Backend:
         raise NotImplementedError("override make_backend() to return an unstarted backend")
 
     # ------------------------------------------------------------------ fixtures

@@ -18,9 +18,10 @@ import pluggy
 
 from rhapsody import hookspecs
 from rhapsody.errors import BackendNotFoundError, PluginError
-from rhapsody.log import get_logger
-from rhapsody.plugins.known import KNOWN_BACKENDS, KNOWN_CLASSES
-from rhapsody.plugins.records import BackendRecord
+from rhapsody.log import get_logger, on_level_change
+from rhapsody.observers import sync_state_logger
+from rhapsody.registry.known import KNOWN_BACKENDS, KNOWN_CLASSES
+from rhapsody.registry.records import BackendRecord
 
 ENTRY_POINT_GROUP = "rhapsody.backends"
 DISABLE_ENV = "RHAPSODY_DISABLE_PLUGINS"
@@ -84,7 +85,7 @@ def _disabled_names() -> set[str]:
     return {n.strip() for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip()}
 
 
-def _load_registry(pm: pluggy.PluginManager, eps: Iterable[EntryPoint]) -> Registry:
+def _load_registry(pm: PluginManager, eps: Iterable[EntryPoint]) -> Registry:
     registry = Registry()
     blocked = _disabled_names()
     # entry-point names each distribution declared: a record must match one of them
@@ -92,7 +93,10 @@ def _load_registry(pm: pluggy.PluginManager, eps: Iterable[EntryPoint]) -> Regis
     plugin_dist: dict[int, tuple[str, str]] = {}
     for ep in eps:
         dist, version = _dist_of(ep)
+        plugin_name = f"{dist}:{ep.name}"
         if ep.name in blocked or dist in blocked:
+            pm.set_blocked(plugin_name)
+        if pm.is_blocked(plugin_name):
             registry.disabled.append(ep.name)
             continue
         declared.setdefault(dist, set()).add(ep.name)
@@ -105,7 +109,7 @@ def _load_registry(pm: pluggy.PluginManager, eps: Iterable[EntryPoint]) -> Regis
         if pm.is_registered(plugin):  # several backend names may share one plugin module
             continue
         try:
-            pm.register(plugin, name=f"{dist}:{ep.name}")
+            pm.register(plugin, name=plugin_name)
         except Exception as exc:  # noqa: BLE001 - e.g. a hookimpl that does not match the spec
             registry.broken.append(BrokenPlugin(ep.name, dist, f"{type(exc).__name__}: {exc}"))
             _log.warning("plugin.incompatible", entry_point=ep.name, distribution=dist, error=str(exc))
@@ -143,18 +147,59 @@ def _load_registry(pm: pluggy.PluginManager, eps: Iterable[EntryPoint]) -> Regis
     return registry
 
 
-@functools.cache
-def _cached() -> tuple[pluggy.PluginManager, Registry]:
-    from rhapsody.observers import sync_state_logger  # noqa: PLC0415 - avoid an import cycle
+#: hooks whose implementations only watch: one that raises is logged and skipped
+OBSERVER_HOOKS = ("rhapsody_task_state_changed", "rhapsody_task_cancel")
 
-    pm = pluggy.PluginManager(hookspecs.PROJECT)
-    pm.add_hookspecs(hookspecs)
+
+def _guarded(function: Any, plugin_name: str, hook_name: str) -> Any:
+    def guarded(*args: Any) -> Any:
+        try:
+            return function(*args)
+        except Exception as exc:  # noqa: BLE001 - an observer must never break a task or another observer
+            _log.error("observer.failed", plugin=plugin_name, hook=hook_name, error=f"{type(exc).__name__}: {exc}")
+            return None
+
+    guarded.rhapsody_guarded = True  # type: ignore[attr-defined]
+    return guarded
+
+
+class PluginManager(pluggy.PluginManager):
+    """pluggy's manager, with two rules of RHAPSODY's: an observer hook
+    implementation that raises is logged and the others still run, and a
+    hook implementation that matches no hook spec (a misspelt name) is an
+    error at registration, not silence."""
+
+    def __init__(self) -> None:
+        super().__init__(hookspecs.PROJECT)
+        self.add_hookspecs(hookspecs)
+
+    def register(self, plugin: object, name: str | None = None) -> str | None:
+        registered = super().register(plugin, name)
+        if registered is None:  # blocked
+            return None
+        try:
+            self.check_pending()
+        except pluggy.PluginValidationError:
+            self.unregister(plugin)
+            raise
+        for hook_name in OBSERVER_HOOKS:
+            for impl in getattr(self.hook, hook_name).get_hookimpls():
+                if impl.plugin is plugin and not (impl.hookwrapper or impl.wrapper):
+                    if not getattr(impl.function, "rhapsody_guarded", False):
+                        impl.function = _guarded(impl.function, impl.plugin_name, hook_name)
+        return registered
+
+
+@functools.cache
+def _cached() -> tuple[PluginManager, Registry]:
+    pm = PluginManager()
+    on_level_change(lambda: sync_state_logger(pm))
     sync_state_logger(pm)
     registry = _load_registry(pm, entry_points(group=ENTRY_POINT_GROUP))
     return pm, registry
 
 
-def get_plugin_manager() -> pluggy.PluginManager:
+def get_plugin_manager() -> PluginManager:
     """The process-wide plugin manager (built once, on first use)."""
     return _cached()[0]
 

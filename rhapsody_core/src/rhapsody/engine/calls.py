@@ -1,0 +1,109 @@
+"""Calling a task's function where the engine runs it: sync or ``async def``,
+one outcome encoding. Standard library and cloudpickle only (engine workers
+import it).
+
+`call_function` never raises for the function's own error: the exception object
+and its traceback text travel back in the `Outcome`, so the client re-raises the
+original type. An ``async def`` function runs on an event loop kept per thread
+(``asyncio.run`` per call would build and tear down a loop every time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import cloudpickle
+
+from rhapsody.engine.outcome import Outcome
+
+_local = threading.local()
+
+
+def _thread_loop() -> asyncio.AbstractEventLoop:
+    loop = getattr(_local, "loop", None)
+    if loop is None or loop.is_closed():
+        loop = _local.loop = asyncio.new_event_loop()
+    return loop
+
+
+class CallControl:
+    """Lets another thread cancel an ``async def`` call running on a worker
+    thread's loop. A running sync function cannot be interrupted; `cancelled`
+    tells a call that has not started yet not to start."""
+
+    __slots__ = ("_loop", "_task", "cancelled")
+
+    def __init__(self) -> None:
+        self.cancelled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[Any] | None = None
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        loop, task = self._loop, self._task
+        if loop is not None and task is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(task.cancel)
+
+    def _attach(self, loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> None:
+        self._loop, self._task = loop, task
+        if self.cancelled:  # cancelled before the task existed: checked after publishing it
+            task.cancel()
+
+
+def invoke(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], control: CallControl | None = None) -> Any:
+    """Call ``fn`` here and now (awaiting it when it is, or returns, a
+    coroutine) and return its value; its exception propagates."""
+    if inspect.iscoroutinefunction(fn):
+        loop = _thread_loop()
+        task = loop.create_task(fn(*args, **kwargs))
+        if control is not None:
+            control._attach(loop, task)
+        return loop.run_until_complete(task)
+    result = fn(*args, **kwargs)
+    if inspect.isawaitable(result):
+        return _thread_loop().run_until_complete(result)  # type: ignore[arg-type]
+    return result
+
+
+def call_function(fn: Callable[..., Any], args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> Outcome:
+    """Run ``fn`` and capture how it ended; never raises for ``fn``'s own error."""
+    try:
+        return Outcome(invoke(fn, args, kwargs or {}))
+    except BaseException as exc:  # noqa: BLE001 - SystemExit and KeyboardInterrupt in a task are the task's failure
+        return Outcome(error=exc, traceback=traceback.format_exc())
+
+
+async def call_function_async(fn: Callable[..., Any], args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> Outcome:
+    """`call_function` for an engine whose worker already runs an event loop."""
+    try:
+        result = fn(*args, **(kwargs or {}))
+        if inspect.isawaitable(result):
+            result = await result
+        return Outcome(result)
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:  # noqa: BLE001
+        return Outcome(error=exc, traceback=traceback.format_exc())
+
+
+def pack_call(fn: Callable[..., Any], args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> bytes:
+    """The bytes `call_packed` takes: the function travels by cloudpickle, so
+    lambdas, closures and ``__main__`` functions work on remote workers."""
+    return cloudpickle.dumps((fn, tuple(args), dict(kwargs or {})))
+
+
+def call_packed(payload: bytes) -> bytes:
+    """Remote side of `pack_call`: unpack, call, return the packed `Outcome`.
+    A payload that cannot be unpacked (a module missing on this worker) is the
+    task's failure too."""
+    try:
+        fn, args, kwargs = cloudpickle.loads(payload)
+    except BaseException as exc:  # noqa: BLE001
+        return Outcome(error=exc, traceback=traceback.format_exc()).pack()
+    return call_function(fn, args, kwargs).pack()
+

@@ -1,0 +1,80 @@
+"""The engine contract: what a backend plugin writes.
+
+A plugin supplies an object with the methods of `Engine`; core wraps it in a
+`rhapsody.Backend` that users hold and that owns everything that must behave the
+same on every engine (lifecycle, states, futures, timeouts, cancel bookkeeping,
+hooks, capacity checks, the radical.asyncflow protocol). The engine only
+translates: tasks in (`submit`), events out (through each task's `TaskHandle`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from rhapsody.engine.handle import TaskHandle
+    from rhapsody.resources import Capacity
+
+
+class EngineContext:
+    """What core tells an engine when it starts it: the backend's ``name``,
+    its ``work_dir`` (where task artifacts and engine sandboxes belong), a
+    structlog ``log`` bound to the backend, and ``call_soon(fn, *args)``, which
+    runs ``fn`` on the backend's event loop from any thread, in order with the
+    reports made through task handles (many per wake-up of the loop)."""
+
+    __slots__ = ("call_soon", "log", "name", "work_dir")
+
+    def __init__(self, name: str, work_dir: Path, log: Any, call_soon: Callable[..., None]) -> None:
+        self.name, self.work_dir, self.log, self.call_soon = name, work_dir, log, call_soon
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What a backend plugin implements (attributes marked optional have defaults).
+
+    Every coroutine runs on the backend's event loop. Nothing may block it: run
+    blocking engine calls in a thread (``asyncio.to_thread``).
+    """
+
+    #: (optional) the engine's name in messages, e.g. "dask"; default: the class name
+    engine_name: ClassVar[str]
+    #: (optional) task kinds it runs (``ComputeTask.kind`` "compute", ``AITask.kind`` "ai"); default {"compute"}
+    task_kinds: ClassVar[frozenset[str]]
+    #: (optional) ``task_backend_specific_kwargs`` keys it understands beyond
+    #: core's ``cwd`` / ``env`` / ``shell``; a task with any other key FAILS
+    accepted_keys: ClassVar[frozenset[str]]
+    #: (optional) seconds `start` / `stop` may take before core gives up with a BackendError
+    start_timeout: float
+    stop_timeout: float
+
+    async def start(self, context: EngineContext) -> None:
+        """Start or connect to the engine. Raise to fail ``await backend``;
+        core then calls `stop` to release what was acquired."""
+
+    def capacity(self) -> Capacity | None:
+        """The most one task may ask for (None: unknown). Core fails a task
+        that can never fit before `submit` sees it."""
+
+    async def submit(self, handles: Sequence[TaskHandle]) -> None:
+        """Hand tasks to the engine; return without waiting for them. Each
+        handle's task is SUBMITTED; report through the handle. An executable
+        task's launch is ``handle.launch`` (a `LaunchSpec`). Raising fails
+        every task of the call with a BackendError naming the cause; fail one
+        bad task through its own handle instead."""
+
+    async def cancel(self, handle: TaskHandle) -> bool:
+        """Stop one task. Return True once it will not run on (removed from a
+        queue, or its processes signalled), False if the engine can no longer
+        stop it (it already finished). On True core marks it CANCELED and drops
+        anything the engine reports for it later."""
+
+    async def stop(self) -> None:
+        """Release the engine. Tasks still in flight were cancelled just
+        before. Also called after a failed `start`."""
+
+
+def engine_label(engine: object) -> str:
+    return getattr(engine, "engine_name", None) or type(engine).__name__

@@ -1,0 +1,71 @@
+"""`TaskHandle`: how an engine reports what happened to one task.
+
+Core hands the engine one handle per task, as ``concurrent.futures`` hands an
+executor a Future. Every method is safe to call from any thread, any number of
+times: the first report that ends the task wins, later ones are dropped (an
+engine racing a cancel cannot undo it), and reports made off the event loop are
+delivered to it in order, many per wake-up.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rhapsody.engine.launch import LaunchSpec
+    from rhapsody.engine.outcome import Outcome
+    from rhapsody.execution.tracker import TaskTracker
+    from rhapsody.task import BaseTask
+
+
+class TaskHandle:
+    """``task``: the task (read its fields; never set them). ``launch``: the
+    resolved `LaunchSpec` of an executable task, None for a function or an AI
+    task. ``engine_data``: a slot for the engine's own per-task state."""
+
+    __slots__ = ("_tracker", "engine_data", "launch", "task")
+
+    def __init__(self, task: BaseTask, launch: LaunchSpec | None, tracker: TaskTracker) -> None:
+        self.task, self.launch, self._tracker = task, launch, tracker
+        self.engine_data: Any = None
+
+    @property
+    def uid(self) -> str:
+        return self.task.uid
+
+    @property
+    def cancel_requested(self) -> bool:
+        """Core asked to stop this task (user cancel, timeout, shutdown) or it
+        already ended: an engine about to start it should not."""
+        return self._tracker.stop_wanted(self.task)
+
+    def running(self) -> None:
+        """The engine started the task. Report it when the task really starts
+        executing: the task's timeout counts from here."""
+        self._tracker.post(self._tracker.set_running, self.task)
+
+    def done(self, return_value: Any = None, *, exit_code: int | None = None, stdout: str | None = None, stderr: str | None = None) -> None:
+        """The task finished: DONE, unless ``exit_code`` is non-zero (then
+        FAILED with `rhapsody.TaskExecutionError`)."""
+        self._tracker.post(self._tracker.set_done, self.task, return_value, exit_code, stdout, stderr)
+
+    def failed(self, exception: BaseException, *, exit_code: int | None = None, stdout: str | None = None, stderr: str | None = None) -> None:
+        """The task failed with ``exception``: the function's own, or a
+        `rhapsody.BackendError` for engine trouble. Without ``stderr`` the
+        exception's traceback text is stored there."""
+        self._tracker.post(self._tracker.set_failed, self.task, exception, exit_code, stdout, stderr, None)
+
+    def canceled(self) -> None:
+        """The engine stopped the task on its own account."""
+        self._tracker.post(self._tracker.set_canceled, self.task)
+
+    def finish(self, outcome: Outcome) -> None:
+        """End the task as an engine-side `Outcome` says."""
+        tracker = self._tracker
+        if outcome.error is not None:
+            tracker.post(tracker.set_failed, self.task, outcome.error, outcome.exit_code, outcome.stdout, outcome.stderr, outcome.traceback)
+        else:
+            tracker.post(tracker.set_done, self.task, outcome.value, outcome.exit_code, outcome.stdout, outcome.stderr)
+
+    def __repr__(self) -> str:
+        return f"<TaskHandle {self.task.uid} {self.task.state.value}>"

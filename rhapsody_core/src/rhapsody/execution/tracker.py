@@ -1,0 +1,194 @@
+"""The one place a task's state changes: transitions, timeouts, hooks, futures.
+
+A `TaskTracker` belongs to one backend and lives on its event loop. Engine
+reports arrive through `TaskHandle` from any thread; `post` runs them on the
+loop, coalescing those from other threads into one wake-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rhapsody.errors import TaskExecutionError, TaskTimeoutError
+from rhapsody.registry.manager import get_plugin_manager
+from rhapsody.states import TaskState, check_transition
+from rhapsody.task import BaseTask, ComputeTask
+
+if TYPE_CHECKING:
+    from rhapsody.engine.handle import TaskHandle
+
+# what a dict submitter (radical.asyncflow) reads back from its own dict
+_RESULT_KEYS = ("stdout", "stderr", "exit_code", "return_value", "exception")
+_TAIL = 2000
+
+
+def _tail(task: BaseTask, stderr: str | None) -> str:
+    """The last part of a failed executable's error output, for its message."""
+    if not stderr:
+        return ""
+    if isinstance(task, ComputeTask) and task.capture_stdio:
+        try:
+            with open(stderr, "rb") as fh:
+                fh.seek(0, 2)
+                fh.seek(max(0, fh.tell() - _TAIL))
+                stderr = fh.read().decode("utf-8", errors="replace")
+        except OSError:
+            return ""
+    text = stderr.strip()
+    return text if len(text) <= _TAIL else "..." + text[-_TAIL:]
+
+
+class TaskTracker:
+    """In-flight tasks of one backend (by uid, as their handles), cancels under
+    way, timers, and the observers to tell."""
+
+    def __init__(self, backend: Any, log: Any) -> None:
+        self.backend = backend  # what hooks and callbacks receive
+        self.log = log
+        self.handles: dict[str, TaskHandle] = {}
+        self.canceling: dict[str, str] = {}  # uid -> "user" | "timeout" | "shutdown"
+        self.callbacks: list[Callable[[Any, str], Any]] = []
+        self.on_timeout: Callable[[BaseTask], Any] = lambda task: None
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._inbox: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
+        self._drain_armed = False
+        self._hook = get_plugin_manager().hook.rhapsody_task_state_changed
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop, self._loop_thread = loop, threading.get_ident()
+
+    # ------------------------------------------------------------- delivery
+    def post(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on the loop: now when called there, else soon."""
+        if threading.get_ident() == self._loop_thread:
+            fn(*args)
+            return
+        self._inbox.append((fn, args))
+        if not self._drain_armed:
+            self._drain_armed = True
+            loop = self._loop
+            if loop is None or loop.is_closed():
+                return  # the loop is gone: nobody is left to tell
+            with contextlib.suppress(RuntimeError):  # closed between the check and the call
+                loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        self._drain_armed = False  # first: a report appended meanwhile arms a new drain
+        inbox = self._inbox
+        while inbox:
+            fn, args = inbox.popleft()
+            fn(*args)
+
+    def stop_wanted(self, task: BaseTask) -> bool:
+        return task.state.is_terminal or task.uid in self.canceling
+
+    # ------------------------------------------------------------- reports
+    def set_running(self, task: BaseTask) -> None:
+        if task.state is TaskState.SUBMITTED:
+            self.set_state(task, TaskState.RUNNING)
+
+    def set_done(self, task: BaseTask, value: Any, exit_code: int | None, stdout: str | None, stderr: str | None) -> None:
+        fields = {"return_value": value, "exit_code": exit_code, "stdout": stdout, "stderr": stderr}
+        if exit_code in (None, 0):
+            self.set_state(task, TaskState.DONE, **fields)
+            return
+        what = task.executable if isinstance(task, ComputeTask) and task.executable else "task"
+        tail = _tail(task, stderr)
+        message = f"task {task.uid}: {what} exited with code {exit_code}" + (f"; stderr: {tail}" if tail else "")
+        self.set_state(task, TaskState.FAILED, exception=TaskExecutionError(task.uid, message, exit_code, stderr), **fields)
+
+    def set_failed(
+        self, task: BaseTask, exc: BaseException, exit_code: int | None, stdout: str | None, stderr: str | None, tb: str | None
+    ) -> None:
+        if stderr is None:
+            stderr = tb if tb is not None else "".join(traceback.format_exception(exc))
+        self.set_state(task, TaskState.FAILED, exception=exc, exit_code=exit_code, stdout=stdout, stderr=stderr)
+
+    def set_canceled(self, task: BaseTask) -> None:
+        self.set_state(task, TaskState.CANCELED)
+
+    # ------------------------------------------------------------- the state machine
+    def set_state(self, task: BaseTask, new: TaskState, **fields: Any) -> bool:
+        """Move ``task`` to ``new``, tell every observer, wake its awaiters.
+        Reports for a task that already ended are dropped (engines race with
+        cancellation); any other illegal move raises: it is a bug."""
+        old = task.state
+        if old.is_terminal:
+            return False
+        if new.is_terminal:
+            new = self._settle(task, new, fields)
+        check_transition(task.uid, old, new)
+        for key, value in fields.items():
+            setattr(task, key, value)
+        task.state = new
+        task.timestamps[new.value] = time.time()
+        if new is TaskState.RUNNING:
+            if task.timeout:
+                assert self._loop is not None
+                self._timers[task.uid] = self._loop.call_later(task.timeout, self._timed_out, task)
+        elif new.is_terminal:
+            self.handles.pop(task.uid, None)
+            timer = self._timers.pop(task.uid, None)
+            if timer is not None:
+                timer.cancel()
+        if self._hook.get_hookimpls():  # nobody listening: no hook call on the hot path
+            self._notify(task, old, new)
+        origin = task._origin
+        if origin is not None:  # a dict submitter reads results from its dict
+            for key in _RESULT_KEYS:
+                origin[key] = getattr(task, key)
+            origin["state"] = new.value
+        if self.callbacks:
+            self._call_back(origin if origin is not None else task, new)
+        future = task._future
+        if new.is_terminal and future is not None and not future.done():
+            future.set_result(task)
+        return True
+
+    def _settle(self, task: BaseTask, new: TaskState, fields: dict[str, Any]) -> TaskState:
+        """While a cancel is under way, a failure is the kill we asked for, not
+        the task's own: it ends CANCELED, or FAILED by timeout. DONE stays DONE."""
+        reason = self.canceling.pop(task.uid, None)
+        if reason is None or new is TaskState.DONE:
+            return new
+        if reason == "timeout":
+            fields["exception"] = TaskTimeoutError(task.uid, task.timeout or 0.0)
+            return TaskState.FAILED
+        fields.pop("exception", None)
+        return TaskState.CANCELED
+
+    def _notify(self, task: BaseTask, old: TaskState, new: TaskState) -> None:
+        # Observers are guarded one by one at registration; this catches a
+        # wrapper that raises, so the task still ends and its awaiters wake.
+        try:
+            self._hook(backend=self.backend, task=task, old_state=old, new_state=new)
+        except Exception as exc:  # noqa: BLE001 - an observer must never break a task
+            self.log.error("observer.failed", task=task.uid, error=f"{type(exc).__name__}: {exc}")
+
+    def _call_back(self, subject: Any, new: TaskState) -> None:
+        for callback in self.callbacks:
+            try:
+                callback(subject, new.value)
+            except Exception as exc:  # noqa: BLE001
+                self.log.error("callback.failed", task=getattr(subject, "uid", None), error=f"{type(exc).__name__}: {exc}")
+
+    def _timed_out(self, task: BaseTask) -> None:
+        self._timers.pop(task.uid, None)
+        if not task.state.is_terminal:
+            self.log.info("task.timeout", task=task.uid, timeout=task.timeout)
+            self.on_timeout(task)
+
+    def clear_timers(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
