@@ -1,74 +1,61 @@
 """Each RHAPSODY task becomes one asyncio task: functions run in worker threads,
-executables as subprocesses. A semaphore stands in for the engine's slots."""
+executables as local processes. A semaphore stands in for the engine's slots."""
 
 from __future__ import annotations
 
 import asyncio
-import inspect
-import os
-import signal
 
-from rhapsody.backends.base import BaseExecutionBackend
-from rhapsody.resources import Resources
+from rhapsody import Backend, Capacity
+from rhapsody.engine import call_function
+from rhapsody.engine.process import Command
 
 
-class InlineBackend(BaseExecutionBackend):
+class InlineEngine:
+    engine_name = "asyncio_inline"
+
+    def __init__(self, slots: int) -> None:
+        self.slots, self.jobs = slots, {}
+
+    def capacity(self):
+        return Capacity.node(self.slots)
+
+    async def start(self, context) -> None:
+        self.gate = asyncio.Semaphore(self.slots)
+
+    async def submit(self, handles) -> None:
+        for handle in handles:
+            self.jobs[handle.uid] = asyncio.ensure_future(self.run(handle))
+
+    async def run(self, handle) -> None:
+        try:
+            async with self.gate:  # waits here while every slot is busy
+                if handle.launch is None:  # a function
+                    task = handle.task
+                    handle.running()
+                    handle.finish(await asyncio.to_thread(call_function, task.function, task.args, task.kwargs))
+                    return
+                command = handle.engine_data = Command(handle.launch)
+                failure = command.start()  # a program that cannot start fails here, with exit code 127/126
+                if failure is None:
+                    handle.running()
+                handle.finish(failure or await command.wait_async())
+        finally:
+            self.jobs.pop(handle.uid, None)
+
+    async def cancel(self, handle) -> bool:
+        if isinstance(handle.engine_data, Command):
+            handle.engine_data.stop()  # SIGTERM the process groups, SIGKILL after a grace period
+            return True
+        job = self.jobs.get(handle.uid)
+        if job is None:
+            return False
+        job.cancel()  # queued: never starts; a running thread's late result is dropped by core
+        return True
+
+    async def stop(self) -> None:
+        """Nothing to release: core cancelled every task still in flight."""
+
+
+class InlineBackend(Backend):
     def __init__(self, name: str = "asyncio_inline", slots: int = 2) -> None:
-        super().__init__(name)
-        self._slots, self._jobs, self._procs = slots, {}, {}
-
-    def capacity(self) -> Resources:
-        return Resources(ranks=1, cores_per_rank=1)
-
-    async def _start(self) -> None:
-        self._gate = asyncio.Semaphore(self._slots)
-
-    async def _submit(self, tasks) -> None:
-        for task in tasks:
-            self._jobs[task.uid] = asyncio.ensure_future(self._run(task))
-
-    async def _run(self, task) -> None:
-        async with self._gate:
-            self.report_running(task)
-            try:
-                if task.is_function:
-                    call = (
-                        task.function(*task.args, **task.kwargs)
-                        if inspect.iscoroutinefunction(task.function)
-                        else asyncio.to_thread(task.function, *task.args, **task.kwargs)
-                    )
-                    self.report_result(task, return_value=await call)
-                else:
-                    kw = task.task_backend_specific_kwargs
-                    env = {**os.environ, **kw.get("env", {})}
-                    if not task.arguments and " " in task.executable.strip():
-                        proc = await asyncio.create_subprocess_shell(
-                            task.executable, stdout=-1, stderr=-1, cwd=kw.get("cwd"), env=env, start_new_session=True
-                        )
-                    else:
-                        proc = await asyncio.create_subprocess_exec(
-                            task.executable, *task.arguments, stdout=-1, stderr=-1, cwd=kw.get("cwd"), env=env, start_new_session=True
-                        )
-                    self._procs[task.uid] = proc
-                    out, err = await proc.communicate()
-                    if task.capture_stdio:
-                        self.artifact_path(task, "out").write_bytes(out)
-                        self.artifact_path(task, "err").write_bytes(err)
-                        out, err = str(self.artifact_path(task, "out")).encode(), str(self.artifact_path(task, "err")).encode()
-                    self.report_result(task, exit_code=proc.returncode, stdout=out.decode(), stderr=err.decode())
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - the task's own failure
-                self.report_failure(task, exc)
-            finally:
-                self._jobs.pop(task.uid, None)
-                self._procs.pop(task.uid, None)
-
-    async def _cancel(self, task) -> bool:
-        proc = self._procs.get(task.uid)
-        if proc is not None and proc.returncode is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        job = self._jobs.get(task.uid)
-        if job is not None:
-            job.cancel()
-        return job is not None or proc is not None
+        super().__init__(InlineEngine(slots), name)

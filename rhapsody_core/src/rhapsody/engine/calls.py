@@ -70,10 +70,12 @@ def invoke(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     return result
 
 
-def call_function(fn: Callable[..., Any], args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> Outcome:
+def call_function(
+    fn: Callable[..., Any], args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None, control: CallControl | None = None
+) -> Outcome:
     """Run ``fn`` and capture how it ended; never raises for ``fn``'s own error."""
     try:
-        return Outcome(invoke(fn, args, kwargs or {}))
+        return Outcome(invoke(fn, args, kwargs or {}, control))
     except BaseException as exc:  # noqa: BLE001 - SystemExit and KeyboardInterrupt in a task are the task's failure
         return Outcome(error=exc, traceback=traceback.format_exc())
 
@@ -91,10 +93,25 @@ async def call_function_async(fn: Callable[..., Any], args: tuple[Any, ...] = ()
         return Outcome(error=exc, traceback=traceback.format_exc())
 
 
-def pack_call(fn: Callable[..., Any], args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> bytes:
+def pack_call(fn: Callable[..., Any], args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None, uid: str | None = None) -> bytes:
     """The bytes `call_packed` takes: the function travels by cloudpickle, so
-    lambdas, closures and ``__main__`` functions work on remote workers."""
-    return cloudpickle.dumps((fn, tuple(args), dict(kwargs or {})))
+    lambdas, closures and ``__main__`` functions work on remote workers.
+    Raises `TypeError` naming the task and the piece that cannot be pickled."""
+    kwargs = dict(kwargs or {})
+    try:
+        return cloudpickle.dumps((fn, tuple(args), kwargs))
+    except Exception as exc:  # noqa: BLE001 - pickling raises all kinds of errors
+        raise TypeError(f"task {uid or '<unnamed>'}: cannot send {_unpicklable(fn, args, kwargs)} to a worker: {exc}") from exc
+
+
+def _unpicklable(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    parts = [("the function", fn)] + [(f"args[{i}]", a) for i, a in enumerate(args)] + [(f"kwargs[{k!r}]", v) for k, v in kwargs.items()]
+    for name, value in parts:
+        try:
+            cloudpickle.dumps(value)
+        except Exception:  # noqa: BLE001
+            return f"{name} ({type(value).__name__})"
+    return "the call"
 
 
 def call_packed(payload: bytes) -> bytes:

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -52,6 +53,29 @@ def launch_failure(spec: LaunchSpec, exc: OSError) -> Outcome:
         with contextlib.suppress(OSError), open(spec.stderr_path, "a") as fh:
             fh.write(message + "\n")
     return Outcome(exit_code=code, stdout=spec.stdout_path or "", stderr=spec.stderr_path or message)
+
+
+def preflight(spec: LaunchSpec) -> Outcome | None:
+    """For engines that launch natively (not through `Command`): the outcome a
+    launch of ``spec`` would fail with here (program or working directory
+    missing or unusable), else None. Same exit codes and messages as `Command`."""
+    if spec.cwd is not None and not os.path.isdir(spec.cwd):
+        missing = not os.path.exists(spec.cwd)
+        exc: OSError = (FileNotFoundError if missing else NotADirectoryError)(
+            errno.ENOENT if missing else errno.ENOTDIR, "", spec.cwd
+        )
+        return launch_failure(spec, exc)
+    program = spec.argv[0]
+    if os.sep in program:
+        path = os.path.join(spec.cwd or os.getcwd(), program)
+    else:
+        search = spec.env.get("PATH", os.environ.get("PATH", os.defpath))
+        path = shutil.which(program, mode=os.F_OK, path=search) or ""
+    if not os.path.exists(path):
+        return launch_failure(spec, FileNotFoundError(errno.ENOENT, "", program))
+    if os.path.isdir(path) or not os.access(path, os.X_OK):
+        return launch_failure(spec, PermissionError(errno.EACCES, "Permission denied", program))
+    return None
 
 
 def _why(exc: OSError) -> str:

@@ -55,3 +55,10 @@ def getpid() -> int:
 
 def getenv(name: str) -> str | None:
     return os.environ.get(name)
+
+
+def touch(path: str) -> str:
+    """Create ``path``: lets a test see whether a task ran at all."""
+    with open(path, "w") as fh:
+        fh.write("ran\n")
+    return path
