@@ -194,3 +194,72 @@ def test_cancelled_async_function_really_stops(tmp_path: Path) -> None:
     waited = run(go())
     assert long.state is TaskState.CANCELED
     assert waited < 30, "the one core stayed busy: the async function kept running"
+
+
+def _exit_worker() -> None:
+    os._exit(3)
+
+
+def _plus_one(x: int) -> int:
+    time.sleep(0.2)
+    return x + 1
+
+
+def test_dead_pool_worker_fails_only_its_task(tmp_path: Path) -> None:
+    """One task kills its process-pool worker: it alone FAILS, naming the dead
+    worker; the tasks beside it and after it run in a replacement pool."""
+    pool = ProcessPoolExecutor(max_workers=2)
+    killer = ComputeTask(function=_exit_worker)
+    beside = [ComputeTask(function=_plus_one, args=(i,)) for i in range(5)]
+
+    async def go() -> list[ComputeTask]:
+        async with Session(backends=[ConcurrentExecutionBackend(executor=pool)], work_dir=tmp_path) as s:
+            await s.submit_tasks([killer, *beside])
+            await s.wait_tasks([killer, *beside], timeout=60)
+            later = [ComputeTask(function=_plus_one, args=(i,)) for i in range(10, 13)]
+            await s.submit_tasks(later)
+            await s.wait_tasks(later, timeout=60)
+            return later
+
+    later = run(go())
+    pool.shutdown(wait=False)
+    assert killer.state is TaskState.FAILED
+    assert isinstance(killer.exception, BackendError) and "worker process" in str(killer.exception)
+    assert [(t.state, t.return_value) for t in beside] == [(TaskState.DONE, i + 1) for i in range(5)]
+    assert [t.return_value for t in later] == [11, 12, 13]
+
+
+_NEVER_RETURNS = """
+import asyncio, sys, time
+from rhapsody import ComputeTask, Session
+from rhapsody_concurrent.backend import ConcurrentExecutionBackend
+
+def forever():
+    while True:
+        time.sleep(0.05)
+
+async def main():
+    async with Session(backends=[ConcurrentExecutionBackend(cores=2)], work_dir=sys.argv[1]) as s:
+        timed, cancelled = ComputeTask(function=forever, timeout=0.5), ComputeTask(function=forever)
+        await s.submit_tasks([timed, cancelled])
+        await s.wait_tasks([timed], timeout=30)
+        await s.cancel_tasks([cancelled])
+        print(timed.state, cancelled.state, flush=True)
+
+asyncio.run(main())
+"""
+
+
+def test_program_exits_after_a_function_that_never_returns(tmp_path: Path) -> None:
+    """A thread-pool function cannot be interrupted: timed out or cancelled, it
+    is abandoned, and it must not keep the program from exiting."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "never.py"
+    script.write_text(_NEVER_RETURNS)
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["FAILED", "CANCELED"]
+    assert time.monotonic() - t0 < 30

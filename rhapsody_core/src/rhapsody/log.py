@@ -22,6 +22,24 @@ _ROOT = "rhapsody"
 _handler: logging.Handler | None = None
 _level_listeners: list[Callable[[], None]] = []
 
+_QUIET_KEYS = frozenset({"event", "level", "logger", "timestamp"})
+
+
+class _Event(dict):  # type: ignore[type-arg]
+    """An event on its way to stdlib logging. Rendered by the handler of
+    `enable_logging`; where the application configured nothing, Python's
+    last-resort handler prints ``str(event)``: one readable line."""
+
+    def __str__(self) -> str:
+        rest = " ".join(f"{k}={v}" for k, v in self.items() if k not in _QUIET_KEYS)
+        return f"rhapsody: {self.get('event')}" + (f" {rest}" if rest else "")
+
+
+def _to_stdlib(logger: Any, method_name: str, event_dict: Any) -> Any:
+    args, kwargs = structlog.stdlib.ProcessorFormatter.wrap_for_formatter(logger, method_name, event_dict)
+    return (_Event(args[0]),), kwargs
+
+
 # Shared by every library logger; the last step hands the event to stdlib logging,
 # whose handler (installed by enable_logging) renders it.
 _PROCESSORS: list[Any] = [
@@ -30,7 +48,7 @@ _PROCESSORS: list[Any] = [
     structlog.stdlib.add_log_level,
     structlog.processors.TimeStamper(fmt="iso", utc=True),
     structlog.processors.format_exc_info,
-    structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+    _to_stdlib,
 ]
 
 
