@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from rhapsody._version import __version__
+from rhapsody._version import __version__  # noqa: F401 - listed in __all__ below, built from _EXPORTS
 
 _EXPORTS = {
     "AITask": "rhapsody.task",
@@ -39,28 +39,47 @@ _EXPORTS = {
 
 __all__ = sorted([*_EXPORTS, "__version__"])
 
-if TYPE_CHECKING:
-    from rhapsody.backends import get_backend
+if TYPE_CHECKING:  # the same names, for type checkers (re-exported explicitly)
+    from rhapsody.backends import get_backend as get_backend
     from rhapsody.errors import (
-        BackendError,
-        BackendNotFoundError,
-        PluginError,
-        ResourceError,
-        RhapsodyError,
-        TaskCanceledError,
-        TaskExecutionError,
-        TaskTimeoutError,
-        TaskValidationError,
+        BackendError as BackendError,
     )
-    from rhapsody.execution.backend import Backend
-    from rhapsody.hookspecs import hookimpl
-    from rhapsody.log import enable_logging
-    from rhapsody.registry.manager import discover_backends
-    from rhapsody.registry.records import BackendRecord
-    from rhapsody.resources import Capacity, Resources
-    from rhapsody.session import Session
-    from rhapsody.states import TaskState
-    from rhapsody.task import AITask, BaseTask, ComputeTask
+    from rhapsody.errors import (
+        BackendNotFoundError as BackendNotFoundError,
+    )
+    from rhapsody.errors import (
+        PluginError as PluginError,
+    )
+    from rhapsody.errors import (
+        ResourceError as ResourceError,
+    )
+    from rhapsody.errors import (
+        RhapsodyError as RhapsodyError,
+    )
+    from rhapsody.errors import (
+        TaskCanceledError as TaskCanceledError,
+    )
+    from rhapsody.errors import (
+        TaskExecutionError as TaskExecutionError,
+    )
+    from rhapsody.errors import (
+        TaskTimeoutError as TaskTimeoutError,
+    )
+    from rhapsody.errors import (
+        TaskValidationError as TaskValidationError,
+    )
+    from rhapsody.execution.backend import Backend as Backend
+    from rhapsody.hookspecs import hookimpl as hookimpl
+    from rhapsody.log import enable_logging as enable_logging
+    from rhapsody.registry.manager import discover_backends as discover_backends
+    from rhapsody.registry.records import BackendRecord as BackendRecord
+    from rhapsody.resources import Capacity as Capacity
+    from rhapsody.resources import Resources as Resources
+    from rhapsody.session import Session as Session
+    from rhapsody.states import TaskState as TaskState
+    from rhapsody.task import AITask as AITask
+    from rhapsody.task import BaseTask as BaseTask
+    from rhapsody.task import ComputeTask as ComputeTask
 
 
 def __getattr__(name: str) -> Any:

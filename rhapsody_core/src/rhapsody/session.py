@@ -9,8 +9,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from rhapsody.execution.backend import Backend
 from rhapsody.errors import BackendNotFoundError, TaskValidationError
+from rhapsody.execution.backend import Backend
 from rhapsody.log import enable_logging_from_env, get_logger
 from rhapsody.registry.known import DEFAULT_BACKEND, KNOWN_BACKENDS
 from rhapsody.registry.manager import get_registry

@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any
+from typing import Any, cast
 
 from rhapsody.engine import CallControl, EngineContext, Outcome, TaskHandle, call_function, call_packed, pack_call
 from rhapsody.engine.process import KILL_GRACE, Command
@@ -81,9 +81,12 @@ class ConcurrentEngine:
         task: Any = handle.task
         if task.resources.ranks > 1:
             self._release(handle)
-            handle.failed(BackendError(f"{self._context.name}: multi-rank function tasks need an MPI-capable backend (dragon, radical_pilot)"))
+            handle.failed(
+                BackendError(f"{self._context.name}: multi-rank function tasks need an MPI-capable backend (dragon, radical_pilot)")
+            )
             return
         assert self.executor is not None
+        future: Future[Any]
         try:
             if self._pickles:
                 future = self.executor.submit(call_packed, pack_call(task.function, task.args, task.kwargs, task.uid))
@@ -136,12 +139,14 @@ class ConcurrentEngine:
         the tasks then running killed it is unknown, so each is run again alone
         in a fresh pool: the one that kills that pool too FAILS; the others run."""
         if self.executor is not None and getattr(self.executor, "_broken", False):
-            self.executor = replacement_pool(self.executor)
+            self.executor = replacement_pool(cast(ProcessPoolExecutor, self.executor))
             self._owns_executor = True
             self._context.log.warning("process_pool.replaced", task=handle.uid)
         was_alone = handle.engine_data is not None and handle.engine_data[1] == "alone"
         if was_alone or handle.cancel_requested:
-            handle.failed(BackendError(f"task {handle.uid}: the worker process running it died (killed, crashed or exited); the pool was replaced"))
+            handle.failed(
+                BackendError(f"task {handle.uid}: the worker process running it died (killed, crashed or exited); the pool was replaced")
+            )
             return
         handle.engine_data = (None, "alone")
         self._free -= handle.task.resources.cores

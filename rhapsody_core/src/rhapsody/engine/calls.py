@@ -99,8 +99,9 @@ def pack_call(fn: Callable[..., Any], args: tuple[Any, ...] = (), kwargs: dict[s
     Raises `TypeError` naming the task and the piece that cannot be pickled."""
     kwargs = dict(kwargs or {})
     try:
-        return cloudpickle.dumps((fn, tuple(args), kwargs))
-    except Exception as exc:  # noqa: BLE001 - pickling raises all kinds of errors
+        data: bytes = cloudpickle.dumps((fn, tuple(args), kwargs))
+        return data
+    except Exception as exc:  # pickling raises all kinds of errors
         raise TypeError(f"task {uid or '<unnamed>'}: cannot send {_unpicklable(fn, args, kwargs)} to a worker: {exc}") from exc
 
 
@@ -123,4 +124,3 @@ def call_packed(payload: bytes) -> bytes:
     except BaseException as exc:  # noqa: BLE001
         return Outcome(error=exc, traceback=traceback.format_exc()).pack()
     return call_function(fn, args, kwargs).pack()
-

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from rhapsody.engine.handle import TaskHandle
@@ -33,22 +33,21 @@ class EngineContext:
 
 @runtime_checkable
 class Engine(Protocol):
-    """What a backend plugin implements (attributes marked optional have defaults).
+    """What a backend plugin implements: the five methods below, and optionally
+    these attributes (core reads them with defaults):
+
+    - ``engine_name``: the engine's name in messages, e.g. "dask" (default: the class name);
+    - ``task_kinds``: task kinds it runs, ``ComputeTask.kind`` "compute" and
+      ``AITask.kind`` "ai" (default ``frozenset({"compute"})``);
+    - ``accepted_keys``: ``task_backend_specific_kwargs`` keys it understands
+      beyond core's ``cwd`` / ``env`` / ``shell`` (default none); a task with any
+      other key FAILS with a `TaskValidationError` naming it;
+    - ``start_timeout`` / ``stop_timeout``: seconds `start` / `stop` may take
+      before core gives up with a `BackendError` (default 300 / 120).
 
     Every coroutine runs on the backend's event loop. Nothing may block it: run
     blocking engine calls in a thread (``asyncio.to_thread``).
     """
-
-    #: (optional) the engine's name in messages, e.g. "dask"; default: the class name
-    engine_name: ClassVar[str]
-    #: (optional) task kinds it runs (``ComputeTask.kind`` "compute", ``AITask.kind`` "ai"); default {"compute"}
-    task_kinds: ClassVar[frozenset[str]]
-    #: (optional) ``task_backend_specific_kwargs`` keys it understands beyond
-    #: core's ``cwd`` / ``env`` / ``shell``; a task with any other key FAILS
-    accepted_keys: ClassVar[frozenset[str]]
-    #: (optional) seconds `start` / `stop` may take before core gives up with a BackendError
-    start_timeout: float
-    stop_timeout: float
 
     async def start(self, context: EngineContext) -> None:
         """Start or connect to the engine. Raise to fail ``await backend``;

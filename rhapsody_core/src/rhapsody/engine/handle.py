@@ -49,7 +49,9 @@ class TaskHandle:
         FAILED with `rhapsody.TaskExecutionError`)."""
         self._tracker.post(self._tracker.set_done, self.task, return_value, exit_code, stdout, stderr)
 
-    def failed(self, exception: BaseException, *, exit_code: int | None = None, stdout: str | None = None, stderr: str | None = None) -> None:
+    def failed(
+        self, exception: BaseException, *, exit_code: int | None = None, stdout: str | None = None, stderr: str | None = None
+    ) -> None:
         """The task failed with ``exception``: the function's own, or a
         `rhapsody.BackendError` for engine trouble. Without ``stderr`` the
         exception's traceback text is stored there."""

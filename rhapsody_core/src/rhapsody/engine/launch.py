@@ -73,5 +73,7 @@ class LaunchSpec:
         return {**os.environ, **extra} if extra else None
 
 
-def _rebuild(uid: str, argv: list[str], env: dict[str, str], cwd: str | None, out: str | None, err: str | None, ranks: int, timeout: float | None) -> LaunchSpec:
+def _rebuild(
+    uid: str, argv: list[str], env: dict[str, str], cwd: str | None, out: str | None, err: str | None, ranks: int, timeout: float | None
+) -> LaunchSpec:
     return LaunchSpec(uid, argv, env=env, cwd=cwd, stdout_path=out, stderr_path=err, ranks=ranks, timeout=timeout)

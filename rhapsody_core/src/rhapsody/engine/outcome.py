@@ -54,16 +54,18 @@ class Outcome:
         """cloudpickle bytes; an unpicklable value or error becomes a
         picklable error naming the problem, so the task still ends."""
         try:
-            return cloudpickle.dumps(self)
+            data: bytes = cloudpickle.dumps(self)
+            return data
         except Exception as exc:  # noqa: BLE001 - whatever pickling raised, the task must end
             problem = exc
         if self.error is not None:
             stand_in: BaseException = RuntimeError(f"{type(self.error).__name__}: {self.error} (the exception itself cannot be pickled)")
         else:
             stand_in = TypeError(f"the return value ({type(self.value).__name__}) cannot be sent back: {problem}")
-        return cloudpickle.dumps(
+        data = cloudpickle.dumps(
             Outcome(error=stand_in, traceback=self.traceback, exit_code=self.exit_code, stdout=self.stdout, stderr=self.stderr)
         )
+        return data
 
     @staticmethod
     def unpack(data: bytes) -> Outcome:

@@ -26,7 +26,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from typing import IO, Any
+from typing import IO
 
 from rhapsody.engine.launch import LaunchSpec
 from rhapsody.engine.outcome import Outcome
@@ -61,9 +61,7 @@ def preflight(spec: LaunchSpec) -> Outcome | None:
     missing or unusable), else None. Same exit codes and messages as `Command`."""
     if spec.cwd is not None and not os.path.isdir(spec.cwd):
         missing = not os.path.exists(spec.cwd)
-        exc: OSError = (FileNotFoundError if missing else NotADirectoryError)(
-            errno.ENOENT if missing else errno.ENOTDIR, "", spec.cwd
-        )
+        exc: OSError = (FileNotFoundError if missing else NotADirectoryError)(errno.ENOENT if missing else errno.ENOTDIR, "", spec.cwd)
         return launch_failure(spec, exc)
     program = spec.argv[0]
     if os.sep in program:
@@ -95,6 +93,11 @@ def group_alive(pgid: int) -> bool:
 def signal_group(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
+
+
+def _kill_groups(pgids: list[int]) -> None:
+    for pgid in pgids:
+        signal_group(pgid, signal.SIGKILL)
 
 
 def sweep_group(pgid: int, grace: float = LEFTOVER_GRACE) -> None:
@@ -151,10 +154,11 @@ class Command:
         )
 
     def _output_files(self, rank: int) -> tuple[IO[bytes], IO[bytes]]:
-        mode = "wb" if rank == 0 else "ab"  # ranks share capture files
         files = []
         for path in (self.spec.stdout_path, self.spec.stderr_path):
-            files.append(open(path, mode) if path else tempfile.TemporaryFile())  # noqa: SIM115 - closed in _finish
+            if path and rank == 0:
+                open(path, "wb").close()  # emptied once; then every rank appends, or one would overwrite another's output
+            files.append(open(path, "ab") if path else tempfile.TemporaryFile())  # noqa: SIM115 - closed in _finish
         return files[0], files[1]
 
     def wait(self) -> Outcome:
@@ -179,7 +183,7 @@ class Command:
         for pgid in pgids:
             signal_group(pgid, signal.SIGTERM)
         if pgids:
-            timer = threading.Timer(grace, lambda: [signal_group(g, signal.SIGKILL) for g in pgids])
+            timer = threading.Timer(grace, _kill_groups, (pgids,))
             timer.daemon = True
             timer.start()
 
@@ -224,7 +228,12 @@ async def _exited(loop: asyncio.AbstractEventLoop, proc: subprocess.Popen[bytes]
         await asyncio.to_thread(proc.wait)
         return
     exited: asyncio.Future[None] = loop.create_future()
-    loop.add_reader(fd, lambda: exited.done() or exited.set_result(None))
+
+    def readable() -> None:
+        if not exited.done():
+            exited.set_result(None)
+
+    loop.add_reader(fd, readable)
     try:
         await exited
     finally:

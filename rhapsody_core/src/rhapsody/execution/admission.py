@@ -18,7 +18,9 @@ LAUNCH_KEYS = frozenset({"cwd", "env", "shell"})
 SHELL = "/bin/sh"
 
 
-def rejection(task: BaseTask, backend: str, kinds: Collection[str], capacity: Capacity | None, accepted: Collection[str]) -> Exception | None:
+def rejection(
+    task: BaseTask, backend: str, kinds: Collection[str], capacity: Capacity | None, accepted: Collection[str]
+) -> Exception | None:
     """Why ``backend`` can never run ``task``, or None."""
     if task.kind not in kinds:
         return BackendError(f"backend {backend!r} cannot run {task.kind} tasks (it runs: {', '.join(sorted(kinds))})")
@@ -45,7 +47,9 @@ def _unknown_key(task: BaseTask, accepted: Collection[str]) -> TaskValidationErr
         close = difflib.get_close_matches(str(key), sorted(allowed | LAUNCH_KEYS), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         known = ", ".join(sorted(allowed)) or "none"
-        return TaskValidationError(task.uid, f"task_backend_specific_kwargs[{key!r}]", f"unknown to this backend{hint} (it accepts: {known})")
+        return TaskValidationError(
+            task.uid, f"task_backend_specific_kwargs[{key!r}]", f"unknown to this backend{hint} (it accepts: {known})"
+        )
     return None
 
 

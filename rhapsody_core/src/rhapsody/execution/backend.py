@@ -136,8 +136,7 @@ class Backend:
             await asyncio.wait_for(coro, seconds)
         except asyncio.TimeoutError:
             raise BackendError(
-                f"{self._label} backend {self._name!r}: {step} did not finish within {seconds:g} s "
-                f"(waited {time.monotonic() - t0:.1f} s)"
+                f"{self._label} backend {self._name!r}: {step} did not finish within {seconds:g} s (waited {time.monotonic() - t0:.1f} s)"
             ) from None
 
     async def _run_start(self) -> None:

@@ -184,9 +184,9 @@ class PluginManager(pluggy.PluginManager):
             raise
         for hook_name in OBSERVER_HOOKS:
             for impl in getattr(self.hook, hook_name).get_hookimpls():
-                if impl.plugin is plugin and not (impl.hookwrapper or impl.wrapper):
-                    if not getattr(impl.function, "rhapsody_guarded", False):
-                        impl.function = _guarded(impl.function, impl.plugin_name, hook_name)
+                watcher = impl.plugin is plugin and not (impl.hookwrapper or impl.wrapper)
+                if watcher and not getattr(impl.function, "rhapsody_guarded", False):
+                    impl.function = _guarded(impl.function, impl.plugin_name, hook_name)
         return registered
 
 

@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 
-from rhapsody.execution.backend import Backend
 from rhapsody.errors import (
     BackendNotFoundError,
     ResourceError,
@@ -25,6 +24,7 @@ from rhapsody.errors import (
     TaskTimeoutError,
     TaskValidationError,
 )
+from rhapsody.execution.backend import Backend
 from rhapsody.resources import Resources
 from rhapsody.session import Session
 from rhapsody.states import TaskState
@@ -447,7 +447,6 @@ class BackendConformance:
             out = second if self.runs_functions else first
             assert out.strip() == "hello flow"
 
-
     # ------------------------------------------------------------------ conventions every engine shares
     def test_missing_and_unrunnable_program(self, submit: Any, tmp_path: Path) -> None:
         """One exit code and message everywhere: 127 not found, 126 not runnable."""
@@ -481,7 +480,10 @@ class BackendConformance:
         )
         submit(t)
         assert t.state is TaskState.DONE, (t.exception, t.stderr)
-        lines = dict(line.split("=", 1) for line in t.stdout.split())
+        lines: dict[str, str] = {}
+        for line in t.stdout.split():
+            key, _, value = line.partition("=")
+            lines[key] = value
         assert lines["n"] == "3"
         assert "/" in lines["path"], "the task's environment must extend the launching environment, not replace it"
 
@@ -490,15 +492,19 @@ class BackendConformance:
         t = ComputeTask(executable="/bin/sh", arguments=["-c", 'echo "$RHAPSODY_RANK/$RHAPSODY_RANKS"'], resources=Resources(ranks=2))
         submit(t)
         if not self.runs_multi_rank:
-            assert t.state is TaskState.FAILED and t.exception is not None, "a backend without multi-rank support must refuse, not run 1 rank"
+            assert t.state is TaskState.FAILED and t.exception is not None, (
+                "a backend without multi-rank support must refuse, not run 1 rank"
+            )
             return
         assert t.state is TaskState.DONE, (t.exception, t.stderr)
         assert sorted(t.stdout.split()) == ["0/2", "1/2"]
 
     def test_unknown_backend_key_fails_the_task(self, submit: Any) -> None:
-        make = (lambda kw: ComputeTask(executable="/bin/true", task_backend_specific_kwargs=kw)) if self.runs_executables else (
-            lambda kw: ComputeTask(function=fn.noop, task_backend_specific_kwargs=kw)
-        )
+        def make(kw: dict[str, Any]) -> ComputeTask:
+            if self.runs_executables:
+                return ComputeTask(executable="/bin/true", task_backend_specific_kwargs=kw)
+            return ComputeTask(function=fn.noop, task_backend_specific_kwargs=kw)
+
         typo, unknown, fine = make({"cwdd": "/tmp"}), make({"rhapsody_no_such_key": 1}), make({})
         submit(typo, unknown, fine)
         for t, key in ((typo, "cwdd"), (unknown, "rhapsody_no_such_key")):
@@ -568,6 +574,7 @@ class BackendConformance:
             assert "RUNNING" in stamps, f"{t.uid} ended without RUNNING being reported"
             assert stamps["SUBMITTED"] <= stamps["RUNNING"] <= stamps["DONE"]
             assert stamps["DONE"] - stamps["RUNNING"] >= 0.5, "RUNNING must be reported when the task starts, not when it ends"
+
 
 async def _await(task: BaseTask) -> Any:
     return await task
