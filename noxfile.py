@@ -29,8 +29,13 @@ def _plugin(name: str) -> str:
     return str(PLUGINS / f"rhapsody_{name}")
 
 
+def _basetemp(session: nox.Session) -> str:
+    # pytest's temp dirs inside the session's own folder, not /tmp: a run leaves nothing behind there
+    return f"--basetemp={Path(session.create_tmp()) / 'pytest'}"
+
+
 def _pytest(session: nox.Session, *paths: str, env: dict[str, str] | None = None) -> None:
-    session.run("python", "-m", "pytest", "-p", "no:cacheprovider", "-ra", *paths, *session.posargs, env=env or {})
+    session.run("python", "-m", "pytest", "-p", "no:cacheprovider", "-ra", _basetemp(session), *paths, *session.posargs, env=env or {})
 
 
 def _tests_core(session: nox.Session) -> None:
@@ -73,6 +78,7 @@ def _tests_dragon(session: nox.Session) -> None:
             "-p",
             "no:cacheprovider",
             "-ra",
+            _basetemp(session),
             str(PLUGINS / "rhapsody_dragon" / "tests"),
             str(ROOT / "tests" / "benchmarks" / "test_bench_dragon.py"),
             *session.posargs,
