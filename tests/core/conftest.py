@@ -14,9 +14,8 @@ import pytest
 from toys import Recorder, run, write_distribution
 
 import rhapsody.backends
-import rhapsody.log
 from rhapsody.observers import sync_state_logger
-from rhapsody.plugins import get_plugin_manager, reset_plugins
+from rhapsody.registry import get_plugin_manager, reset_plugins
 
 ENV_VARS = ("RHAPSODY_DISABLE_PLUGINS", "RHAPSODY_LOG_LEVEL", "RHAPSODY_LOG_FORMAT", "RHAPSODY_WORK_DIR")
 
@@ -90,12 +89,11 @@ def recorder() -> Iterator[Recorder]:
 @pytest.fixture
 def restore_logging() -> Iterator[None]:
     logger = logging.getLogger("rhapsody")
-    saved = (list(logger.handlers), logger.level, logger.propagate, rhapsody.log._handler)
+    saved = (list(logger.handlers), logger.level, logger.propagate)
     yield
     logger.handlers[:] = saved[0]
     logger.setLevel(saved[1])
     logger.propagate = saved[2]
-    rhapsody.log._handler = saved[3]
     sync_state_logger(get_plugin_manager())  # drop the DEBUG state logger again
 
 

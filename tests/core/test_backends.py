@@ -1,23 +1,27 @@
-"""`rhapsody.backends`: lazy class resolution, and what `BaseExecutionBackend`
-guarantees to every plugin (lifecycle, validation, reporting, cancellation)."""
+"""`rhapsody.backends`: lazy class resolution, and what `rhapsody.Backend`
+guarantees around every engine (lifecycle and its deadlines, validation,
+reporting through task handles, cancellation)."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
-from toys import AsyncioBackend, ManualBackend, run
+from toys import AsyncioEngine, ManualEngine, Recorder, manual_backend, run
 
 import rhapsody
 from rhapsody import (
     AITask,
+    Backend,
     BackendError,
     ComputeTask,
     ResourceError,
@@ -25,10 +29,14 @@ from rhapsody import (
     TaskExecutionError,
     TaskState,
     TaskTimeoutError,
+    hookimpl,
 )
-from rhapsody.backends import BackendState, BaseExecutionBackend
-from rhapsody.task import BaseTask
+from rhapsody.backends import BackendState
+from rhapsody.engine import EngineContext, TaskHandle
+from rhapsody.registry import get_plugin_manager
 from rhapsody.testing import tasks as fn
+
+HERE = Path(__file__).parent
 
 
 # ------------------------------------------------------------------ lazy resolution
@@ -37,7 +45,7 @@ def test_concurrent_class_resolves_through_the_registry(fresh_plugins: None) -> 
     from rhapsody_concurrent.backend import ConcurrentExecutionBackend as Direct
 
     assert ConcurrentExecutionBackend is Direct
-    assert issubclass(ConcurrentExecutionBackend, BaseExecutionBackend)
+    assert issubclass(ConcurrentExecutionBackend, Backend) and rhapsody.backends.Backend is Backend
     assert "ConcurrentExecutionBackend" in dir(rhapsody.backends)
     assert isinstance(rhapsody.get_backend("concurrent"), Direct)
 
@@ -58,23 +66,24 @@ def test_import_and_discovery_do_not_import_backends() -> None:
 # ------------------------------------------------------------------ lifecycle
 def test_backend_name_must_be_a_string() -> None:
     with pytest.raises(ValueError):
-        AsyncioBackend(name="")
+        Backend(AsyncioEngine(), "")
     with pytest.raises(ValueError):
-        AsyncioBackend(name=None)  # type: ignore[arg-type]
+        Backend(AsyncioEngine(), None)  # type: ignore[arg-type]
 
 
 def test_start_once_and_shutdown_idempotent() -> None:
-    backend = AsyncioBackend("life")
-    assert backend.state() == "NEW" and "life" in repr(backend)
+    engine = AsyncioEngine()
+    backend = Backend(engine, "life")
+    assert backend.state() == "NEW" and "life" in repr(backend) and "asyncio" in repr(backend)
 
     async def go() -> None:
         results = await asyncio.gather(backend.start(), backend.start(), backend.start())
         assert all(r is backend for r in results)
         assert await backend is backend
-        assert backend.started == 1 and backend.state() == "RUNNING"
+        assert engine.started == 1 and backend.state() == "RUNNING"
         await backend.shutdown()
         await backend.shutdown()
-        assert backend.stopped == 1 and backend.state() == BackendState.STOPPED.value
+        assert engine.stopped == 1 and backend.state() == BackendState.STOPPED.value
         with pytest.raises(BackendError, match="shut down"):
             await backend.start()
         with pytest.raises(BackendError):
@@ -84,13 +93,15 @@ def test_start_once_and_shutdown_idempotent() -> None:
 
 
 def test_never_started_backend_shuts_down_without_stop() -> None:
-    backend = AsyncioBackend("idle")
+    engine = AsyncioEngine()
+    backend = Backend(engine, "idle")
     run(backend.shutdown())
-    assert backend.state() == "STOPPED" and backend.stopped == 0
+    assert backend.state() == "STOPPED" and engine.stopped == 0
 
 
 def test_submit_starts_the_backend() -> None:
-    backend = AsyncioBackend("lazy")
+    engine = AsyncioEngine()
+    backend = Backend(engine, "lazy")
     t = ComputeTask(function=fn.add, args=(1, 1))
 
     async def go() -> None:
@@ -99,26 +110,86 @@ def test_submit_starts_the_backend() -> None:
         await backend.shutdown()
 
     run(go())
-    assert backend.started == 1 and t.return_value == 2
+    assert engine.started == 1 and t.return_value == 2
 
 
-class FailingStart(AsyncioBackend):
-    async def _start(self) -> None:
+class FailingStart(AsyncioEngine):
+    async def start(self, context: EngineContext) -> None:
         raise ConnectionError("engine unreachable")
 
 
 def test_failed_start_raises_and_cleans_up() -> None:
-    backend = FailingStart("down")
+    engine = FailingStart()
+    backend = Backend(engine, "down")
 
     async def go() -> None:
         with pytest.raises(ConnectionError, match="unreachable"):
             await backend
         assert backend.state() == "FAILED"
-        assert backend.stopped == 1, "_stop runs after a failed _start"
+        assert engine.stopped == 1, "stop runs after a failed start"
         with pytest.raises(ConnectionError):
             await backend.submit_tasks([ComputeTask(function=fn.noop)])
 
     run(go())
+
+
+class HangingEngine(AsyncioEngine):
+    """An engine whose start or stop never returns (a cluster that never answers)."""
+
+    engine_name = "hanger"
+
+    def __init__(self, hang_in: str) -> None:
+        super().__init__()
+        self.hang_in = hang_in
+
+    async def start(self, context: EngineContext) -> None:
+        if self.hang_in == "start":
+            await asyncio.Event().wait()
+
+    async def stop(self) -> None:
+        self.stopped += 1
+        if self.hang_in == "stop":
+            await asyncio.Event().wait()
+
+
+def test_start_that_never_returns_fails_within_its_deadline() -> None:
+    engine = HangingEngine("start")
+    backend = Backend(engine, "stuck", start_timeout=0.5)
+
+    async def go() -> float:
+        t0 = time.monotonic()
+        with pytest.raises(BackendError) as info:
+            await backend
+        elapsed = time.monotonic() - t0
+        text = str(info.value)
+        assert "hanger" in text and "'stuck'" in text and "start" in text and "0.5 s" in text
+        assert backend.state() == "FAILED" and engine.stopped == 1
+        return elapsed
+
+    assert run(go()) < 10
+
+
+def test_stop_that_never_returns_fails_within_its_deadline() -> None:
+    class SlowStop(HangingEngine):
+        stop_timeout = 0.4  # the engine's own default, used when the backend gives none
+
+    engine = SlowStop("stop")
+    backend = Backend(engine, "sticky")
+
+    async def go() -> float:
+        await backend
+        t = ComputeTask(function=fn.noop)
+        await backend.submit_tasks([t])
+        await t
+        t0 = time.monotonic()
+        with pytest.raises(BackendError) as info:
+            await backend.shutdown()
+        text = str(info.value)
+        assert "hanger" in text and "stop" in text and "0.4 s" in text
+        assert backend.state() == "STOPPED"
+        return time.monotonic() - t0
+
+    assert run(go()) < 10
 
 
 # ------------------------------------------------------------------ submission
@@ -128,7 +199,7 @@ def test_resource_and_kind_rejections_fail_only_those_tasks() -> None:
     ai = AITask(prompt="hi", model="m")
 
     async def go() -> None:
-        async with AsyncioBackend("small", cores=2) as backend:
+        async with Backend(AsyncioEngine(cores=2), "small") as backend:
             returned = await backend.submit_tasks([ok, big, ai])
             assert returned == [ok, big, ai]
             assert big.state is TaskState.FAILED and ai.state is TaskState.FAILED, "rejected at once"
@@ -142,8 +213,8 @@ def test_resource_and_kind_rejections_fail_only_those_tasks() -> None:
     assert ok.state is TaskState.DONE and "SUBMITTED" not in big.timestamps
 
 
-class RefusingEngine(AsyncioBackend):
-    async def _submit(self, tasks: Sequence[BaseTask]) -> None:
+class RefusingEngine(AsyncioEngine):
+    async def submit(self, handles: Sequence[TaskHandle]) -> None:
         raise OSError("queue full")
 
 
@@ -151,7 +222,7 @@ def test_engine_refusing_a_batch_fails_its_tasks() -> None:
     tasks = [ComputeTask(function=fn.noop) for _ in range(3)]
 
     async def go() -> None:
-        async with RefusingEngine("refuser") as backend:
+        async with Backend(RefusingEngine(), "refuser") as backend:
             await backend.submit_tasks(tasks)
 
     run(go())
@@ -164,13 +235,14 @@ def test_bad_input_raises_before_anything_is_submitted() -> None:
     good = ComputeTask(function=fn.noop)
 
     async def go() -> None:
-        async with ManualBackend("m") as backend:
+        backend, engine = manual_backend("m")
+        async with backend:
             with pytest.raises(rhapsody.TaskValidationError):
                 await backend.submit_tasks([good, 42])  # type: ignore[list-item]
             with pytest.raises(rhapsody.TaskValidationError) as info:
                 await backend.submit_tasks([good, {"uid": "d1", "executable": "x", "timeout": -1}])
             assert info.value.uid == "d1"
-            assert backend.received == [] and good.state is TaskState.NEW
+            assert engine.received == [] and good.state is TaskState.NEW and good.future is None
 
     run(go())
 
@@ -178,11 +250,14 @@ def test_bad_input_raises_before_anything_is_submitted() -> None:
 # ------------------------------------------------------------------ reporting
 def test_nonzero_exit_is_a_task_execution_error() -> None:
     async def go() -> ComputeTask:
-        async with ManualBackend("m") as backend:
+        backend, engine = manual_backend("m")
+        async with backend:
             t = ComputeTask(executable="/bin/prog", uid="exit3")
             await backend.submit_tasks([t])
-            backend.report_running(t)
-            backend.report_result(t, exit_code=3, stdout="out", stderr="x" * 5000 + "LAST LINE")
+            handle = engine.handles["exit3"]
+            assert handle.task is t and handle.launch is not None and handle.launch.argv == ["/bin/prog"]
+            handle.running()
+            handle.done(exit_code=3, stdout="out", stderr="x" * 5000 + "LAST LINE")
             with pytest.raises(TaskExecutionError) as info:
                 await t
             err = info.value
@@ -199,7 +274,7 @@ def test_failure_without_stderr_stores_the_traceback() -> None:
     t = ComputeTask(function=fn.boom, args=("kaput",))
 
     async def go() -> None:
-        async with AsyncioBackend() as backend:
+        async with Backend(AsyncioEngine(), "asyncio") as backend:
             await backend.submit_tasks([t])
             with pytest.raises(fn.TaskBoom, match="kaput"):
                 await t
@@ -208,38 +283,91 @@ def test_failure_without_stderr_stores_the_traceback() -> None:
     assert t.state is TaskState.FAILED and "TaskBoom" in t.stderr and "Traceback" in t.stderr
 
 
+class ThreadSpy:
+    """An observer noting the thread each transition is announced on."""
+
+    def __init__(self) -> None:
+        self.threads: list[tuple[str, int]] = []
+
+    @hookimpl
+    def rhapsody_task_state_changed(self, task: Any, new_state: TaskState) -> None:
+        self.threads.append((new_state.value, threading.get_ident()))
+
+
 def test_reports_from_other_threads_hop_to_the_loop() -> None:
-    seen_threads: list[int] = []
+    spy = ThreadSpy()
+    pm = get_plugin_manager()
 
     async def go() -> ComputeTask:
-        async with ManualBackend("m") as backend:
+        backend, engine = manual_backend("m")
+        async with backend:
             t = ComputeTask(executable="/bin/true")
             await backend.submit_tasks([t])
-            original = backend._set_state
-
-            def spy(task: BaseTask, new: TaskState, **fields: Any) -> bool:
-                seen_threads.append(threading.get_ident())
-                return original(task, new, **fields)
-
-            backend._set_state = spy  # type: ignore[method-assign]
+            handle = engine.handles[t.uid]
 
             def engine_thread() -> None:
-                backend.report_running(t)
-                backend.report_result(t, exit_code=0, stdout="from a thread")
+                handle.running()
+                handle.done(exit_code=0, stdout="from a thread")
 
-            worker = threading.Thread(target=engine_thread)
-            worker.start()
-            worker.join()
-            await asyncio.wait_for(asyncio.shield(t._future), 30)
+            pm.register(spy)
+            try:
+                worker = threading.Thread(target=engine_thread)
+                worker.start()
+                worker.join()
+                await asyncio.wait_for(asyncio.shield(t.future), 30)  # type: ignore[arg-type]
+            finally:
+                pm.unregister(spy)
             return t
 
     t = run(go())
     assert t.state is TaskState.DONE and t.stdout == "from a thread"
-    assert seen_threads == [threading.get_ident()] * 2, "state changes happen on the loop thread"
+    assert spy.threads == [("RUNNING", threading.get_ident()), ("DONE", threading.get_ident())], "state changes happen on the loop thread"
+
+
+def test_reports_from_many_threads_all_arrive_in_order(recorder: Recorder) -> None:
+    """Each task is reported by its own thread (RUNNING, then DONE, then late
+    reports that must be dropped), many threads at once; `call_soon` from the
+    same thread runs after the reports made before it."""
+    n_threads, per_thread = 8, 40
+    after_done: list[str] = []
+
+    async def go() -> list[ComputeTask]:
+        backend, engine = manual_backend("many")
+        async with backend:
+            tasks = [ComputeTask(function=fn.noop, uid=f"many.{i}") for i in range(n_threads * per_thread)]
+            await backend.submit_tasks(tasks)
+            assert engine.context is not None
+            call_soon = engine.context.call_soon
+            gate = threading.Barrier(n_threads)
+
+            def engine_thread(k: int) -> None:
+                gate.wait()
+                for t in tasks[k::n_threads]:
+                    handle = engine.handles[t.uid]
+                    handle.running()
+                    handle.done(int(t.uid.split(".")[1]))
+                    handle.failed(RuntimeError("late"))  # dropped: the task already ended
+                    handle.running()
+                    call_soon(lambda t=t: after_done.append(t.state.value))
+
+            workers = [threading.Thread(target=engine_thread, args=(k,)) for k in range(n_threads)]
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join()
+            await asyncio.wait_for(asyncio.gather(*(t.future for t in tasks)), 30)  # type: ignore[arg-type]
+            await asyncio.sleep(0.05)
+            return tasks
+
+    tasks = run(go())
+    for i, t in enumerate(tasks):
+        assert t.state is TaskState.DONE and t.return_value == i and t.exception is None
+        assert recorder.states_of(t.uid) == ["SUBMITTED", "RUNNING", "DONE"], t.uid
+    assert after_done == ["DONE"] * len(tasks)
 
 
 def test_report_after_the_loop_is_gone_is_dropped() -> None:
-    backend = ManualBackend("m")
+    backend, engine = manual_backend("m")
     t = ComputeTask(executable="/bin/true")
 
     async def go() -> None:
@@ -251,7 +379,7 @@ def test_report_after_the_loop_is_gone_is_dropped() -> None:
 
     def late() -> None:
         try:
-            backend.report_result(t, exit_code=0)
+            engine.handles[t.uid].done(exit_code=0)
         except BaseException as exc:
             errors.append(exc)
 
@@ -265,17 +393,21 @@ def test_report_after_the_loop_is_gone_is_dropped() -> None:
 def test_cancel_and_timeout_on_a_real_asyncio_backend() -> None:
     cancelled = ComputeTask(function=fn.async_sleep, args=(60,))
     timed = ComputeTask(function=fn.async_sleep, args=(60,), timeout=0.2)
+    exe = ComputeTask(executable="/bin/sleep", arguments=["60"])
 
     async def go() -> None:
-        async with AsyncioBackend() as backend:
-            await backend.submit_tasks([cancelled, timed])
-            assert await backend.cancel_tasks([cancelled.uid]) == [True]
+        async with Backend(AsyncioEngine(), "asyncio") as backend:
+            await backend.submit_tasks([cancelled, timed, exe])
+            assert await backend.cancel_tasks([cancelled.uid, exe]) == [True, True]
             with pytest.raises(TaskCanceledError):
                 await cancelled
+            with pytest.raises(TaskCanceledError):
+                await exe
             with pytest.raises(TaskTimeoutError) as info:
                 await timed
             assert info.value.uid == timed.uid and info.value.timeout == 0.2
             assert await backend.cancel_all_tasks() == 0
+            assert await backend.cancel_task(cancelled.uid) is False
 
     run(go())
     assert cancelled.state is TaskState.CANCELED and cancelled.exception is None
@@ -287,15 +419,17 @@ def test_shutdown_cancels_tasks_in_flight() -> None:
     manual = ComputeTask(executable="/bin/true")
 
     async def go() -> None:
-        backend = AsyncioBackend()
-        other = ManualBackend("engine-never-answers")
-        other.cancel_mode = "refused"
+        backend = Backend(AsyncioEngine(), "asyncio")
+        other, engine = manual_backend("engine-never-answers")
+        engine.cancel_mode = "refused"
         async with backend, other:
             await backend.submit_tasks(tasks)
             await other.submit_tasks([manual])
+            assert backend.get_task(tasks[0].uid) is tasks[0]
         for t in tasks:
             with pytest.raises(TaskCanceledError):
                 await t
+        assert backend.get_task(tasks[0].uid) is None and other.get_task(manual.uid) is None
 
     run(go())
     assert all(t.state is TaskState.CANCELED for t in tasks)
@@ -308,7 +442,7 @@ def test_dict_tasks_and_callbacks() -> None:
     calls: list[tuple[Any, str]] = []
 
     async def go() -> None:
-        async with AsyncioBackend() as backend:
+        async with Backend(AsyncioEngine(), "asyncio") as backend:
             backend.register_callback(lambda task, state: calls.append((task, state)))
             backend.register_callback(lambda task, state: 1 / 0)  # a broken callback harms nobody
             (t,) = await backend.submit_tasks([desc])
@@ -322,24 +456,34 @@ def test_dict_tasks_and_callbacks() -> None:
     assert desc["state"] == "DONE" and desc["return_value"] == 7 and desc["exception"] is None
 
 
-def test_artifact_path_and_work_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_work_dir_and_capture_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RHAPSODY_WORK_DIR", str(tmp_path / "base"))
-    backend = ManualBackend("m")
+    backend, engine = manual_backend("m")
     assert backend.work_dir == tmp_path / "base"
-    t = ComputeTask(executable="/bin/true", uid="art")
-    path = backend.artifact_path(t, "out")
-    assert path == tmp_path / "base" / "art.out" and path.parent.is_dir()
-    backend.work_dir = tmp_path / "elsewhere"
-    assert backend.artifact_path(t, "err") == tmp_path / "elsewhere" / "art.err"
+    captured = ComputeTask(executable="/bin/true", uid="art", capture_stdio=True)
+    plain = ComputeTask(executable="/bin/true", uid="plain")
+
+    async def go() -> None:
+        async with backend:
+            await backend.submit_tasks([captured, plain])
+            backend.work_dir = tmp_path / "elsewhere"
+            await backend.submit_tasks([ComputeTask(executable="/bin/true", uid="art2", capture_stdio=True)])
+
+    run(go())
+    spec = engine.handles["art"].launch
+    assert spec is not None and spec.stdout_path == str(tmp_path / "base" / "art.stdout")
+    assert spec.stderr_path == str(tmp_path / "base" / "art.stderr") and (tmp_path / "base").is_dir()
+    assert engine.handles["plain"].launch.stdout_path is None  # type: ignore[union-attr]
+    assert engine.handles["art2"].launch.stdout_path == str(tmp_path / "elsewhere" / "art2.stdout")  # type: ignore[union-attr]
     monkeypatch.delenv("RHAPSODY_WORK_DIR")
-    assert ManualBackend("n").work_dir == Path(os.getcwd())
+    assert Backend(ManualEngine(), "n").work_dir == Path(os.getcwd())
 
 
 def test_asyncflow_drives_a_core_backend() -> None:
     from radical.asyncflow import WorkflowEngine
 
     async def go() -> tuple[Any, Any]:
-        backend = AsyncioBackend("flow")
+        backend = Backend(AsyncioEngine(), "flow")
         await backend
         flow = await WorkflowEngine.create(backend=backend)
         try:
@@ -359,3 +503,26 @@ def test_asyncflow_drives_a_core_backend() -> None:
             await flow.shutdown()
 
     assert run(go()) == (40, 41)
+
+
+# ------------------------------------------------------------------ no private names needed
+def _private_uses(path: Path) -> list[str]:
+    """Private names (``_x``, not dunders) a module reaches on anything but
+    ``self`` / ``cls``, or imports from rhapsody."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        private = isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+        if private and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):  # type: ignore[attr-defined]
+            found.append(f"{path.name}:{node.lineno}: .{node.attr}")  # type: ignore[attr-defined]
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("rhapsody"):
+            found += [f"{path.name}:{node.lineno}: import {a.name}" for a in node.names if a.name.startswith("_")]
+            if any(part.startswith("_") for part in (node.module or "").split(".")):
+                found.append(f"{path.name}:{node.lineno}: from {node.module}")
+    return found
+
+
+def test_engines_and_tests_use_no_private_name() -> None:
+    """The toy engines implement the whole contract, and the tests check
+    everything, through public names only."""
+    files = [HERE / "toys.py", HERE / "conftest.py", *sorted(HERE.glob("test_*.py"))]
+    assert [u for f in files for u in _private_uses(f)] == []

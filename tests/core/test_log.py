@@ -16,6 +16,8 @@ from toys import Recorder, run
 import rhapsody
 from rhapsody import ComputeTask, Session
 from rhapsody.backends import ConcurrentExecutionBackend
+from rhapsody.observers import STATE_LOGGER
+from rhapsody.registry import get_plugin_manager
 from rhapsody.testing import tasks as fn
 
 
@@ -128,3 +130,16 @@ def test_info_level_hides_transitions_and_console_is_human(restore_logging: None
 def test_unknown_level_rejected(restore_logging: None) -> None:
     with pytest.raises(ValueError, match="LOUD"):
         rhapsody.enable_logging(level="LOUD")
+
+
+def test_state_logger_registered_only_while_debug_is_on(restore_logging: None) -> None:
+    """With no observer registered a transition costs no hook call, so the
+    DEBUG state logger is a plugin only while DEBUG events are wanted."""
+    pm = get_plugin_manager()
+    assert pm.get_plugin(STATE_LOGGER) is None
+    rhapsody.enable_logging(level="DEBUG", stream=io.StringIO())
+    assert pm.get_plugin(STATE_LOGGER) is not None
+    rhapsody.enable_logging(level="DEBUG", stream=io.StringIO())
+    assert [p for p in pm.get_plugins() if pm.get_name(p) == STATE_LOGGER] == [pm.get_plugin(STATE_LOGGER)], "registered once"
+    rhapsody.enable_logging(level="INFO", stream=io.StringIO())
+    assert pm.get_plugin(STATE_LOGGER) is None

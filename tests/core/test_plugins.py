@@ -15,14 +15,17 @@ from toys import plugin_source, run
 import rhapsody
 import rhapsody.backends
 from rhapsody import BackendNotFoundError, BackendRecord, ComputeTask, PluginError, TaskState
-from rhapsody.plugins import ENTRY_POINT_GROUP, Registry, discover_backends, get_plugin_manager, get_registry
+from rhapsody.registry import ENTRY_POINT_GROUP, Registry, discover_backends, get_plugin_manager, get_registry
 from rhapsody.testing import tasks as fn
 
+# A backend class as a plugin ships it: a Backend whose __init__ only builds its engine.
 TOY_CLASS = """
-from toys import AsyncioBackend
+from rhapsody import Backend
+from toys import AsyncioEngine
 
-class {cls}(AsyncioBackend):
-    pass
+class {cls}(Backend):
+    def __init__(self, name="toy"):
+        super().__init__(AsyncioEngine(), name)
 """
 
 
@@ -39,6 +42,13 @@ def _add_toy(site, dist: str = "rhapsody-toy", name: str = "toy", cls: str = "To
 
 def _warnings(caplog: pytest.LogCaptureFixture) -> str:
     return "\n".join(str(r.msg) for r in caplog.records if r.name.startswith("rhapsody") and r.levelno >= logging.WARNING)
+
+
+def _warning_events(caplog: pytest.LogCaptureFixture) -> list[dict[str, object]]:
+    """The structured warning events (structlog hands stdlib logging the event dict)."""
+    return [
+        dict(r.msg) for r in caplog.records if r.name.startswith("rhapsody") and r.levelno >= logging.WARNING and isinstance(r.msg, dict)
+    ]
 
 
 def test_entry_point_group_name() -> None:
@@ -98,8 +108,9 @@ def test_broken_plugin_is_logged_and_skipped(site, caplog: pytest.LogCaptureFixt
     assert "ModuleNotFoundError" in broken["rhapsody-broken"].reason
     assert "register exploded" in broken["rhapsody-raising"].reason
     assert "raising" in broken["rhapsody-raising"].entry_point
+    events = _warning_events(caplog)
+    assert any(e.get("entry_point") == "broken" and e.get("distribution") == "rhapsody-broken" for e in events), events
     logged = _warnings(caplog)
-    assert "'entry_point': 'broken'" in logged and "rhapsody-broken" in logged
     assert "rhapsody-raising" in logged and "register exploded" in logged
     with pytest.raises(BackendNotFoundError, match=r"rhapsody-broken is broken"):
         rhapsody.get_backend("broken")
@@ -156,6 +167,7 @@ def test_disable_plugins(site, monkeypatch: pytest.MonkeyPatch, blocked: str) ->
     site.activate()
     assert "toy" not in discover_backends() and "concurrent" in discover_backends()
     assert "toy" in get_registry().disabled
+    assert get_plugin_manager().is_blocked("rhapsody-toy:toy"), "disabled through pluggy's own blocking"
     assert mod not in sys.modules, "a disabled plugin is not even imported"
     with pytest.raises(BackendNotFoundError, match="disabled by RHAPSODY_DISABLE_PLUGINS"):
         rhapsody.get_backend("toy")

@@ -199,12 +199,6 @@ def test_bad_plain_data() -> None:
     assert info.value.field == "timeout" and info.value.uid == "neg"
 
 
-def test_as_dict_is_task_to_dict() -> None:
-    t = ComputeTask(executable="/bin/echo", arguments=["x"])
-    assert t.as_dict() == task_to_dict(t)
-    assert t.as_dict()["state"] == "NEW" and t.as_dict()["kind"] == "compute"
-
-
 def test_executable_round_trip_keeps_metadata() -> None:
     t = ComputeTask(executable="/bin/echo", arguments=["x"], metadata={"k": 1})
     assert task_from_dict(task_to_dict(t)).metadata == {"k": 1}

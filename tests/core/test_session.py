@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import pytest
-from toys import AsyncioBackend, Recorder, children_of_this_process, pid_alive, run, wait_for
+from toys import AsyncioEngine, Recorder, children_of_this_process, pid_alive, run, wait_for
 
 import rhapsody
 from rhapsody import (
+    Backend,
     BackendNotFoundError,
     ComputeTask,
     Session,
@@ -17,8 +19,10 @@ from rhapsody import (
     TaskExecutionError,
     TaskState,
     TaskTimeoutError,
+    hookimpl,
 )
 from rhapsody.backends import ConcurrentExecutionBackend
+from rhapsody.registry import get_plugin_manager
 from rhapsody.testing import tasks as fn
 
 
@@ -60,7 +64,7 @@ def test_unknown_backend_fails_fast_and_submits_nothing(recorder: Recorder, tmp_
                 await session.submit_tasks([{"executable": "/bin/true", "backend": "nowhere"}])
 
     run(go())
-    assert ok.state is TaskState.NEW and ok._future is None
+    assert ok.state is TaskState.NEW and ok.future is None
     assert recorder.transitions == [] and recorder.submits == []
 
 
@@ -81,7 +85,7 @@ def test_session_without_backends_uses_concurrent(tmp_path: Path) -> None:
 
 def test_session_without_default_backend_says_what_to_install(monkeypatch: pytest.MonkeyPatch, fresh_plugins: None) -> None:
     monkeypatch.setenv("RHAPSODY_DISABLE_PLUGINS", "concurrent")
-    from rhapsody.plugins import reset_plugins
+    from rhapsody.registry import reset_plugins
 
     reset_plugins()
     with pytest.raises(BackendNotFoundError, match="pip install rhapsody-concurrent"):
@@ -89,9 +93,9 @@ def test_session_without_default_backend_says_what_to_install(monkeypatch: pytes
 
 
 def test_backend_names_in_a_session(tmp_path: Path) -> None:
-    session = Session(backends=[AsyncioBackend("a")], work_dir=tmp_path)
+    session = Session(backends=[Backend(AsyncioEngine(), "a")], work_dir=tmp_path)
     with pytest.raises(ValueError, match="already has a backend named 'a'"):
-        session.add_backend(AsyncioBackend("a"))
+        session.add_backend(Backend(AsyncioEngine(), "a"))
     with pytest.raises(TypeError):
         session.add_backend(object())  # type: ignore[arg-type]
     by_name = Session(backends="concurrent", work_dir=tmp_path)
@@ -119,7 +123,7 @@ def test_work_dir_layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
             await t
 
     run(go())
-    out = tmp_path / "from-env" / "s-env" / "cap.out"
+    out = tmp_path / "from-env" / "s-env" / "cap.stdout"
     assert t.stdout == str(out) and out.read_text() == "out\n"
     assert Path(t.stderr).read_text() == "err\n"
 
@@ -224,7 +228,8 @@ def test_closing_leaves_no_child_process(tmp_path: Path) -> None:
 
 
 def test_session_start_starts_every_backend(tmp_path: Path) -> None:
-    backends = [AsyncioBackend("x"), AsyncioBackend("y")]
+    engines = [AsyncioEngine(), AsyncioEngine()]
+    backends = [Backend(engines[0], "x"), Backend(engines[1], "y")]
 
     async def go() -> None:
         session = await Session(backends=backends, work_dir=tmp_path).start()
@@ -232,7 +237,7 @@ def test_session_start_starts_every_backend(tmp_path: Path) -> None:
         await session.close()
 
     run(go())
-    assert [b.stopped for b in backends] == [1, 1]
+    assert [e.stopped for e in engines] == [1, 1]
 
 
 def test_bad_input_for_one_backend_submits_nothing_anywhere(recorder: Recorder, tmp_path: Path) -> None:
@@ -240,10 +245,62 @@ def test_bad_input_for_one_backend_submits_nothing_anywhere(recorder: Recorder, 
     bad = {"uid": "bad-dict", "executable": "/bin/true", "timeout": -1, "backend": "y"}
 
     async def go() -> None:
-        async with Session(backends=[AsyncioBackend("x"), AsyncioBackend("y")], work_dir=tmp_path) as session:
+        async with Session(backends=[Backend(AsyncioEngine(), "x"), Backend(AsyncioEngine(), "y")], work_dir=tmp_path) as session:
             with pytest.raises(rhapsody.TaskValidationError):
                 await session.submit_tasks([good, bad])
             await asyncio.sleep(0.1)
 
     run(go())
     assert good.state is TaskState.NEW and recorder.transitions == []
+
+
+def test_submit_hook_refusing_one_backend_submits_nothing_anywhere(recorder: Recorder, tmp_path: Path) -> None:
+    class RefuseY:
+        @hookimpl
+        def rhapsody_task_submit(self, backend: Backend, tasks: list[ComputeTask]) -> None:
+            if backend.name == "y":
+                raise PermissionError("y is closed today")
+
+    on_x = ComputeTask(function=fn.noop, backend="x")
+    on_y = ComputeTask(function=fn.noop, backend="y")
+    engines = [AsyncioEngine(), AsyncioEngine()]
+    policy = RefuseY()
+
+    async def go() -> None:
+        async with Session(backends=[Backend(engines[0], "x"), Backend(engines[1], "y")], work_dir=tmp_path) as session:
+            get_plugin_manager().register(policy)
+            try:
+                with pytest.raises(PermissionError, match="closed today"):
+                    await session.submit_tasks([on_x, on_y])
+            finally:
+                get_plugin_manager().unregister(policy)
+            await asyncio.sleep(0.1)
+            assert session.backends["x"].get_task(on_x.uid) is None
+
+    run(go())
+    assert on_x.state is TaskState.NEW and on_x.future is None and on_y.state is TaskState.NEW
+    assert recorder.transitions == [] and [name for name, _ in recorder.submits] == ["x"]
+
+
+class StuckStop(AsyncioEngine):
+    stop_timeout = 0.3
+
+    async def stop(self) -> None:
+        self.stopped += 1
+        await asyncio.Event().wait()  # an engine that never lets go
+
+
+def test_close_survives_a_backend_whose_stop_hangs(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    stuck, fine = StuckStop(), AsyncioEngine()
+    session = Session(backends=[Backend(stuck, "stuck"), Backend(fine, "fine")], work_dir=tmp_path)
+
+    async def go() -> None:
+        await session.start()
+        await session.close()
+
+    caplog.set_level(logging.ERROR, logger="rhapsody")
+    run(go(), deadline=30)
+    assert [b.state() for b in session.backends.values()] == ["STOPPED", "STOPPED"]
+    assert stuck.stopped == 1 and fine.stopped == 1
+    logged = "\n".join(str(r.msg) for r in caplog.records if r.name.startswith("rhapsody"))
+    assert "stuck" in logged and "did not finish within 0.3 s" in logged

@@ -1,8 +1,8 @@
 """States and the state machine every backend reports through.
 
-The stateful test drives a real backend (`toys.ManualBackend`, whose engine is
-the test) with random sequences of engine reports and cancels, and checks core's
-bookkeeping after every step."""
+The stateful test drives a real backend (around `toys.ManualEngine`, whose
+engine is the test) with random sequences of engine reports through task
+handles and cancels, and checks core's bookkeeping after every step."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, multiple, precondition, rule
-from toys import ManualBackend, Recorder
+from toys import Recorder, manual_backend
 
 from rhapsody import BackendError, ComputeTask, TaskState, TaskValidationError
 from rhapsody.errors import IllegalStateTransition, TaskExecutionError, TaskTimeoutError
-from rhapsody.plugins import get_plugin_manager
+from rhapsody.registry import get_plugin_manager
 from rhapsody.states import StateMap, check_transition, legal_successors
 
 N, S, R, D, F, C = (TaskState.NEW, TaskState.SUBMITTED, TaskState.RUNNING, TaskState.DONE, TaskState.FAILED, TaskState.CANCELED)
@@ -81,7 +81,7 @@ class BackendReporting(RuleBasedStateMachine):
         self.recorder = Recorder()
         self.pm = get_plugin_manager()
         self.pm.register(self.recorder)
-        self.backend = ManualBackend("machine")
+        self.backend, self.engine = manual_backend("machine")
         self.loop.run_until_complete(self.backend.start())
         self.expected: dict[str, TaskState] = {}
         self.all: dict[str, ComputeTask] = {}
@@ -114,18 +114,18 @@ class BackendReporting(RuleBasedStateMachine):
             assert t.state is S
             self.expected[t.uid] = S
             self.all[t.uid] = t
-            t._future.add_done_callback(self._count_resolution(t.uid))
+            t.future.add_done_callback(self._count_resolution(t.uid))
         return multiple(*batch)
 
     @rule(task=tasks)
     def report_running(self, task: ComputeTask) -> None:
-        self.backend.report_running(task)
+        self.engine.handles[task.uid].running()
         if self.expected[task.uid] is S:
             self.expected[task.uid] = R
 
     @rule(task=tasks, code=st.sampled_from([None, 0, 1, 127, -9]), value=st.integers())
     def report_result(self, task: ComputeTask, code: int | None, value: int) -> None:
-        self.backend.report_result(task, return_value=value, exit_code=code, stdout="o", stderr="e")
+        self.engine.handles[task.uid].done(value, exit_code=code, stdout="o", stderr="e")
         if not self.expected[task.uid].is_terminal:
             self.expected[task.uid] = D if code in (None, 0) else F
             if code not in (None, 0):
@@ -136,20 +136,20 @@ class BackendReporting(RuleBasedStateMachine):
     @rule(task=tasks)
     def report_failure(self, task: ComputeTask) -> None:
         boom = ValueError("engine says no")
-        self.backend.report_failure(task, boom)
+        self.engine.handles[task.uid].failed(boom)
         if not self.expected[task.uid].is_terminal:
             self.expected[task.uid] = F
             assert task.exception is boom and "engine says no" in task.stderr
 
     @rule(task=tasks)
     def report_canceled(self, task: ComputeTask) -> None:
-        self.backend.report_canceled(task)
+        self.engine.handles[task.uid].canceled()
         if not self.expected[task.uid].is_terminal:
             self.expected[task.uid] = C
 
     @rule(task=tasks, mode=st.sampled_from(CANCEL_MODES))
     def cancel(self, task: ComputeTask, mode: str) -> None:
-        self.backend.cancel_mode = mode
+        self.engine.cancel_mode = mode
         before = self.expected[task.uid]
         stopped = self._run(self.backend.cancel_task(task.uid))
         if before.is_terminal:
@@ -169,7 +169,7 @@ class BackendReporting(RuleBasedStateMachine):
     @precondition(lambda self: not self.shut and self.all)
     @rule()
     def shutdown(self) -> None:
-        self.backend.cancel_mode = "stopped"
+        self.engine.cancel_mode = "stopped"
         self._run(self.backend.shutdown())
         self.shut = True
         for uid, state in self.expected.items():
@@ -204,10 +204,10 @@ class BackendReporting(RuleBasedStateMachine):
     def futures_resolve_once_when_terminal(self) -> None:
         self.loop.run_until_complete(asyncio.sleep(0))  # let done-callbacks run
         for uid, task in self.all.items():
-            assert task._future.done() == task.state.is_terminal
+            assert task.future.done() == task.state.is_terminal
             assert self.resolved.get(uid, 0) == (1 if task.state.is_terminal else 0)
-            if task.state.is_terminal:
-                assert uid not in self.backend._tasks
+            assert (self.backend.get_task(uid) is None) == task.state.is_terminal
+            assert self.engine.handles[uid].cancel_requested == task.state.is_terminal
 
 
 BackendReporting.TestCase.settings = settings(
@@ -216,23 +216,10 @@ BackendReporting.TestCase.settings = settings(
 TestBackendReporting = BackendReporting.TestCase
 
 
-def test_report_for_unsubmitted_task_is_rejected() -> None:
-    """A report for a task the backend never accepted is a plugin bug: NEW -> DONE
-    is not an edge."""
-
-    async def go() -> None:
-        async with ManualBackend("m") as backend:
-            t = ComputeTask(executable="/bin/true")
-            with pytest.raises(IllegalStateTransition):
-                backend.report_result(t, exit_code=0)
-            assert t.state is N
-
-    asyncio.run(go())
-
-
 def test_resubmitting_a_task_is_rejected() -> None:
     async def go() -> None:
-        async with ManualBackend("m") as backend:
+        backend, _ = manual_backend("m")
+        async with backend:
             t = ComputeTask(executable="/bin/true")
             await backend.submit_tasks([t])
             with pytest.raises(TaskValidationError, match="already submitted"):
@@ -241,19 +228,25 @@ def test_resubmitting_a_task_is_rejected() -> None:
             with pytest.raises(TaskValidationError):
                 await backend.submit_tasks([u, u])
             assert u.state is N
+            other, other_engine = manual_backend("other")
+            async with other:
+                with pytest.raises(TaskValidationError, match="already submitted"):
+                    await other.submit_tasks([t])
+            assert other_engine.received == [] and backend.get_task(t.uid) is t
 
     asyncio.run(go())
 
 
 def test_timeout_cancel_becomes_failed_with_timeout_error() -> None:
     async def go() -> None:
-        async with ManualBackend("m") as backend:
+        backend, engine = manual_backend("m")
+        async with backend:
             t = ComputeTask(executable="/bin/true", timeout=0.05)
             await backend.submit_tasks([t])
             await asyncio.sleep(0.2)
             assert t.state is S, "the timeout clock starts at RUNNING, not at submission"
-            backend.report_running(t)
-            await asyncio.wait_for(asyncio.shield(t._future), 30)
+            engine.handles[t.uid].running()
+            await asyncio.wait_for(asyncio.shield(t.future), 30)  # type: ignore[arg-type]
             assert t.state is F and isinstance(t.exception, TaskTimeoutError)
             assert t.exception.timeout == 0.05 and t.uid in str(t.exception)
 

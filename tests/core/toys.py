@@ -1,10 +1,11 @@
-"""Small real backends and helpers shared by the core tests.
+"""Small real engines and helpers shared by the core tests.
 
-`AsyncioBackend` is a complete backend whose engine is the running event loop:
-``async def`` functions run as asyncio tasks, plain functions in a worker thread
-(``asyncio.to_thread``). `ManualBackend` is a backend whose engine is the test
-itself: it accepts tasks and the test reports what the "engine" did, which is
-exactly what a plugin does with its engine's events.
+`AsyncioEngine` is a complete engine whose engine is the running event loop:
+executables run through `rhapsody.engine.process.Command`, ``async def``
+functions as asyncio tasks, plain functions in a worker thread. `ManualEngine`
+is an engine that is the test itself: it keeps the handles it is given and the
+test reports what the "engine" did through them, exactly as a plugin does with
+its engine's events. Both use only the public engine contract.
 """
 
 from __future__ import annotations
@@ -17,83 +18,96 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rhapsody import hookimpl
-from rhapsody.backends.base import BaseExecutionBackend
-from rhapsody.resources import Resources
+from rhapsody import Backend, Capacity, hookimpl
+from rhapsody.engine import EngineContext, TaskHandle, call_function
+from rhapsody.engine.calls import call_function_async
+from rhapsody.engine.process import Command
 from rhapsody.states import TaskState
-from rhapsody.task import BaseTask
 
 
-class AsyncioBackend(BaseExecutionBackend):
-    def __init__(self, name: str = "asyncio", *, cores: int | None = None) -> None:
-        super().__init__(name)
-        self._cores = cores
-        self._jobs: dict[str, asyncio.Task[None]] = {}
+class AsyncioEngine:
+    engine_name = "asyncio"
+
+    def __init__(self, cores: int | None = None) -> None:
+        self.cores = cores
         self.started = self.stopped = 0
+        self.jobs: set[asyncio.Task[None]] = set()
 
-    def capacity(self) -> Resources | None:
-        return None if self._cores is None else Resources(ranks=1, cores_per_rank=self._cores)
+    def capacity(self) -> Capacity | None:
+        return None if self.cores is None else Capacity.node(self.cores)
 
-    async def _start(self) -> None:
+    async def start(self, context: EngineContext) -> None:
         self.started += 1
 
-    async def _stop(self) -> None:
-        self.stopped += 1
+    async def submit(self, handles: Sequence[TaskHandle]) -> None:
+        for handle in handles:
+            job = asyncio.ensure_future(self._run(handle))
+            handle.engine_data = job
+            self.jobs.add(job)
+            job.add_done_callback(self.jobs.discard)
 
-    async def _submit(self, tasks: Sequence[BaseTask]) -> None:
-        for task in tasks:
-            self._jobs[task.uid] = asyncio.ensure_future(self._run(task))
-
-    async def _run(self, task: Any) -> None:
-        self.report_running(task)
-        try:
-            if task.function is None:
-                proc = await asyncio.create_subprocess_exec(
-                    task.executable, *task.arguments, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-                )
-                try:
-                    out, err = await proc.communicate()
-                except asyncio.CancelledError:
-                    proc.kill()
-                    await proc.wait()
-                    raise
-                self.report_result(task, exit_code=proc.returncode, stdout=out.decode(), stderr=err.decode())
+    async def _run(self, handle: TaskHandle) -> None:
+        if handle.launch is not None:
+            command = Command(handle.launch)
+            failure = command.start()
+            if failure is not None:
+                handle.finish(failure)
                 return
-            if inspect.iscoroutinefunction(task.function):
-                value = await task.function(*task.args, **task.kwargs)
-            else:
-                value = await asyncio.to_thread(task.function, *task.args, **task.kwargs)
-        except asyncio.CancelledError:
-            self.report_canceled(task)
-        except Exception as exc:
-            self.report_failure(task, exc)
+            handle.running()
+            try:
+                handle.finish(await command.wait_async())
+            except asyncio.CancelledError:
+                command.stop(0.5)
+                await asyncio.to_thread(command.wait)
+            return
+        task: Any = handle.task
+        handle.running()
+        if inspect.iscoroutinefunction(task.function):
+            outcome = await call_function_async(task.function, task.args, task.kwargs)
         else:
-            self.report_result(task, return_value=value)
-        finally:
-            self._jobs.pop(task.uid, None)
+            outcome = await asyncio.to_thread(call_function, task.function, task.args, task.kwargs)
+        handle.finish(outcome)
 
-    async def _cancel(self, task: BaseTask) -> bool:
-        job = self._jobs.get(task.uid)
-        if job is None:
+    async def cancel(self, handle: TaskHandle) -> bool:
+        job = handle.engine_data
+        if job is None or job.done():
             return False
         job.cancel()
         return True
 
+    async def stop(self) -> None:
+        self.stopped += 1
+        if self.jobs:
+            await asyncio.wait(list(self.jobs), timeout=10)
 
-class ManualBackend(BaseExecutionBackend):
-    """Accepts tasks and does nothing on its own: the test plays the engine."""
 
-    def __init__(self, name: str = "manual") -> None:
-        super().__init__(name)
-        self.received: list[BaseTask] = []
-        self.cancel_mode = "stopped"  # what _cancel does, set by the test
+class ManualEngine:
+    """Accepts tasks and does nothing on its own: the test plays the engine
+    through ``handles``. ``cancel_mode`` says what `cancel` does."""
+
+    engine_name = "manual"
+
+    def __init__(self) -> None:
+        self.handles: dict[str, TaskHandle] = {}
+        self.received: list[str] = []
+        self.cancel_mode = "stopped"
         self.cancel_calls: list[str] = []
+        self.context: EngineContext | None = None
 
-    async def _submit(self, tasks: Sequence[BaseTask]) -> None:
-        self.received.extend(tasks)
+    def capacity(self) -> Capacity | None:
+        return None
 
-    async def _cancel(self, task: BaseTask) -> bool:
-        self.cancel_calls.append(task.uid)
+    async def start(self, context: EngineContext) -> None:
+        self.context = context
+
+    async def submit(self, handles: Sequence[TaskHandle]) -> None:
+        for handle in handles:
+            self.handles[handle.uid] = handle
+            self.received.append(handle.uid)
+
+    async def cancel(self, handle: TaskHandle) -> bool:
+        assert handle.cancel_requested, "an engine asked to cancel sees that core wants the task stopped"
+        self.cancel_calls.append(handle.uid)
         await asyncio.sleep(0)
         mode = self.cancel_mode
         if mode == "stopped":
@@ -101,14 +115,22 @@ class ManualBackend(BaseExecutionBackend):
         if mode == "refused":
             return False
         if mode == "kill_reports_failure":  # the engine reports the kill as a failure
-            self.report_failure(task, RuntimeError("killed by signal 15"), exit_code=-15)
+            handle.failed(RuntimeError("killed by signal 15"), exit_code=-15)
             return True
         if mode == "finished_first":  # the task completed before the cancel landed
-            self.report_result(task, return_value="late", exit_code=0)
+            handle.done("late", exit_code=0)
             return False
         if mode == "raises":
             raise RuntimeError("engine cannot cancel")
         raise AssertionError(mode)
+
+    async def stop(self) -> None:
+        pass
+
+
+def manual_backend(name: str = "manual") -> tuple[Backend, ManualEngine]:
+    engine = ManualEngine()
+    return Backend(engine, name), engine
 
 
 class Recorder:

@@ -65,7 +65,8 @@ class Backend:
         self._accepted: frozenset[str] = getattr(engine, "accepted_keys", frozenset())
         self._start_timeout = start_timeout or getattr(engine, "start_timeout", None) or DEFAULT_START_TIMEOUT
         self._stop_timeout = stop_timeout or getattr(engine, "stop_timeout", None) or DEFAULT_STOP_TIMEOUT
-        self._work_dir = Path(os.environ.get("RHAPSODY_WORK_DIR") or os.getcwd())
+        # a str: radical.asyncflow's WorkflowEngine sets ``backend._work_dir`` itself
+        self._work_dir: str | os.PathLike[str] = os.environ.get("RHAPSODY_WORK_DIR") or os.getcwd()
         self._lifecycle = BackendState.NEW
         self._starting: asyncio.Task[None] | None = None
         self._stopping: asyncio.Task[None] | None = None
@@ -85,11 +86,11 @@ class Backend:
     @property
     def work_dir(self) -> Path:
         """Where this backend's task artifacts go (a Session sets it to its own)."""
-        return self._work_dir
+        return Path(self._work_dir)
 
     @work_dir.setter
     def work_dir(self, value: str | os.PathLike[str]) -> None:
-        self._work_dir = Path(value)
+        self._work_dir = value
 
     def state(self) -> str:
         return self._lifecycle.value
@@ -141,7 +142,7 @@ class Backend:
 
     async def _run_start(self) -> None:
         t0 = time.perf_counter()
-        context = EngineContext(self._name, self._work_dir, self.log, self._tracker.post)
+        context = EngineContext(self._name, self.work_dir, self.log, self._tracker.post)
         try:
             await self._bounded("start", self.engine.start(context), self._start_timeout)
         except BaseException as exc:
@@ -216,6 +217,7 @@ class Backend:
         loop = asyncio.get_running_loop()
         tracker = self._tracker
         capacity = self.engine.capacity()
+        work_dir = self.work_dir
         accepted: list[TaskHandle] = []
         for task in batch:
             task._future = loop.create_future()
@@ -223,7 +225,7 @@ class Backend:
             launch = None
             if problem is None and isinstance(task, ComputeTask) and task.executable is not None:
                 try:
-                    launch = admission.launch_spec(task, self._work_dir)
+                    launch = admission.launch_spec(task, work_dir)
                 except TaskValidationError as exc:
                     problem = exc
             handle = TaskHandle(task, launch, tracker)
