@@ -263,3 +263,13 @@ def test_program_exits_after_a_function_that_never_returns(tmp_path: Path) -> No
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["FAILED", "CANCELED"]
     assert time.monotonic() - t0 < 30
+
+
+def test_default_cores_are_the_nodes_usable_cores() -> None:
+    """One answer to "how many cores": CPU affinity and cgroup limits (core_count)."""
+    from rhapsody.engine import core_count
+
+    capacity = ConcurrentExecutionBackend().capacity()
+    assert capacity is not None
+    assert capacity.cores == capacity.cores_per_rank == core_count()
+    assert 1 <= core_count() <= len(os.sched_getaffinity(0))

@@ -22,8 +22,9 @@ class EngineContext:
     """What core tells an engine when it starts it: the backend's ``name``,
     its ``work_dir`` (where task artifacts and engine sandboxes belong), a
     structlog ``log`` bound to the backend, and ``call_soon(fn, *args)``, which
-    runs ``fn`` on the backend's event loop from any thread, in order with the
-    reports made through task handles (many per wake-up of the loop)."""
+    runs ``fn`` on the backend's event loop: at once when called there, else
+    soon, after the task-handle reports made before it from the same thread
+    (many per wake-up of the loop)."""
 
     __slots__ = ("call_soon", "log", "name", "work_dir")
 
