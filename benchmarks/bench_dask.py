@@ -67,7 +67,7 @@ async def main() -> None:
     from rhapsody.testing import tasks as fn
     from rhapsody_dask import DaskExecutionBackend
 
-    cluster = await LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", asynchronous=True)
+    cluster = await LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0", asynchronous=True)
     client = await Client(cluster, asynchronous=True)
     backend = DaskExecutionBackend(cluster=cluster)
     session = Session(backends=[backend], work_dir=os.environ.get("TMPDIR", "/tmp"))

@@ -1,0 +1,80 @@
+"""Finished Dask futures, collected a window at a time.
+
+Fetching a result is a round trip through the scheduler to a worker; one
+``Client.gather`` of many futures costs about as much as one of a single
+future. So when a future finishes while others are still in flight, the
+collector waits `GATHER_WINDOW` for more to finish and hands them over
+together. It holds a future only until it has handed it over: nothing of a
+finished task stays referenced here (Dask keeps a key's data while any client
+holds its future).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from distributed import as_completed
+
+#: seconds the collector waits for more results before a gather while other tasks are in flight
+GATHER_WINDOW = 0.02
+#: seconds one gather may take before its tasks fail (a result that can no longer be fetched)
+GATHER_TIMEOUT = 300.0
+
+Deliver = Callable[[list[Any]], Awaitable[None]]
+
+
+class Collector:
+    """Calls ``deliver(futures)`` with batches of finished (or erred, or
+    cancelled) futures, as they finish."""
+
+    def __init__(self, client: Any, deliver: Deliver, log: Any) -> None:
+        self.client, self.deliver, self.log = client, deliver, log
+        self._finished: Any = as_completed(loop=client.loop)  # type: ignore[no-untyped-call]
+        self._added = asyncio.Event()
+
+    def add(self, future: Any) -> None:
+        self._finished.add(future)
+        self._added.set()
+
+    def clear(self) -> None:
+        self._finished.clear()
+
+    async def run(self) -> None:
+        finished = self._finished
+        while True:
+            self._added.clear()
+            try:
+                first = await finished.__anext__()
+            except StopAsyncIteration:  # nothing in flight: wait for the next submission
+                await self._added.wait()
+                continue
+            if finished.count():  # others are in flight: let a few more finish first
+                await asyncio.sleep(GATHER_WINDOW)
+            batch = [first, *finished.next_batch(block=False)]
+            del first
+            try:
+                await self.deliver(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - never let the collector die
+                self.log.error("dask.collect_failed", tasks=len(batch), error=f"{type(exc).__name__}: {exc}")
+            del batch  # not held while waiting for the next one
+
+
+async def gather(client: Any, futures: list[Any]) -> list[tuple[Any, BaseException | None]]:
+    """``(value, None)`` or ``(None, why)`` per future, fetched in one round
+    trip when they all can be, else one by one."""
+    try:
+        values = await asyncio.wait_for(client.gather(futures), GATHER_TIMEOUT)
+        return [(v, None) for v in values]
+    except Exception:  # noqa: BLE001 - one bad result: fetch them one by one to tell which
+        pass
+    results: list[tuple[Any, BaseException | None]] = []
+    for future in futures:
+        try:
+            results.append((await asyncio.wait_for(future, GATHER_TIMEOUT), None))
+        except Exception as exc:  # noqa: BLE001
+            results.append((None, exc))
+    return results
