@@ -15,7 +15,7 @@ def rhapsody_register_backends() -> list[BackendRecord]:
             name="dragon",
             backend_class=_BATCH,
             engine_check=_CHECK,
-            aliases=("DragonExecutionBackend", "DragonExecutionBackendV3"),  # type: ignore[arg-type]  # attrs converter=tuple
+            aliases=("DragonExecutionBackend", "DragonExecutionBackendV3"),  # attrs converter=tuple
             summary="Dragon V3: dragon.workflows.batch.Batch (default Dragon backend)",
         ),
         BackendRecord(name="dragon_v3", backend_class=_BATCH, engine_check=_CHECK, summary="Dragon V3: dragon.workflows.batch.Batch"),
@@ -23,14 +23,14 @@ def rhapsody_register_backends() -> list[BackendRecord]:
             name="dragon_v2",
             backend_class="rhapsody_dragon.pool:DragonPoolExecutionBackend",
             engine_check=_CHECK,
-            aliases=("DragonExecutionBackendV2",),  # type: ignore[arg-type]
+            aliases=("DragonExecutionBackendV2",),
             summary="Dragon V2: persistent pool of Dragon worker processes, for many small function tasks",
         ),
         BackendRecord(
             name="dragon_v1",
             backend_class="rhapsody_dragon.processes:DragonProcessExecutionBackend",
             engine_check=_CHECK,
-            aliases=("DragonExecutionBackendV1",),  # type: ignore[arg-type]
+            aliases=("DragonExecutionBackendV1",),
             summary="Dragon V1: one native Dragon process per task, ProcessGroup for multi-rank jobs",
         ),
     ]
