@@ -31,7 +31,7 @@ def _plugin(name: str) -> str:
 
 def _basetemp(session: nox.Session) -> str:
     # pytest's temp dirs inside the session's own folder, not /tmp: a run leaves nothing behind there
-    return f"--basetemp={Path(session.create_tmp()) / 'pytest'}"
+    return f"--basetemp={(Path(session.create_tmp()) / 'pytest').resolve()}"
 
 
 def _pytest(session: nox.Session, *paths: str, env: dict[str, str] | None = None) -> None:
@@ -68,6 +68,7 @@ def _tests_dragon(session: nox.Session) -> None:
         "DRAGON_DEFAULT_SEG_SZ": "268435456",
         "DRAGON_INF_SEG_SZ": "134217728",
     }
+    basetemp = _basetemp(session)  # resolved here, before the chdir below
     # The launcher writes runtime files into its working directory: run it in a temp dir.
     with tempfile.TemporaryDirectory(prefix="rhapsody-dragon-") as tmp, session.chdir(tmp):
         session.run(
@@ -78,7 +79,7 @@ def _tests_dragon(session: nox.Session) -> None:
             "-p",
             "no:cacheprovider",
             "-ra",
-            _basetemp(session),
+            basetemp,
             str(PLUGINS / "rhapsody_dragon" / "tests"),
             str(ROOT / "tests" / "benchmarks" / "test_bench_dragon.py"),
             *session.posargs,
