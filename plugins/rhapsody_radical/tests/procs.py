@@ -1,7 +1,8 @@
-"""Process-group inspection shared by the tests: what a pilot leaves behind."""
+"""Process and socket inspection shared by the tests: what a pilot leaves behind."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import time
 
@@ -81,3 +82,38 @@ def raptor_processes(sid: str, role: str = "worker") -> list[psutil.Process]:
             continue
     pids = {p.pid for p in found}
     return [p for p in found if p.ppid() not in pids]
+
+
+def _address(hex_address: str) -> str:
+    raw = bytes.fromhex(hex_address)
+    # /proc/net/tcp* print each 32-bit word of the address in host (little-endian) order
+    return str(ipaddress.ip_address(b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))))
+
+
+def listening_sockets() -> dict[int, tuple[str, int]]:
+    """Every TCP socket listening on this machine (state 0A in /proc/net/tcp
+    and tcp6): inode -> (address, port)."""
+    found = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as lines:
+            next(lines)
+            for line in lines:
+                fields = line.split()
+                if fields[3] == "0A":
+                    address, port = fields[1].split(":")
+                    found[int(fields[9])] = (_address(address), int(port, 16))
+    return found
+
+
+def socket_owners() -> dict[int, int]:
+    """Socket inode -> pid of a process holding it open."""
+    owners = {}
+    for pid in psutil.pids():
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:["):
+                    owners[int(target[8:-1])] = pid
+        except OSError:
+            continue
+    return owners

@@ -40,7 +40,8 @@ class RadicalExecutionBackend(Backend):
 
     ``network_interface``: the interface whose address RP's processes give
     each other. Default for local resources: loopback (``lo``), unless
-    ``$RADICAL_DEFAULT_IFACE`` is set; elsewhere RP's own choice.
+    ``$RADICAL_DEFAULT_IFACE`` is set; elsewhere RP's own choice. On loopback
+    RP's sockets also listen on 127.0.0.1 only (otherwise on every interface).
 
     ``start_timeout``: seconds to wait for the pilot to become active.
     """

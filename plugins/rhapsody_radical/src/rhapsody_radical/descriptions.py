@@ -12,7 +12,7 @@ from typing import Any
 
 from rhapsody.engine.launch import RANK_ENV, RANKS_ENV, LaunchSpec
 from rhapsody.task import ComputeTask
-from rhapsody_radical import raptor_call
+from rhapsody_radical import loopback, raptor_call
 
 #: ``task_backend_specific_kwargs`` keys handed to RP's TaskDescription as given
 PASSED_ON = frozenset(
@@ -68,8 +68,11 @@ def executable(rp_uid: str, task: ComputeTask, spec: LaunchSpec, stdout: Path, s
     followed by each argument in double quotes, where ``$`` and backquotes
     are still expanded; its ``environment`` values likewise. So the whole argv
     goes into ``executable`` quoted for the shell, the environment and working
-    directory into ``pre_exec`` as quoted exports and a ``cd``."""
-    setup = [f"export {key}={shlex.quote(value)}" for key, value in spec.env.items()]
+    directory into ``pre_exec`` as quoted exports and a ``cd``, after removing
+    what only RP's own processes may see (`loopback`)."""
+    # first: the task's own PYTHONPATH, if it sets one, wins
+    setup = [loopback.SCRUB_SHELL]
+    setup += [f"export {key}={shlex.quote(value)}" for key, value in spec.env.items()]
     if spec.ranks > 1:  # RP numbers the ranks of a task itself
         setup.append(f'export {RANK_ENV}="$RP_RANK" {RANKS_ENV}="$RP_RANKS"')
     if spec.cwd is not None:

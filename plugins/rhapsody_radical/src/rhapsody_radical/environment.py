@@ -6,9 +6,10 @@ under ``/bin/bash -l``) by name, so the interpreter's ``bin/`` must be first
 on PATH and ``VIRTUAL_ENV`` must name the venv. Its stock ``local.localhost``
 config claims 8 fake cores; a private resource config with the real cores is
 used unless the user has an RP configuration of their own. RP's processes
-write temporary files under ``$TMPDIR`` and advertise the address of the
-interface ``$RADICAL_DEFAULT_IFACE`` names: both are set for the processes a
-backend starts (`spawn_env`).
+write temporary files under ``$TMPDIR``, advertise the address of the
+interface ``$RADICAL_DEFAULT_IFACE`` names and bind every interface unless
+`loopback` is active: all of it is set for the processes a backend starts
+(`spawn_env`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from rhapsody.engine.host import core_count
+from rhapsody_radical import loopback
 
 CONFIG_ENV = "RADICAL_CONFIG_USER_DIR"
 #: the network interface whose address RP's processes advertise (radical.utils' DefaultConfig)
@@ -70,17 +72,22 @@ def apply_process_env() -> dict[str, str | None]:
 
 
 @contextlib.contextmanager
-def spawn_env(tmpdir: Path, iface: str | None) -> Iterator[None]:
+def spawn_env(tmpdir: Path, iface: str | None, bind: str | None = None) -> Iterator[None]:
     """``TMPDIR`` (and ``RADICAL_DEFAULT_IFACE`` when ``iface`` is given) for
     the RP processes started inside the block: its bridges and components, and
     through them the pilot agent. RP 1.103 writes ``rp.agent_cfg.*``, psij a
     ``*.nodelist`` and the agent an ``<sid>/`` directory into the temp dir and
-    leaves them there. Call with `ENV_LOCK` held."""
+    leaves them there. With ``bind``, RP's sockets in those processes (and in
+    this one, inside the block) bind that address (`loopback`). Call with
+    `ENV_LOCK` held."""
     tempfile.gettempdir()  # fix this process's own temp dir first: it must not follow
-    saved = {key: os.environ.get(key) for key in ("TMPDIR", IFACE_ENV)}
+    saved = {key: os.environ.get(key) for key in ("TMPDIR", IFACE_ENV, "PYTHONPATH", loopback.MARKER)}
     os.environ["TMPDIR"] = str(tmpdir)
     if iface:
         os.environ[IFACE_ENV] = iface
+    if bind:
+        loopback.install()
+        loopback.activate(os.environ, bind)
     try:
         yield
     finally:

@@ -14,6 +14,7 @@ from typing import Any
 from rhapsody.errors import BackendError
 from rhapsody.resources import Capacity
 from rhapsody_radical import environment as envfix
+from rhapsody_radical import loopback
 
 RAPTOR_STOP_TIMEOUT = 15.0
 
@@ -36,6 +37,12 @@ class PilotSession:
         self._config_env: tuple[str, str | None] | None = None
         self._error: BackendError | None = None
         self._error_lock = threading.Lock()
+
+    def bind_address(self) -> str | None:
+        """Where RP's sockets listen: loopback for a local pilot whose processes
+        talk over loopback (RP alone binds every interface), else RP's choice."""
+        iface = self.iface or os.environ.get(envfix.IFACE_ENV)
+        return loopback.LOOPBACK_ADDRESS if self.local and iface == envfix.LOOPBACK else None
 
     @property
     def sid(self) -> str | None:
@@ -64,7 +71,7 @@ class PilotSession:
                 cfg = envfix.write_private_config(base / "config", self.local_cores, envfix.real_memory_mb())
                 self._config_env = (envfix.CONFIG_ENV, os.environ.get(envfix.CONFIG_ENV))
                 os.environ[envfix.CONFIG_ENV] = str(cfg)
-            with envfix.spawn_env(base / "tmp", self.iface):
+            with envfix.spawn_env(base / "tmp", self.iface, self.bind_address()):
                 import radical.pilot as rp  # noqa: PLC0415 - the engine is imported only here
 
                 self.rp = rp

@@ -7,6 +7,7 @@ import it."""
 from __future__ import annotations
 
 import base64
+import os
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -15,6 +16,7 @@ import cloudpickle
 
 from rhapsody.engine.calls import call_function_async, pack_call
 from rhapsody.engine.outcome import Outcome
+from rhapsody_radical import loopback
 
 
 def encode_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], uid: str) -> str:
@@ -25,7 +27,11 @@ def encode_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str,
 async def run(call: str) -> str:
     """Raptor side: run the packed call, return the packed `Outcome`; never
     raises for the function's own error. A coroutine because RP's worker calls
-    it inside its own event loop (an ``async def`` task function is awaited there)."""
+    it inside its own event loop (an ``async def`` task function is awaited there).
+    Runs in a process of its own, forked by the worker for this call: the
+    function sees the worker's environment without what only RP's own
+    processes may see (`loopback`)."""
+    loopback.scrub(os.environ)
     try:
         fn, args, kwargs = cloudpickle.loads(base64.b64decode(call))
     except BaseException as exc:  # noqa: BLE001 - e.g. the function's module is missing here
