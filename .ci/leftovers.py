@@ -5,7 +5,10 @@ and /tmp entries that appeared after the snapshot and are still there.
     python3 .ci/leftovers.py check FILE        after it: lists leftovers, exit 1 if any
 
 ``check`` gives stragglers up to LEFTOVER_GRACE seconds (default 30) to go
-away on their own before it reports them. Standard library only.
+away on their own before it reports them. A process counts as the run's when
+it carries the run's mark (``RHAPSODY_CI_RUN`` in its environment, which
+every process the run starts inherits): what else runs on the machine is not
+ours to judge. Standard library only.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import time
 from pathlib import Path
 
 GRACE = float(os.environ.get("LEFTOVER_GRACE", "30"))
+MARK = "RHAPSODY_CI_RUN"
 
 
 def _boot_ticks_now() -> float:
@@ -34,18 +38,19 @@ def _ancestors() -> set[int]:
     return pids
 
 
-def _processes_since(ticks: float) -> list[str]:
+def _processes_since(ticks: float, mark: bytes) -> list[str]:
     found, mine = [], _ancestors()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) in mine:
             continue
         try:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            environ = (entry / "environ").read_bytes()
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
         except OSError:
             continue
         state, start = fields[0], float(fields[19])
-        if start > ticks and state != "Z" and cmdline:  # kernel threads have no command line
+        if start > ticks and state != "Z" and mark in environ.split(b"\0"):
             found.append(f"pid {entry.name}: {cmdline[:200]}")
     return found
 
@@ -72,12 +77,18 @@ def _entries(folder: str) -> set[str]:
 
 
 def snapshot(path: Path) -> None:
-    state = {"ticks": _boot_ticks_now(), "ports": sorted(_listening()), "shm": sorted(_entries("/dev/shm")), "tmp": sorted(_entries("/tmp"))}
+    state = {
+        "ticks": _boot_ticks_now(),
+        "mark": os.environ.get(MARK, ""),
+        "ports": sorted(_listening()),
+        "shm": sorted(_entries("/dev/shm")),
+        "tmp": sorted(_entries("/tmp")),
+    }
     path.write_text(json.dumps(state))
 
 
 def _leftovers(state: dict) -> list[str]:
-    found = _processes_since(state["ticks"])
+    found = _processes_since(state["ticks"], f"{MARK}={state['mark']}".encode())
     for addr in sorted(_listening() - set(state["ports"])):
         host, port = addr.rsplit(":", 1)
         found.append(f"listening port {int(port, 16)} ({host})")
