@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import difflib
 import itertools
 import os
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any, ClassVar
 
 import attrs
 
 from rhapsody.errors import TaskCanceledError, TaskExecutionError, TaskValidationError
+from rhapsody.log import get_logger
 from rhapsody.resources import Resources
 from rhapsody.states import TaskState
 
@@ -44,13 +46,27 @@ def _to_resources(value: Any) -> Any:  # a Resources, or the bad value for _vali
 # accepted from the user's constructor call.
 RESULT_FIELDS = ("state", "stdout", "stderr", "exit_code", "return_value", "exception", "timestamps")
 
+_log = get_logger("rhapsody.task")
+
+
+def _near_miss(key: str, known: frozenset[str]) -> str | None:
+    """The known field ``key`` is probably a typo of (``argumets`` -> ``arguments``)."""
+    match = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.8)
+    return match[0] if match else None
+
 
 # on_setattr=NO_OP: validation and conversion happen once, at construction;
 # backends set result fields on the hot path and must not pay for them.
-@attrs.define(kw_only=True, eq=False, slots=True, on_setattr=attrs.setters.NO_OP)
+@attrs.define(kw_only=True, eq=False, init=False, slots=True, on_setattr=attrs.setters.NO_OP)
 class BaseTask:
     """Fields every task has. Read them as attributes or items: ``task.stdout``,
-    ``task["stdout"]``, ``task.get("exit_code")``."""
+    ``task["stdout"]``, ``task.get("exit_code")``; ``dict(task)`` lists them all.
+
+    Keywords that are no field of the task (``ComputeTask(..., name="x")``) are
+    kept as extra fields, readable the same way; one that looks like a misspelt
+    field (``argumets``) is kept too, with a warning naming the field. Tasks are
+    equal, and hash, by ``uid``.
+    """
 
     uid: str = attrs.field(factory=new_uid)
     backend: str | None = None
@@ -71,8 +87,30 @@ class BaseTask:
     # -- bookkeeping, never serialised --
     _future: asyncio.Future[BaseTask] | None = attrs.field(default=None, init=False, repr=False)
     _origin: dict[str, Any] | None = attrs.field(default=None, init=False, repr=False)
+    _extra: dict[str, Any] | None = attrs.field(default=None, init=False, repr=False)
 
     kind: ClassVar[str] = "task"
+    #: the constructor's keywords (set per class below the class definitions)
+    init_fields: ClassVar[frozenset[str]] = frozenset()
+    #: every public field, in order: what ``dict(task)`` holds besides extras
+    public_fields: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, **fields: Any) -> None:
+        if fields.keys() <= self.init_fields:  # the hot path: nothing extra
+            self.__attrs_init__(**fields)  # type: ignore[attr-defined]
+            return
+        extra = {key: fields.pop(key) for key in fields.keys() - self.init_fields}
+        self.__attrs_init__(**fields)  # type: ignore[attr-defined]
+        self._keep_extra(extra)
+
+    def _keep_extra(self, extra: dict[str, Any]) -> None:
+        for key in extra:
+            if key in self.public_fields or key.startswith("_"):
+                self._fail(key, "is not a description field (it is set by RHAPSODY)")
+            like = _near_miss(key, self.init_fields)
+            if like is not None:
+                _log.warning("task.unknown_field", task=self.uid, field=key, did_you_mean=like)
+        self._extra = extra
 
     def __attrs_post_init__(self) -> None:
         self._validate()
@@ -103,16 +141,27 @@ class BaseTask:
             if not isinstance(getattr(self, name), dict):
                 self._fail(name, f"must be a dict, got {type(getattr(self, name)).__name__}")
 
-    # -- mapping-style access, as in the seed system and radical.asyncflow --
+    # -- mapping-style access, as in the seed system, rhapsody-py and radical.asyncflow --
+    def __getattr__(self, name: str) -> Any:  # only reached for names that are no field
+        extra = self._extra if not name.startswith("_") else None
+        if extra is not None and name in extra:
+            return extra[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     def __getitem__(self, key: str) -> Any:
-        if key.startswith("_") or not hasattr(self, key):
+        if not isinstance(key, str) or key.startswith("_") or not hasattr(self, key):
             raise KeyError(key)
         return getattr(self, key)
 
     def __setitem__(self, key: str, value: Any) -> None:
-        if key.startswith("_") or not hasattr(self, key):
+        if key.startswith("_"):
             raise KeyError(f"{type(self).__name__} has no field {key!r}")
-        setattr(self, key, value)
+        if key in self.public_fields:
+            setattr(self, key, value)
+        elif self._extra is None:
+            self._extra = {key: value}
+        else:
+            self._extra[key] = value
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and not key.startswith("_") and hasattr(self, key)
@@ -123,10 +172,47 @@ class BaseTask:
         except KeyError:
             return default
 
+    def keys(self) -> list[str]:
+        return [*self.public_fields, *(self._extra or ())]
+
+    def values(self) -> list[Any]:
+        return [self[key] for key in self.keys()]
+
+    def items(self) -> list[tuple[str, Any]]:
+        return [(key, self[key]) for key in self.keys()]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self.public_fields) + len(self._extra or ())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, BaseTask) and other.uid == self.uid
+
+    def __hash__(self) -> int:
+        return hash(self.uid)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BaseTask:
+        """A new task from a description (``dict(task)`` of another task, or a
+        plain dict): an AITask if it has a ``prompt``, else a ComputeTask.
+        Result fields in ``data`` are not carried over: the new task has not run."""
+        kind: type[BaseTask] = AITask if data.get("prompt") is not None else ComputeTask
+        if cls not in (BaseTask, kind):
+            kind = cls
+        skip = {*kind.public_fields} - kind.init_fields
+        return kind(**{k: v for k, v in data.items() if k not in skip and k not in ("kind", "task_type")})
+
     @property
     def future(self) -> asyncio.Future[BaseTask] | None:
-        """Resolved with the task when it ends (any state); None until submitted."""
+        """Settled when the task ends: resolved with the task if DONE or CANCELED,
+        raising the task's exception if FAILED; None until submitted."""
         return self._future
+
+    def bind_future(self, future: asyncio.Future[BaseTask]) -> None:
+        """rhapsody-py's hook to give a task its future; RHAPSODY sets it on submission."""
+        self._future = future
 
     @property
     def done(self) -> bool:
@@ -136,7 +222,7 @@ class BaseTask:
     def __await__(self) -> Generator[Any, None, BaseTask]:
         if self._future is None:
             raise RuntimeError(f"task {self.uid} has not been submitted; submit it through a Session or a backend first")
-        yield from self._future.__await__()
+        yield from self._future.__await__()  # raises a FAILED task's exception itself
         return self.result()
 
     def result(self) -> BaseTask:
@@ -165,7 +251,7 @@ def _list_or_empty(value: Any) -> Any:
     return [] if value is None else value
 
 
-@attrs.define(kw_only=True, eq=False, slots=True, on_setattr=attrs.setters.NO_OP)
+@attrs.define(kw_only=True, eq=False, init=False, slots=True, on_setattr=attrs.setters.NO_OP)
 class ComputeTask(BaseTask):
     """An executable (``executable`` + ``arguments``) or a Python callable
     (``function`` + ``args`` / ``kwargs``, sync or ``async def``): exactly one."""
@@ -218,11 +304,13 @@ class ComputeTask(BaseTask):
         return self.function is not None
 
 
-@attrs.define(kw_only=True, eq=False, slots=True, on_setattr=attrs.setters.NO_OP)
+@attrs.define(kw_only=True, eq=False, init=False, slots=True, on_setattr=attrs.setters.NO_OP)
 class AITask(BaseTask):
-    """An inference request; the answer lands in ``response``."""
+    """An inference request (one prompt, or a list of them); the answer lands
+    in ``response``. The target is ``model``, ``inference_endpoint`` or, alone,
+    the ``backend`` it is routed to."""
 
-    prompt: str
+    prompt: str | list[str]
     model: str | None = None
     inference_endpoint: str | None = None
     system_prompt: str | None = None
@@ -237,10 +325,11 @@ class AITask(BaseTask):
 
     def _validate(self) -> None:
         BaseTask._validate(self)
-        if not isinstance(self.prompt, str) or not self.prompt.strip():
-            self._fail("prompt", "must be a non-empty string")
-        if self.model is None and self.inference_endpoint is None:
-            self._fail("model", "give model= or inference_endpoint=")
+        prompts = self.prompt if isinstance(self.prompt, list) else [self.prompt]
+        if not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
+            self._fail("prompt", "must be a non-empty string or a non-empty list of them")
+        if self.model is None and self.inference_endpoint is None and self.backend is None:
+            self._fail("model", "give model=, inference_endpoint= or the backend= to route it to")
         for name, low, high in (("temperature", 0.0, 2.0), ("top_p", 0.0, 1.0)):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high):
@@ -249,3 +338,9 @@ class AITask(BaseTask):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
                 self._fail(name, f"must be a positive int, got {value!r}")
+
+
+for _cls in (BaseTask, ComputeTask, AITask):
+    _fields = attrs.fields(_cls)
+    _cls.init_fields = frozenset(f.name for f in _fields if f.init)
+    _cls.public_fields = tuple(f.name for f in _fields if not f.name.startswith("_"))

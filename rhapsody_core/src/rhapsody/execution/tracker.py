@@ -45,6 +45,25 @@ def _tail(task: BaseTask, stderr: str | None) -> str:
     return text if len(text) <= _TAIL else "..." + text[-_TAIL:]
 
 
+def _settle_future(future: asyncio.Future[BaseTask], task: BaseTask) -> None:
+    """A FAILED task's future raises why (so ``asyncio.gather`` fails fast, as in
+    rhapsody-py); DONE and CANCELED resolve with the task."""
+    if task.state is not TaskState.FAILED:
+        future.set_result(task)
+        return
+    exc = task.exception
+    if not isinstance(exc, Exception) or isinstance(exc, StopIteration):
+        # SystemExit & co. would stop the awaiting event loop, and a future refuses
+        # StopIteration: the awaiter gets a TaskExecutionError caused by it instead.
+        wrapped = TaskExecutionError(task.uid, f"task {task.uid} failed" + (f": {exc!r}" if exc else ""), task.exit_code, task.stderr)
+        wrapped.__cause__ = exc
+        exc = wrapped
+    future.set_exception(exc)
+    # Marks the exception as seen: a failure nobody awaits is in task.state, not
+    # an "exception was never retrieved" message at exit.
+    future.exception()
+
+
 class TaskTracker:
     """In-flight tasks of one backend (by uid, as their handles), cancels under
     way, timers, and the observers to tell."""
@@ -151,7 +170,7 @@ class TaskTracker:
             self._call_back(origin if origin is not None else task, new)
         future = task._future
         if new.is_terminal and future is not None and not future.done():
-            future.set_result(task)
+            _settle_future(future, task)
         return True
 
     def _settle(self, task: BaseTask, new: TaskState, fields: dict[str, Any]) -> TaskState:
