@@ -9,6 +9,7 @@ KNOWN_BACKENDS: dict[str, str] = {
     "dragon_v2": "rhapsody-dragon",
     "dragon_v1": "rhapsody-dragon",
     "radical_pilot": "rhapsody-radical",
+    "noop": "rhapsody-core",
 }
 
 KNOWN_CLASSES: dict[str, str] = {
@@ -19,6 +20,7 @@ KNOWN_CLASSES: dict[str, str] = {
     "DragonExecutionBackendV2": "dragon_v2",
     "DragonExecutionBackendV1": "dragon_v1",
     "RadicalExecutionBackend": "radical_pilot",
+    "NoopExecutionBackend": "noop",
 }
 
 DEFAULT_BACKEND = "concurrent"
