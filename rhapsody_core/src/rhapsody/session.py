@@ -121,9 +121,9 @@ class Session:
             backend = self._backends[name]
             await backend.start()
             submitted = await backend.hand_over(backend.prepare(group))
-            futures = [t.future for t in submitted]
-            self._remember(group, futures)  # type: ignore[arg-type]
-            return futures  # type: ignore[return-value]
+            futures: list[asyncio.Future[BaseTask]] = [t.future for t in submitted]  # type: ignore[misc]
+            self._remember(group, futures)
+            return futures
         await asyncio.gather(*(self._backends[name].start() for name in groups))
         batches = {name: self._backends[name].prepare(group) for name, group in groups.items()}
         results = await asyncio.gather(*(self._backends[name].hand_over(batch) for name, batch in batches.items()))

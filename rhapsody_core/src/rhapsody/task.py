@@ -47,6 +47,7 @@ def _to_resources(value: Any) -> Any:  # a Resources, or the bad value for _vali
 RESULT_FIELDS = ("state", "stdout", "stderr", "exit_code", "return_value", "exception", "timestamps")
 
 _log = get_logger("rhapsody.task")
+_LAUNCH_KEYS = frozenset({"cwd", "env", "shell"})
 
 
 def _near_miss(key: str, known: frozenset[str]) -> str | None:
@@ -106,7 +107,10 @@ class BaseTask:
     def _keep_extra(self, extra: dict[str, Any]) -> None:
         for key in extra:
             if key in self.public_fields or key.startswith("_"):
-                self._fail(key, "is not a description field (it is set by RHAPSODY)")
+                raise TypeError(f"{type(self).__name__}() got {key!r}, which is no description field: the backend fills it in")
+            if key in _LAUNCH_KEYS:  # honoured only inside task_backend_specific_kwargs, as in rhapsody-py
+                _log.warning("task.unknown_field", task=self.uid, field=key, did_you_mean=f"task_backend_specific_kwargs={{{key!r}: ...}}")
+                continue
             like = _near_miss(key, self.init_fields)
             if like is not None:
                 _log.warning("task.unknown_field", task=self.uid, field=key, did_you_mean=like)
@@ -304,8 +308,9 @@ class ComputeTask(BaseTask):
         return self.function is not None
 
 
+# (mypy: AITask's generated __attrs_init__ requires prompt=, BaseTask's does not)
 @attrs.define(kw_only=True, eq=False, init=False, slots=True, on_setattr=attrs.setters.NO_OP)
-class AITask(BaseTask):
+class AITask(BaseTask):  # type: ignore[override]
     """An inference request (one prompt, or a list of them); the answer lands
     in ``response``. The target is ``model``, ``inference_endpoint`` or, alone,
     the ``backend`` it is routed to."""

@@ -25,6 +25,7 @@ __all__ = [
     "BackendState",
     "BaseBackend",
     "BaseExecutionBackend",
+    "Session",
     "StateMapper",
     "TasksMainStates",
     "discover_backends",
@@ -54,6 +55,7 @@ def discover_backends() -> dict[str, bool]:
 
 _LAZY = {
     "BackendRegistry": "rhapsody.registry.by_name",
+    "Session": "rhapsody.session",
     "StateMapper": "rhapsody.backends.constants",
     "TasksMainStates": "rhapsody.backends.constants",
 }
