@@ -28,6 +28,9 @@ class TaskValidationError(RhapsodyError, ValueError):
         self.uid, self.field, self.problem = uid, field, problem
         super().__init__(f"task {uid or '<unnamed>'}: field {field!r}: {problem}")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.uid, self.field, self.problem))
+
     @property
     def task_uid(self) -> str | None:
         return self.uid

@@ -47,7 +47,8 @@ def _to_resources(value: Any) -> Any:  # a Resources, or the bad value for _vali
 RESULT_FIELDS = ("state", "stdout", "stderr", "exit_code", "return_value", "exception", "timestamps")
 
 _log = get_logger("rhapsody.task")
-_LAUNCH_KEYS = frozenset({"cwd", "env", "shell"})
+#: task_backend_specific_kwargs keys core itself resolves for executables
+LAUNCH_KEYS = frozenset({"cwd", "env", "shell"})
 
 
 def _near_miss(key: str, known: frozenset[str]) -> str | None:
@@ -108,7 +109,7 @@ class BaseTask:
         for key in extra:
             if key in self.public_fields or key.startswith("_"):
                 raise TypeError(f"{type(self).__name__}() got {key!r}, which is no description field: the backend fills it in")
-            if key in _LAUNCH_KEYS:  # honoured only inside task_backend_specific_kwargs, as in rhapsody-py
+            if key in LAUNCH_KEYS:  # honoured only inside task_backend_specific_kwargs, as in rhapsody-py
                 _log.warning("task.unknown_field", task=self.uid, field=key, did_you_mean=f"task_backend_specific_kwargs={{{key!r}: ...}}")
                 continue
             like = _near_miss(key, self.init_fields)
