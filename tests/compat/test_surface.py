@@ -33,8 +33,15 @@ def test_api_modules_are_rhapsodys_own_names() -> None:
     for name in ("RhapsodyError", "BackendError", "TaskValidationError", "TaskExecutionError", "SessionError", "ResourceError"):
         assert getattr(api, name) is getattr(errors, name) is getattr(rhapsody, name)
     from rhapsody.backends import Session as BackendsSession
+    from rhapsody.backends.discovery import BackendRegistry, get_backend
+    from rhapsody.backends.execution import ConcurrentExecutionBackend as FromPackage
+    from rhapsody.backends.execution.concurrent import ConcurrentExecutionBackend as FromModule
+    from rhapsody.backends.execution.noop import NoopExecutionBackend as Noop
+    from rhapsody.logger import enable_logging
 
-    assert BackendsSession is Session
+    assert BackendsSession is Session and BackendRegistry is rhapsody.BackendRegistry and enable_logging is rhapsody.enable_logging
+    assert FromPackage is FromModule is ConcurrentExecutionBackend and Noop is NoopExecutionBackend
+    assert get_backend is rhapsody.get_backend
 
 
 def test_error_constructors_take_both_shapes_and_pickle() -> None:

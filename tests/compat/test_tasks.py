@@ -31,6 +31,26 @@ def test_extra_fields_are_kept_and_readable_every_way() -> None:
         ComputeTask(function=print, exit_code=0)
 
 
+def test_a_submitted_task_pickles_as_a_snapshot(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with Session([ConcurrentExecutionBackend(cores=1)], work_dir=tmp_path) as session:
+            t = ComputeTask(function=pow, args=(2, 5), tag="kept")
+            await session.submit_tasks([t])
+            await t
+            copy = pickle.loads(pickle.dumps(t))
+            assert copy == t and copy.return_value == 32 and copy.state == "DONE" and copy.tag == "kept"
+            assert copy.future is None and t.future is not None
+
+    asyncio.run(go())
+
+
+def test_dict_methods_update_and_setdefault() -> None:
+    t = ComputeTask(function=print)
+    t.update({"backend": "b", "extra": 1}, more=2)
+    assert (t.backend, t.extra, t.more) == ("b", 1, 2)
+    assert t.setdefault("extra", 9) == 1 and t.setdefault("fresh", 3) == 3 == t.fresh
+
+
 def test_from_dict_equality_and_hash_by_uid() -> None:
     t = ComputeTask(executable="/bin/echo", arguments=["a"], uid="same", name="n")
     copy = BaseTask.from_dict(dict(t))

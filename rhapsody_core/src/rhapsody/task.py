@@ -59,7 +59,7 @@ def _near_miss(key: str, known: frozenset[str]) -> str | None:
 
 # on_setattr=NO_OP: validation and conversion happen once, at construction;
 # backends set result fields on the hot path and must not pay for them.
-@attrs.define(kw_only=True, eq=False, init=False, slots=True, on_setattr=attrs.setters.NO_OP)
+@attrs.define(kw_only=True, eq=False, init=False, slots=True, getstate_setstate=False, on_setattr=attrs.setters.NO_OP)
 class BaseTask:
     """Fields every task has. Read them as attributes or items: ``task.stdout``,
     ``task["stdout"]``, ``task.get("exit_code")``; ``dict(task)`` lists them all.
@@ -192,6 +192,27 @@ class BaseTask:
     def __len__(self) -> int:
         return len(self.public_fields) + len(self._extra or ())
 
+    def update(self, other: Any = (), /, **more: Any) -> None:
+        """dict-style: set several fields (or extra fields) at once."""
+        for key, value in dict(other, **more).items():
+            self[key] = value
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    # A task copied to another process (pickled) is a snapshot: the future and the
+    # submitter's dict belong to the process that submitted it.
+    def __getstate__(self) -> dict[str, Any]:
+        state = {name: getattr(self, name) for name in _SLOTS[type(self)]}
+        state["_future"] = state["_origin"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, BaseTask) and other.uid == self.uid
 
@@ -256,7 +277,7 @@ def _list_or_empty(value: Any) -> Any:
     return [] if value is None else value
 
 
-@attrs.define(kw_only=True, eq=False, init=False, slots=True, on_setattr=attrs.setters.NO_OP)
+@attrs.define(kw_only=True, eq=False, init=False, slots=True, getstate_setstate=False, on_setattr=attrs.setters.NO_OP)
 class ComputeTask(BaseTask):
     """An executable (``executable`` + ``arguments``) or a Python callable
     (``function`` + ``args`` / ``kwargs``, sync or ``async def``): exactly one."""
@@ -310,7 +331,7 @@ class ComputeTask(BaseTask):
 
 
 # (mypy: AITask's generated __attrs_init__ requires prompt=, BaseTask's does not)
-@attrs.define(kw_only=True, eq=False, init=False, slots=True, on_setattr=attrs.setters.NO_OP)
+@attrs.define(kw_only=True, eq=False, init=False, slots=True, getstate_setstate=False, on_setattr=attrs.setters.NO_OP)
 class AITask(BaseTask):  # type: ignore[override]
     """An inference request (one prompt, or a list of them); the answer lands
     in ``response``. The target is ``model``, ``inference_endpoint`` or, alone,
@@ -346,7 +367,9 @@ class AITask(BaseTask):  # type: ignore[override]
                 self._fail(name, f"must be a positive int, got {value!r}")
 
 
+_SLOTS: dict[type, tuple[str, ...]] = {}
 for _cls in (BaseTask, ComputeTask, AITask):
     _fields = attrs.fields(_cls)
+    _SLOTS[_cls] = tuple(f.name for f in _fields)
     _cls.init_fields = frozenset(f.name for f in _fields if f.init)
     _cls.public_fields = tuple(f.name for f in _fields if not f.name.startswith("_"))

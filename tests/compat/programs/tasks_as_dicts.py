@@ -42,10 +42,10 @@ async def main():
         await session.submit_tasks([one, two, captured, prompts])
         await asyncio.gather(one, two, captured)
         print(f"ran on {one.backend} {two.backend} same process {one.return_value == two.return_value == os.getpid()}")
-        out_path = os.path.join(session.work_dir, f"{captured.uid}.stdout")
+        artifacts = os.path.join(os.getcwd(), session.uid)  # the default work dir is the current one
         with open(captured.stdout) as fh:
-            print(f"capture file {captured.stdout == out_path} {fh.read().strip()}")
-        with open(os.path.join(session.work_dir, f"{captured.uid}.stderr")) as fh:
+            print(f"capture file {captured.stdout == os.path.join(artifacts, captured.uid + '.stdout')} {fh.read().strip()}")
+        with open(os.path.join(artifacts, f"{captured.uid}.stderr")) as fh:
             print(f"capture err {fh.read().strip()}")
         await session.wait_tasks([prompts])
         print(f"ai task {prompts.state}")
