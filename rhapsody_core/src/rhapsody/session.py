@@ -92,8 +92,10 @@ class Session:
 
     # ------------------------------------------------------------------ tasks
     async def submit_tasks(self, tasks: Iterable[BaseTask | dict[str, Any]] | BaseTask) -> list[asyncio.Future[BaseTask]]:
-        """Submit tasks; returns one future per task, resolved with the task when
-        it ends (in any state). ``await task`` raises if it did not end DONE.
+        """Submit tasks; returns one future per task, settled when it ends: a
+        FAILED task's future raises its exception (``asyncio.gather`` fails fast),
+        DONE and CANCELED ones resolve with the task. ``await task`` raises if it
+        did not end DONE.
         An unknown backend name fails the whole call before anything is submitted."""
         if self._closed:
             raise SessionError(f"session {self.uid} is closed")
