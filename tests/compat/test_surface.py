@@ -6,6 +6,7 @@ import asyncio
 import io
 import logging
 import pickle
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -130,12 +131,21 @@ def test_create_and_noop(tmp_path: object) -> None:
     asyncio.run(go())
 
 
-def test_enable_logging_takes_rhapsody_py_arguments() -> None:
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    logger = logging.getLogger("rhapsody")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    yield
+    logger.handlers[:] = saved[0]
+    logger.setLevel(saved[1])
+    logger.propagate = saved[2]
+
+
+def test_enable_logging_takes_rhapsody_py_arguments(restore_logging: None) -> None:
     stream = io.StringIO()
     rhapsody.enable_logging(logging.WARNING, format_string="X %(levelname)s %(message)s", stream=stream, force=True)
-    try:
-        rhapsody.enable_logging(logging.DEBUG, stream=io.StringIO(), force=False)  # keeps the first setting
-        ComputeTask(function=print, fucntion=print)
-        assert stream.getvalue().startswith("X WARNING task.unknown_field") and "did_you_mean=function" in stream.getvalue()
-    finally:
-        rhapsody.enable_logging("CRITICAL", stream=io.StringIO())
+    rhapsody.enable_logging(logging.DEBUG, stream=io.StringIO(), force=False)  # keeps the first setting
+    ComputeTask(function=print, fucntion=print)
+    assert stream.getvalue().startswith("X WARNING task.unknown_field") and "did_you_mean=function" in stream.getvalue()
+    root = logging.getLogger()
+    assert not any(getattr(h, "stream", None) is stream for h in root.handlers), "the application's root logger is left alone"

@@ -115,3 +115,9 @@ def test_failed_future_raises_without_never_retrieved_noise(tmp_path: Path, capf
     asyncio.run(go())
     gc.collect()  # an unretrieved exception is reported when its future is collected
     assert "never retrieved" not in capfd.readouterr().err
+
+
+def test_extra_fields_set_as_attributes_too() -> None:
+    t = ComputeTask(function=print)
+    t.note = "n"  # type: ignore[attr-defined]
+    assert t["note"] == "n" and dict(t)["note"] == "n" and "note" in list(t)

@@ -87,7 +87,7 @@ def enable_logging(
     key=values. ``force=False`` keeps an earlier call's setting. Only the
     ``rhapsody`` logger is configured, never the application's root logger."""
     global _handler
-    if _handler is not None and not force:
+    if not force and _handler in logging.getLogger(_ROOT).handlers:
         return
     if level is None:
         level = os.environ.get(LEVEL_ENV, "INFO")

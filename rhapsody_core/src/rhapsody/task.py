@@ -57,10 +57,16 @@ def _near_miss(key: str, known: frozenset[str]) -> str | None:
     return match[0] if match else None
 
 
+class _ExtraFields:
+    """No ``__slots__``: gives every task a ``__dict__``, made only when a task
+    gets a field the class does not declare (``ComputeTask(..., name="x")``, or
+    ``task.note = 1``); declared fields are slots, read at full speed."""
+
+
 # on_setattr=NO_OP: validation and conversion happen once, at construction;
 # backends set result fields on the hot path and must not pay for them.
 @attrs.define(kw_only=True, eq=False, init=False, slots=True, getstate_setstate=False, on_setattr=attrs.setters.NO_OP)
-class BaseTask:
+class BaseTask(_ExtraFields):
     """Fields every task has. Read them as attributes or items: ``task.stdout``,
     ``task["stdout"]``, ``task.get("exit_code")``; ``dict(task)`` lists them all.
 
@@ -89,7 +95,6 @@ class BaseTask:
     # -- bookkeeping, never serialised --
     _future: asyncio.Future[BaseTask] | None = attrs.field(default=None, init=False, repr=False)
     _origin: dict[str, Any] | None = attrs.field(default=None, init=False, repr=False)
-    _extra: dict[str, Any] | None = attrs.field(default=None, init=False, repr=False)
 
     kind: ClassVar[str] = "task"
     #: the constructor's keywords (set per class below the class definitions)
@@ -105,6 +110,9 @@ class BaseTask:
         self.__attrs_init__(**fields)  # type: ignore[attr-defined]
         self._keep_extra(extra)
 
+    def _extras(self) -> dict[str, Any]:
+        return self.__dict__  # only extra fields live there: every field has a slot
+
     def _keep_extra(self, extra: dict[str, Any]) -> None:
         for key in extra:
             if key in self.public_fields or key.startswith("_"):
@@ -115,7 +123,7 @@ class BaseTask:
             like = _near_miss(key, self.init_fields)
             if like is not None:
                 _log.warning("task.unknown_field", task=self.uid, field=key, did_you_mean=like)
-        self._extra = extra
+        self.__dict__.update(extra)
 
     def __attrs_post_init__(self) -> None:
         self._validate()
@@ -147,12 +155,6 @@ class BaseTask:
                 self._fail(name, f"must be a dict, got {type(getattr(self, name)).__name__}")
 
     # -- mapping-style access, as in the seed system, rhapsody-py and radical.asyncflow --
-    def __getattr__(self, name: str) -> Any:  # only reached for names that are no field
-        extra = self._extra if not name.startswith("_") else None
-        if extra is not None and name in extra:
-            return extra[name]
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-
     def __getitem__(self, key: str) -> Any:
         if not isinstance(key, str) or key.startswith("_") or not hasattr(self, key):
             raise KeyError(key)
@@ -161,12 +163,7 @@ class BaseTask:
     def __setitem__(self, key: str, value: Any) -> None:
         if key.startswith("_"):
             raise KeyError(f"{type(self).__name__} has no field {key!r}")
-        if key in self.public_fields:
-            setattr(self, key, value)
-        elif self._extra is None:
-            self._extra = {key: value}
-        else:
-            self._extra[key] = value
+        setattr(self, key, value)
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and not key.startswith("_") and hasattr(self, key)
@@ -178,7 +175,7 @@ class BaseTask:
             return default
 
     def keys(self) -> list[str]:
-        return [*self.public_fields, *(self._extra or ())]
+        return [*self.public_fields, *self._extras()]
 
     def values(self) -> list[Any]:
         return [self[key] for key in self.keys()]
@@ -190,7 +187,7 @@ class BaseTask:
         return iter(self.keys())
 
     def __len__(self) -> int:
-        return len(self.public_fields) + len(self._extra or ())
+        return len(self.public_fields) + len(self._extras())
 
     def update(self, other: Any = (), /, **more: Any) -> None:
         """dict-style: set several fields (or extra fields) at once."""
@@ -205,7 +202,7 @@ class BaseTask:
     # A task copied to another process (pickled) is a snapshot: the future and the
     # submitter's dict belong to the process that submitted it.
     def __getstate__(self) -> dict[str, Any]:
-        state = {name: getattr(self, name) for name in _SLOTS[type(self)]}
+        state = {**self._extras(), **{name: getattr(self, name) for name in _SLOTS[type(self)]}}
         state["_future"] = state["_origin"] = None
         return state
 

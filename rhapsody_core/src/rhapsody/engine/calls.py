@@ -21,7 +21,8 @@ from typing import Any
 
 import cloudpickle
 
-from rhapsody.engine.capture import Captured, capturing
+from rhapsody.engine import capture
+from rhapsody.engine.capture import Captured
 from rhapsody.engine.outcome import Outcome
 
 _local = threading.local()
@@ -77,11 +78,13 @@ def call_function(
     fn: Callable[..., Any], args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None, control: CallControl | None = None
 ) -> Outcome:
     """Run ``fn`` and capture how it ended and what it printed; never raises for ``fn``'s own error."""
-    with capturing() as printed:
-        try:
-            value = invoke(fn, args, kwargs or {}, control)
-        except BaseException as exc:  # noqa: BLE001 - SystemExit and KeyboardInterrupt in a task are the task's failure
-            return _failure(exc, printed)
+    printed, token = capture.start()
+    try:
+        value = invoke(fn, args, kwargs or {}, control)
+    except BaseException as exc:  # noqa: BLE001 - SystemExit and KeyboardInterrupt in a task are the task's failure
+        return _failure(exc, printed)
+    finally:
+        capture.stop(token)
     return Outcome(value, stdout=printed.stdout, stderr=printed.stderr)
 
 
@@ -93,15 +96,17 @@ def _failure(exc: BaseException, printed: Captured) -> Outcome:
 async def call_function_async(fn: Callable[..., Any], args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> Outcome:
     """`call_function` for an engine whose worker already runs an event loop.
     Capture is per asyncio task: run each call in a task of its own."""
-    with capturing() as printed:
-        try:
-            result = fn(*args, **(kwargs or {}))
-            if inspect.isawaitable(result):
-                result = await result
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:  # noqa: BLE001
-            return _failure(exc, printed)
+    printed, token = capture.start()
+    try:
+        result = fn(*args, **(kwargs or {}))
+        if inspect.isawaitable(result):
+            result = await result
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:  # noqa: BLE001
+        return _failure(exc, printed)
+    finally:
+        capture.stop(token)
     return Outcome(result, stdout=printed.stdout, stderr=printed.stderr)
 
 

@@ -17,27 +17,26 @@ from __future__ import annotations
 import contextvars
 import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any, TextIO
 
 
 class Captured:
-    """What one task printed so far."""
+    """What one task printed so far (lists made on the first write: most
+    function tasks print nothing, and this runs once per task)."""
 
     __slots__ = ("err", "out")
 
     def __init__(self) -> None:
-        self.out: list[str] = []
-        self.err: list[str] = []
+        self.out: list[str] | None = None
+        self.err: list[str] | None = None
 
     @property
     def stdout(self) -> str:
-        return "".join(self.out)
+        return "".join(self.out) if self.out else ""
 
     @property
     def stderr(self) -> str:
-        return "".join(self.err)
+        return "".join(self.err) if self.err else ""
 
 
 _current: contextvars.ContextVar[Captured | None] = contextvars.ContextVar("rhapsody_captured", default=None)
@@ -55,7 +54,14 @@ class _Router:
         captured = _current.get()
         if captured is None:
             return self.original.write(text)
-        (captured.out if self._which == "out" else captured.err).append(text)
+        if self._which == "out":
+            if captured.out is None:
+                captured.out = []
+            captured.out.append(text)
+        else:
+            if captured.err is None:
+                captured.err = []
+            captured.err.append(text)
         return len(text)
 
     def writelines(self, lines: Any) -> None:
@@ -83,15 +89,15 @@ def _install() -> None:
             sys.stderr = _Router(sys.stderr, "err")  # type: ignore[assignment]
 
 
-@contextmanager
-def capturing() -> Iterator[Captured]:
+def start() -> tuple[Captured, contextvars.Token[Captured | None]]:
     """Collect what is printed in the current context (this thread, or this
-    asyncio task and the tasks it creates) until the block ends."""
-    if not isinstance(sys.stdout, _Router) or not isinstance(sys.stderr, _Router):
+    asyncio task and the tasks it creates) until `stop` with the token.
+    A pair of calls, not a context manager: it runs once per function task."""
+    if type(sys.stdout) is not _Router or type(sys.stderr) is not _Router:
         _install()
     captured = Captured()
-    token = _current.set(captured)
-    try:
-        yield captured
-    finally:
-        _current.reset(token)
+    return captured, _current.set(captured)
+
+
+def stop(token: contextvars.Token[Captured | None]) -> None:
+    _current.reset(token)
