@@ -121,3 +121,16 @@ def test_extra_fields_set_as_attributes_too() -> None:
     t = ComputeTask(function=print)
     t.note = "n"  # type: ignore[attr-defined]
     assert t["note"] == "n" and dict(t)["note"] == "n" and "note" in list(t)
+
+
+def test_positional_arguments_in_rhapsody_py_order() -> None:
+    t = ComputeTask("/bin/echo", None, ["a", "b"])
+    assert t.executable == "/bin/echo" and t.arguments == ["a", "b"]
+    f = ComputeTask(None, pow, None, (2, 3))
+    assert f.function is pow and f.args == (2, 3)
+    a = AITask("a prompt", "a-model")
+    assert (a.prompt, a.model) == ("a prompt", "a-model")
+    with pytest.raises(TypeError, match="both by position and by keyword"):
+        ComputeTask("/bin/echo", executable="/bin/true")
+    with pytest.raises(TypeError, match="at most"):
+        ComputeTask(*range(10))

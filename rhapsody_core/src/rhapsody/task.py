@@ -101,14 +101,27 @@ class BaseTask(_ExtraFields):
     init_fields: ClassVar[frozenset[str]] = frozenset()
     #: every public field, in order: what ``dict(task)`` holds besides extras
     public_fields: ClassVar[tuple[str, ...]] = ()
+    #: the fields rhapsody-py's constructor took by position, in its order
+    positional_fields: ClassVar[tuple[str, ...]] = ("uid", "backend")
 
-    def __init__(self, **fields: Any) -> None:
+    def __init__(self, *positional: Any, **fields: Any) -> None:
+        if positional:
+            self._by_position(positional, fields)
         if fields.keys() <= self.init_fields:  # the hot path: nothing extra
             self.__attrs_init__(**fields)  # type: ignore[attr-defined]
             return
         extra = {key: fields.pop(key) for key in fields.keys() - self.init_fields}
         self.__attrs_init__(**fields)  # type: ignore[attr-defined]
         self._keep_extra(extra)
+
+    def _by_position(self, values: tuple[Any, ...], fields: dict[str, Any]) -> None:
+        names = self.positional_fields
+        if len(values) > len(names):
+            raise TypeError(f"{type(self).__name__}() takes at most {len(names)} positional arguments ({', '.join(names)})")
+        for name, value in zip(names, values, strict=False):
+            if name in fields:
+                raise TypeError(f"{type(self).__name__}() got {name!r} both by position and by keyword")
+            fields[name] = value
 
     def _extras(self) -> dict[str, Any]:
         return self.__dict__  # only extra fields live there: every field has a slot
@@ -281,7 +294,7 @@ class ComputeTask(BaseTask):
 
     executable: str | None = None
     function: Callable[..., Any] | None = None
-    arguments: list[str] = attrs.field(factory=list)
+    arguments: list[str] = attrs.field(factory=list, converter=_list_or_empty)
     args: tuple[Any, ...] = attrs.field(factory=tuple, converter=_tuple_or_empty)
     kwargs: dict[str, Any] = attrs.field(factory=dict, converter=_dict_or_empty)
     input_files: list[str] = attrs.field(factory=list, converter=_list_or_empty)
@@ -289,6 +302,9 @@ class ComputeTask(BaseTask):
     capture_stdio: bool = False
 
     kind: ClassVar[str] = "compute"
+    positional_fields: ClassVar[tuple[str, ...]] = (
+        "executable", "function", "arguments", "args", "kwargs", "uid", "input_files", "output_files", "capture_stdio",
+    )  # fmt: skip
 
     def _validate(self) -> None:
         BaseTask._validate(self)
@@ -346,6 +362,10 @@ class AITask(BaseTask):  # type: ignore[override]
     response: Any = attrs.field(default=None, init=False)
 
     kind: ClassVar[str] = "ai"
+    positional_fields: ClassVar[tuple[str, ...]] = (
+        "prompt", "model", "inference_endpoint", "system_prompt", "temperature", "max_tokens", "top_p", "top_k",
+        "stop_sequences", "uid", "backend",
+    )  # fmt: skip
 
     def _validate(self) -> None:
         BaseTask._validate(self)
