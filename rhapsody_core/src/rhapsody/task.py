@@ -47,6 +47,7 @@ def _to_resources(value: Any) -> Any:  # a Resources, or the bad value for _vali
 RESULT_FIELDS = ("state", "stdout", "stderr", "exit_code", "return_value", "exception", "timestamps")
 
 _log = get_logger("rhapsody.task")
+_NEW = TaskState.NEW.value  # (an Enum's .value is a property: too slow for every construction)
 #: task_backend_specific_kwargs keys core itself resolves for executables
 LAUNCH_KEYS = frozenset({"cwd", "env", "shell"})
 
@@ -140,7 +141,7 @@ class BaseTask(_ExtraFields):
 
     def __attrs_post_init__(self) -> None:
         self._validate()
-        self.timestamps[TaskState.NEW.value] = time.time()
+        self.timestamps[_NEW] = time.time()
 
     def _fail(self, field: str, problem: str) -> None:
         raise TaskValidationError(self.uid, field, problem)

@@ -149,7 +149,7 @@ class TaskTracker:
         for key, value in fields.items():
             setattr(task, key, value)
         task.state = new
-        task.timestamps[new.value] = time.time()
+        task.timestamps[new._value_] = time.time()  # _value_: Enum's plain attribute; .value is a slow property
         if new is TaskState.RUNNING:
             if task.timeout:
                 assert self._loop is not None
@@ -165,7 +165,7 @@ class TaskTracker:
         if origin is not None:  # a dict submitter reads results from its dict
             for key in _RESULT_KEYS:
                 origin[key] = getattr(task, key)
-            origin["state"] = new.value
+            origin["state"] = new._value_
         if self.callbacks:
             self._call_back(origin if origin is not None else task, new)
         future = task._future
@@ -196,7 +196,7 @@ class TaskTracker:
     def _call_back(self, subject: Any, new: TaskState) -> None:
         for callback in self.callbacks:
             try:
-                callback(subject, new.value)
+                callback(subject, new._value_)
             except Exception as exc:  # noqa: BLE001
                 self.log.error("callback.failed", task=getattr(subject, "uid", None), error=f"{type(exc).__name__}: {exc}")
 
