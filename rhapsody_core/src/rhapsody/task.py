@@ -164,9 +164,10 @@ class BaseTask(_ExtraFields):
                 except TypeError as exc:
                     self._fail("resources", str(exc))
             self._fail("resources", f"must be a Resources or a dict, got {type(self.resources).__name__}")
-        for name in ("task_backend_specific_kwargs", "metadata"):
-            if not isinstance(getattr(self, name), dict):
-                self._fail(name, f"must be a dict, got {type(getattr(self, name)).__name__}")
+        if type(self.task_backend_specific_kwargs) is not dict or type(self.metadata) is not dict:  # the common case, checked cheaply
+            for name in ("task_backend_specific_kwargs", "metadata"):
+                if not isinstance(getattr(self, name), dict):
+                    self._fail(name, f"must be a dict, got {type(getattr(self, name)).__name__}")
 
     # -- mapping-style access, as in the seed system, rhapsody-py and radical.asyncflow --
     def __getitem__(self, key: str) -> Any:
@@ -332,12 +333,16 @@ class ComputeTask(BaseTask):
             self._fail("kwargs", "must be a dict with string keys")
         if (self.args or self.kwargs) and self.executable is not None:
             self._fail("args/kwargs", "args= / kwargs= are for functions; give an executable arguments=")
+        if self.input_files or self.output_files or type(self.input_files) is not list or type(self.output_files) is not list:
+            self._check_paths()
+        if not isinstance(self.capture_stdio, bool):
+            self._fail("capture_stdio", f"must be a bool, got {self.capture_stdio!r}")
+
+    def _check_paths(self) -> None:
         for name in ("input_files", "output_files"):
             value = getattr(self, name)
             if not isinstance(value, (list, tuple)) or (value and not all(isinstance(p, (str, os.PathLike)) for p in value)):
                 self._fail(name, "must be a list of paths")
-        if not isinstance(self.capture_stdio, bool):
-            self._fail("capture_stdio", f"must be a bool, got {self.capture_stdio!r}")
 
     @property
     def is_function(self) -> bool:
