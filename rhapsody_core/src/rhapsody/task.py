@@ -7,7 +7,7 @@ import difflib
 import itertools
 import os
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator
 from typing import Any, ClassVar
 
 import attrs
@@ -16,6 +16,7 @@ from rhapsody.errors import TaskCanceledError, TaskExecutionError, TaskValidatio
 from rhapsody.log import get_logger
 from rhapsody.resources import Resources
 from rhapsody.states import TaskState
+from rhapsody.task_fields import FieldAccess
 
 # Cheap, readable, unique within a process; pid keeps two processes' journals apart.
 _uid_counter = itertools.count()
@@ -58,16 +59,10 @@ def _near_miss(key: str, known: frozenset[str]) -> str | None:
     return match[0] if match else None
 
 
-class _ExtraFields:
-    """No ``__slots__``: gives every task a ``__dict__``, made only when a task
-    gets a field the class does not declare (``ComputeTask(..., name="x")``, or
-    ``task.note = 1``); declared fields are slots, read at full speed."""
-
-
 # on_setattr=NO_OP: validation and conversion happen once, at construction;
 # backends set result fields on the hot path and must not pay for them.
 @attrs.define(kw_only=True, eq=False, init=False, slots=True, getstate_setstate=False, on_setattr=attrs.setters.NO_OP)
-class BaseTask(_ExtraFields):
+class BaseTask(FieldAccess):
     """Fields every task has. Read them as attributes or items: ``task.stdout``,
     ``task["stdout"]``, ``task.get("exit_code")``; ``dict(task)`` lists them all.
 
@@ -100,8 +95,6 @@ class BaseTask(_ExtraFields):
     kind: ClassVar[str] = "task"
     #: the constructor's keywords (set per class below the class definitions)
     init_fields: ClassVar[frozenset[str]] = frozenset()
-    #: every public field, in order: what ``dict(task)`` holds besides extras
-    public_fields: ClassVar[tuple[str, ...]] = ()
     #: the fields rhapsody-py's constructor took by position, in its order
     positional_fields: ClassVar[tuple[str, ...]] = ("uid", "backend")
 
@@ -123,9 +116,6 @@ class BaseTask(_ExtraFields):
             if name in fields:
                 raise TypeError(f"{type(self).__name__}() got {name!r} both by position and by keyword")
             fields[name] = value
-
-    def _extras(self) -> dict[str, Any]:
-        return self.__dict__  # only extra fields live there: every field has a slot
 
     def _keep_extra(self, extra: dict[str, Any]) -> None:
         for key in extra:
@@ -168,51 +158,6 @@ class BaseTask(_ExtraFields):
             for name in ("task_backend_specific_kwargs", "metadata"):
                 if not isinstance(getattr(self, name), dict):
                     self._fail(name, f"must be a dict, got {type(getattr(self, name)).__name__}")
-
-    # -- mapping-style access, as in the seed system, rhapsody-py and radical.asyncflow --
-    def __getitem__(self, key: str) -> Any:
-        if not isinstance(key, str) or key.startswith("_") or not hasattr(self, key):
-            raise KeyError(key)
-        return getattr(self, key)
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        if key.startswith("_"):
-            raise KeyError(f"{type(self).__name__} has no field {key!r}")
-        setattr(self, key, value)
-
-    def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and not key.startswith("_") and hasattr(self, key)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        try:
-            return self[key]
-        except KeyError:
-            return default
-
-    def keys(self) -> list[str]:
-        return [*self.public_fields, *self._extras()]
-
-    def values(self) -> list[Any]:
-        return [self[key] for key in self.keys()]
-
-    def items(self) -> list[tuple[str, Any]]:
-        return [(key, self[key]) for key in self.keys()]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.keys())
-
-    def __len__(self) -> int:
-        return len(self.public_fields) + len(self._extras())
-
-    def update(self, other: Any = (), /, **more: Any) -> None:
-        """dict-style: set several fields (or extra fields) at once."""
-        for key, value in dict(other, **more).items():
-            self[key] = value
-
-    def setdefault(self, key: str, default: Any = None) -> Any:
-        if key not in self:
-            self[key] = default
-        return self[key]
 
     # A task copied to another process (pickled) is a snapshot: the future and the
     # submitter's dict belong to the process that submitted it.
