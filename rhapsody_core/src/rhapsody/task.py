@@ -13,7 +13,6 @@ from typing import Any, ClassVar
 import attrs
 
 from rhapsody.errors import TaskCanceledError, TaskExecutionError, TaskValidationError
-from rhapsody.log import get_logger
 from rhapsody.resources import Resources
 from rhapsody.states import TaskState
 from rhapsody.task_fields import FieldAccess
@@ -47,10 +46,15 @@ def _to_resources(value: Any) -> Any:  # a Resources, or the bad value for _vali
 # accepted from the user's constructor call.
 RESULT_FIELDS = ("state", "stdout", "stderr", "exit_code", "return_value", "exception", "timestamps")
 
-_log = get_logger("rhapsody.task")
 _NEW = TaskState.NEW.value  # (an Enum's .value is a property: too slow for every construction)
 #: task_backend_specific_kwargs keys core itself resolves for executables
 LAUNCH_KEYS = frozenset({"cwd", "env", "shell"})
+
+
+def _warn_unknown(uid: str, key: str, did_you_mean: str) -> None:
+    from rhapsody.log import get_logger  # noqa: PLC0415 - only on this rare path: task.py stays free of structlog
+
+    get_logger("rhapsody.task").warning("task.unknown_field", task=uid, field=key, did_you_mean=did_you_mean)
 
 
 def _near_miss(key: str, known: frozenset[str]) -> str | None:
@@ -122,11 +126,11 @@ class BaseTask(FieldAccess):
             if key in self.public_fields or key.startswith("_"):
                 raise TypeError(f"{type(self).__name__}() got {key!r}, which is no description field: the backend fills it in")
             if key in LAUNCH_KEYS:  # honoured only inside task_backend_specific_kwargs, as in rhapsody-py
-                _log.warning("task.unknown_field", task=self.uid, field=key, did_you_mean=f"task_backend_specific_kwargs={{{key!r}: ...}}")
+                _warn_unknown(self.uid, key, f"task_backend_specific_kwargs={{{key!r}: ...}}")
                 continue
             like = _near_miss(key, self.init_fields)
             if like is not None:
-                _log.warning("task.unknown_field", task=self.uid, field=key, did_you_mean=like)
+                _warn_unknown(self.uid, key, like)
         self.__dict__.update(extra)
 
     def __attrs_post_init__(self) -> None:
