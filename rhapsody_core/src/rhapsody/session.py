@@ -172,7 +172,10 @@ class Session:
         `TimeoutError` and ``asyncio.TimeoutError``) if ``timeout`` seconds pass
         first; the tasks keep running."""
         tasks = list(tasks)
-        futures = [self._future_of(task) for task in tasks]
+        futures = []
+        for task in tasks:
+            future = task.future if isinstance(task, BaseTask) else None
+            futures.append(future if future is not None else self._future_of(task))
         pending: set[Any] = set()
         if futures:
             _, pending = await asyncio.wait(futures, timeout=timeout)

@@ -5,8 +5,9 @@ import it).
 `call_function` never raises for the function's own error: the exception object
 and its traceback text travel back in the `Outcome`, so the client re-raises the
 original type. What the function prints lands in the Outcome's ``stdout`` /
-``stderr``, per task even when many run at once (`rhapsody.engine.capture`); a
-failed function's ``stderr`` is what it printed there, then the traceback. An ``async def`` function runs on an event loop kept per thread
+``stderr`` (None when it printed nothing), per task even when many run at once
+(`rhapsody.engine.capture`); a failed function's ``stderr`` is what it printed
+there, then the traceback. An ``async def`` function runs on an event loop kept per thread
 (``asyncio.run`` per call would build and tear down a loop every time).
 """
 
@@ -85,6 +86,8 @@ def call_function(
         return _failure(exc, printed)
     finally:
         capture.stop(token)
+    if printed.out is None and printed.err is None:  # the common case, kept cheap
+        return Outcome(value)
     return Outcome(value, stdout=printed.stdout, stderr=printed.stderr)
 
 
@@ -107,6 +110,8 @@ async def call_function_async(fn: Callable[..., Any], args: tuple[Any, ...] = ()
         return _failure(exc, printed)
     finally:
         capture.stop(token)
+    if printed.out is None and printed.err is None:
+        return Outcome(result)
     return Outcome(result, stdout=printed.stdout, stderr=printed.stderr)
 
 

@@ -45,12 +45,8 @@ def _tail(task: BaseTask, stderr: str | None) -> str:
     return text if len(text) <= _TAIL else "..." + text[-_TAIL:]
 
 
-def _settle_future(future: asyncio.Future[BaseTask], task: BaseTask) -> None:
-    """A FAILED task's future raises why (so ``asyncio.gather`` fails fast, as in
-    rhapsody-py); DONE and CANCELED resolve with the task."""
-    if task.state is not TaskState.FAILED:
-        future.set_result(task)
-        return
+def _fail_future(future: asyncio.Future[BaseTask], task: BaseTask) -> None:
+    """A FAILED task's future raises why, so ``asyncio.gather`` fails fast (as in rhapsody-py)."""
     exc = task.exception
     if not isinstance(exc, Exception) or isinstance(exc, StopIteration):
         # SystemExit & co. would stop the awaiting event loop, and a future refuses
@@ -170,7 +166,10 @@ class TaskTracker:
             self._call_back(origin if origin is not None else task, new)
         future = task._future
         if new.is_terminal and future is not None and not future.done():
-            _settle_future(future, task)
+            if new is TaskState.FAILED:
+                _fail_future(future, task)
+            else:  # DONE and CANCELED resolve with the task, as in rhapsody-py
+                future.set_result(task)
         return True
 
     def _settle(self, task: BaseTask, new: TaskState, fields: dict[str, Any]) -> TaskState:
