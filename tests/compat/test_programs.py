@@ -38,7 +38,7 @@ def test_quickstart_executables_and_functions(workdir: Path) -> None:
         "True DONE out='squaring 9' value=81",
         "True DONE out='hello world' value='greeted world'",
         "greet stderr='warned world'",
-        "name=echoer item=echoer",
+        "name=echoer item=echoer routed to concurrent",
         "own output True",
     ]
 

@@ -123,14 +123,14 @@ class Session:
             backend = self._backends[name]
             await backend.start()
             submitted = await backend.hand_over(backend.prepare(group))
-            futures: list[asyncio.Future[BaseTask]] = [t.future for t in submitted]  # type: ignore[misc]
-            self._remember(group, futures)
-            return futures
+            self._note_routing(name, group, submitted)
+            return [t.future for t in submitted]  # type: ignore[misc]
         await asyncio.gather(*(self._backends[name].start() for name in groups))
         batches = {name: self._backends[name].prepare(group) for name, group in groups.items()}
         results = await asyncio.gather(*(self._backends[name].hand_over(batch) for name, batch in batches.items()))
         by_id: dict[int, BaseTask] = {}
-        for group, submitted in zip(groups.values(), results, strict=True):
+        for (name, group), submitted in zip(groups.items(), results, strict=True):
+            self._note_routing(name, group, submitted)
             for original, task in zip(group, submitted, strict=True):
                 by_id[id(original)] = task
         futures = []
@@ -138,13 +138,18 @@ class Session:
             future = by_id[id(original)].future
             assert future is not None
             futures.append(future)
-        self._remember(tasks, futures)
         return futures
 
-    def _remember(self, tasks: list[Any], futures: list[asyncio.Future[BaseTask]]) -> None:
-        for task, future in zip(tasks, futures, strict=True):
-            if isinstance(task, dict):
-                self._dict_futures[task["uid"]] = future
+    def _note_routing(self, name: str, originals: list[Any], submitted: list[BaseTask]) -> None:
+        """Record where each task went (``task.backend``, as rhapsody-py does), and
+        the future of each task submitted as a dict, for `wait_tasks` to find by uid."""
+        for original, task in zip(originals, submitted, strict=True):
+            if task.backend is None:
+                task.backend = name
+            if isinstance(original, dict):
+                if not original.get("backend"):
+                    original["backend"] = name
+                self._dict_futures[task.uid] = task.future  # type: ignore[assignment]
 
     def _future_of(self, task: Any) -> asyncio.Future[BaseTask]:
         if isinstance(task, BaseTask) and task.future is not None:

@@ -37,7 +37,7 @@ async def main():
         for task in tasks[:4]:
             print(f"{task['uid'] == task.uid} {task.state} out={task.stdout.strip()!r} value={task.return_value!r}")
         print(f"greet stderr={tasks[3].stderr.strip()!r}")
-        print(f"name={tasks[0].name} item={tasks[0]['name']}")
+        print(f"name={tasks[0].name} item={tasks[0]['name']} routed to {tasks[0].backend}")
         squares = [t.stdout for t in tasks[4:]]
         print(f"own output {squares == [f'squaring {i}' + chr(10) for i in range(20)]}")
 
