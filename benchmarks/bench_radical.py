@@ -105,10 +105,13 @@ class RawRP:
 
         self.rp = rp
         (self.base / "stdio").mkdir(parents=True, exist_ok=True)
+        (self.base / "tmp").mkdir(parents=True, exist_ok=True)
         try:
-            self.session = rp.Session(cfg={"base": str(self.base), "client_sandbox": str(self.base)})
-            self.pmgr = rp.PilotManager(self.session)
-            self.tmgr = rp.TaskManager(self.session)
+            # RP's temp files under the run's folder, its addresses on loopback, as the backend does: a run leaves nothing in /tmp
+            with envfix.spawn_env(self.base / "tmp", envfix.LOOPBACK):
+                self.session = rp.Session(cfg={"base": str(self.base), "client_sandbox": str(self.base)})
+                self.pmgr = rp.PilotManager(self.session)
+                self.tmgr = rp.TaskManager(self.session)
             self.tmgr.register_callback(self._cb)
             pilot = self.pmgr.submit_pilots(rp.PilotDescription({**PILOT, "exit_on_error": False, "sandbox": str(self.base / "sandbox")}))
             self.tmgr.add_pilots(pilot)
@@ -183,6 +186,7 @@ class RawRP:
     def close(self) -> None:
         self.stop_raptor()
         self.session.close(terminate=True, download=False)
+        envfix.close_manager_sockets(self.session, self.pmgr, self.tmgr)  # RP 1.103 leaves them listening
 
 
 async def main() -> None:

@@ -8,28 +8,29 @@ from pathlib import Path
 from rhapsody import ComputeTask, ResourceError, Resources, Session, TaskState
 from rhapsody.testing import BackendConformance, LoopRunner
 from rhapsody.testing import tasks as fn
-from rhapsody_dragon import DragonExecutionBackendV1, DragonExecutionBackendV2, DragonExecutionBackendV3
+from rhapsody_dragon import DragonBatchExecutionBackend, DragonPoolExecutionBackend, DragonProcessExecutionBackend
 
 
-class TestDragonV2(BackendConformance):
+class TestDragonPool(BackendConformance):
     concurrency = 2
     burst_size = 1000
+    runs_multi_rank = False  # one worker process per task
 
-    def make_backend(self) -> DragonExecutionBackendV2:
-        return DragonExecutionBackendV2(name="dragon_v2", num_workers=2)
+    def make_backend(self) -> DragonPoolExecutionBackend:
+        return DragonPoolExecutionBackend(name="dragon_v2", num_workers=2)
 
 
-class TestDragonV1(BackendConformance):
+class TestDragonProcess(BackendConformance):
     concurrency = 2
     burst_size = 20  # a Python process per task: ~0.4 s each idle, several s on a loaded 2-core box
 
-    def make_backend(self) -> DragonExecutionBackendV1:
-        return DragonExecutionBackendV1(name="dragon_v1", num_workers=2)
+    def make_backend(self) -> DragonProcessExecutionBackend:
+        return DragonProcessExecutionBackend(name="dragon_v1", num_workers=2)
 
     def test_multi_rank_executable(self, submit) -> None:
         (t,) = submit(ComputeTask(executable="/bin/sh", arguments=["-c", "echo rank=$RHAPSODY_RANK"], resources=Resources(ranks=3)))
         assert t.state is TaskState.DONE, (t.exception, t.stderr)
-        assert sorted(t.stdout.split()) == ["rank=0", "rank=1", "rank=2"]
+        assert t.stdout.split() == ["rank=0", "rank=1", "rank=2"], "ranks' output comes in rank order"
 
     def test_multi_rank_function(self, submit) -> None:
         (t,) = submit(ComputeTask(function=fn.getenv, args=("RHAPSODY_RANK",), resources=Resources(ranks=2)))
@@ -42,17 +43,25 @@ class TestDragonV1(BackendConformance):
         )
         assert t.state is TaskState.FAILED and t.exit_code == 4
 
+    def test_multi_rank_capture_to_files(self, submit) -> None:
+        (t,) = submit(
+            ComputeTask(executable="/bin/sh", arguments=["-c", "echo r$RHAPSODY_RANK"], resources=Resources(ranks=2), capture_stdio=True)
+        )
+        assert t.state is TaskState.DONE, (t.exception, t.stderr)
+        assert Path(t.stdout).read_text().split() == ["r0", "r1"]
 
-class TestDragonV3(BackendConformance):
+
+class TestDragonBatch(BackendConformance):
     """Batch runs ~4 function tasks/s here: small burst, generous deadlines."""
 
     concurrency = 1  # Batch: one worker per physical core, one on a 2-vCPU box
     burst_size = 24
     deadline = 300.0
     start_timeout = 120.0
+    runs_multi_rank = False  # Batch places at most one rank per worker: one here
 
-    def make_backend(self) -> DragonExecutionBackendV3:
-        return DragonExecutionBackendV3(name="dragon", num_workers=1)
+    def make_backend(self) -> DragonBatchExecutionBackend:
+        return DragonBatchExecutionBackend(name="dragon", num_workers=1)
 
     def test_ranks_beyond_batch_capacity_fail_at_once(self, submit) -> None:
         (t,) = submit(ComputeTask(executable="/bin/true", resources=Resources(ranks=8)))
@@ -72,13 +81,18 @@ class TestDragonV3(BackendConformance):
         submit(t)
         assert t.state is TaskState.DONE and t.stdout.strip() == "tmpl", (t.exception, t.stderr)
 
+    def test_process_template_cwd_is_checked_like_any_cwd(self, submit, tmp_path: Path) -> None:
+        t = ComputeTask(executable="/bin/pwd", task_backend_specific_kwargs={"process_template": {"cwd": str(tmp_path / "gone")}})
+        submit(t)
+        assert t.state is TaskState.FAILED and t.exit_code == 126, (t.state, t.exit_code, t.stderr)
 
-class TestDragonV3Stream:
+
+class TestDragonBatchStream:
     """Stream mode (disable_batch_submission=True): each task is its own batch."""
 
     def test_stream_mode_runs_tasks(self, tmp_path: Path) -> None:
         run = LoopRunner(300)
-        backend = DragonExecutionBackendV3(name="dragon-stream", num_workers=1, disable_batch_submission=True)
+        backend = DragonBatchExecutionBackend(name="dragon-stream", num_workers=1, disable_batch_submission=True)
         tasks = [ComputeTask(function=fn.add, args=(i, i)) for i in range(3)] + [ComputeTask(executable="/bin/echo", arguments=["s"])]
 
         async def go() -> None:

@@ -15,33 +15,51 @@ from pathlib import Path
 import pytest
 
 from rhapsody import BackendError, ComputeTask, Session, TaskState, get_backend
+from rhapsody.engine import core_count
 from rhapsody.testing import LoopRunner
 from rhapsody.testing import tasks as fn
-from rhapsody_dragon import DragonExecutionBackendV1, DragonExecutionBackendV2, DragonExecutionBackendV3
+from rhapsody_dragon import (
+    DragonBatchExecutionBackend,
+    DragonExecutionBackendV1,
+    DragonExecutionBackendV2,
+    DragonExecutionBackendV3,
+    DragonPoolExecutionBackend,
+    DragonProcessExecutionBackend,
+)
 
 
 def test_registered_names_resolve_to_the_right_classes() -> None:
-    assert type(get_backend("dragon")) is DragonExecutionBackendV3
-    assert type(get_backend("dragon_v3")) is DragonExecutionBackendV3
-    assert type(get_backend("dragon_v2")) is DragonExecutionBackendV2
-    assert type(get_backend("dragon_v1")) is DragonExecutionBackendV1
+    assert type(get_backend("dragon")) is DragonBatchExecutionBackend
+    assert type(get_backend("dragon_v3")) is DragonBatchExecutionBackend
+    assert type(get_backend("dragon_v2")) is DragonPoolExecutionBackend
+    assert type(get_backend("dragon_v1")) is DragonProcessExecutionBackend
 
 
 def test_class_names_import_from_rhapsody_backends() -> None:
+    import rhapsody.backends as rb
     from rhapsody.backends import DragonExecutionBackend
 
-    assert DragonExecutionBackend is DragonExecutionBackendV3
-    import rhapsody.backends as rb
-
-    assert rb.DragonExecutionBackendV3 is DragonExecutionBackendV3
-    assert rb.DragonExecutionBackendV2 is DragonExecutionBackendV2
-    assert rb.DragonExecutionBackendV1 is DragonExecutionBackendV1
+    assert DragonExecutionBackend is DragonBatchExecutionBackend
+    for name, cls in (
+        ("DragonBatchExecutionBackend", DragonBatchExecutionBackend),
+        ("DragonExecutionBackendV3", DragonBatchExecutionBackend),
+        ("DragonPoolExecutionBackend", DragonPoolExecutionBackend),
+        ("DragonExecutionBackendV2", DragonPoolExecutionBackend),
+        ("DragonProcessExecutionBackend", DragonProcessExecutionBackend),
+        ("DragonExecutionBackendV1", DragonProcessExecutionBackend),
+    ):
+        assert getattr(rb, name) is cls, name
+    assert (DragonExecutionBackendV1, DragonExecutionBackendV2, DragonExecutionBackendV3) == (
+        DragonProcessExecutionBackend,
+        DragonPoolExecutionBackend,
+        DragonBatchExecutionBackend,
+    )
 
 
 def test_seed_signature_defaults_do_not_warn() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        b = DragonExecutionBackendV3(
+        b = DragonBatchExecutionBackend(
             name="dragon", num_workers=1, disable_telemetry=True, disable_background_batching=False, disable_batch_submission=True
         )
     assert b.disable_telemetry and b.disable_batch_submission and b.num_workers == 1
@@ -49,19 +67,19 @@ def test_seed_signature_defaults_do_not_warn() -> None:
 
 def test_too_many_workers_are_clamped_with_a_warning() -> None:
     with pytest.warns(UserWarning, match="workers_per_node"):
-        b = DragonExecutionBackendV3(name="dragon", num_workers=16)
-    assert b.num_workers == max(1, (os.cpu_count() or 2) // 2)
+        b = DragonBatchExecutionBackend(name="dragon", num_workers=16)
+    assert b.num_workers == max(1, core_count() // 2)
 
 
 def test_disable_background_batching_warns_its_mapping() -> None:
     with pytest.warns(UserWarning, match="no background-batching switch"):
-        b = DragonExecutionBackendV3(name="dragon", disable_background_batching=True)
+        b = DragonBatchExecutionBackend(name="dragon", disable_background_batching=True)
     assert b.disable_background_batching
 
 
 def test_v2_worker_death_fails_only_its_task(tmp_path: Path) -> None:
     run = LoopRunner(180)
-    backend = DragonExecutionBackendV2(name="v2-death", num_workers=1)
+    backend = DragonPoolExecutionBackend(name="v2-death", num_workers=1)
     dying = ComputeTask(function=os._exit, args=(3,))
     after = [ComputeTask(function=fn.add, args=(i, 1)) for i in range(3)]
 
@@ -94,7 +112,7 @@ def test_v2_cancel_around_task_start_never_leaves_it_running(tmp_path: Path) -> 
     starts (before the client has heard "start") or while it runs. The worker decides
     which under one lock; in no case may a cancelled task go on running."""
     run = LoopRunner(240)
-    backend = DragonExecutionBackendV2(name="v2-window", num_workers=1)
+    backend = DragonPoolExecutionBackend(name="v2-window", num_workers=1)
     seen: list[tuple[ComputeTask, ComputeTask, Path]] = []
 
     async def go() -> None:
@@ -134,9 +152,9 @@ def test_without_dragon_constructing_names_the_package(tmp_path: Path) -> None:
     script = textwrap.dedent("""
         import asyncio, sys
         sys.modules["dragon"] = None  # as if dragonhpc were not installed
-        from rhapsody_dragon import DragonExecutionBackendV2
+        from rhapsody_dragon import DragonPoolExecutionBackend
         try:
-            asyncio.run(DragonExecutionBackendV2(name="x").start())
+            asyncio.run(DragonPoolExecutionBackend(name="x").start())
         except ImportError as exc:
             print("IMPORT-ERROR", exc)
     """)
@@ -149,11 +167,11 @@ def test_plain_python_starts_and_stops_its_own_runtime(tmp_path: Path) -> None:
         import asyncio
         from rhapsody import ComputeTask, Session
         from rhapsody.testing import tasks as fn
-        from rhapsody_dragon import DragonExecutionBackendV2
-        from rhapsody_dragon._common import RUNTIME
+        from rhapsody_dragon import DragonPoolExecutionBackend
+        from rhapsody_dragon.runtime import RUNTIME
 
         async def main():
-            async with Session([DragonExecutionBackendV2(name="plain", num_workers=1)]) as s:
+            async with Session([DragonPoolExecutionBackend(name="plain", num_workers=1)]) as s:
                 t = ComputeTask(function=fn.add, args=(40, 2))
                 await s.submit_tasks([t]); await s.wait_tasks([t])
                 print("OWNED", RUNTIME.owned, "RESULT", t.return_value, flush=True)
@@ -185,23 +203,23 @@ def test_v3_retries_a_batch_that_did_not_start(tmp_path: Path, monkeypatch: pyte
     the second attempt is a real Batch, which must then run tasks."""
     import queue
 
-    from rhapsody_dragon import v3
+    from rhapsody_dragon import batch
 
-    real = v3.DragonExecutionBackendV3._make_batch
+    real = batch.BatchEngine._make_batch
     calls: list[int] = []
 
-    def flaky(self: v3.DragonExecutionBackendV3) -> object:
+    def flaky(self: batch.BatchEngine) -> object:
         calls.append(1)
         if len(calls) == 1:
             raise queue.Empty
         return real(self)
 
-    monkeypatch.setattr(v3.DragonExecutionBackendV3, "_make_batch", flaky)
+    monkeypatch.setattr(batch.BatchEngine, "_make_batch", flaky)
     run = LoopRunner(240)
     task = ComputeTask(function=fn.add, args=(2, 3))
 
     async def go() -> None:
-        async with Session([DragonExecutionBackendV3(name="v3-retry", num_workers=1)], work_dir=tmp_path) as s:
+        async with Session([DragonBatchExecutionBackend(name="v3-retry", num_workers=1)], work_dir=tmp_path) as s:
             await s.submit_tasks([task])
             await s.wait_tasks([task])
 

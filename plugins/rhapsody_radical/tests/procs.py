@@ -67,3 +67,17 @@ def pilot_agent(sid: str, timeout: float = 30.0) -> psutil.Process:
         if time.monotonic() > deadline:
             raise AssertionError(f"no agent_0 process found for RP session {sid}")
         time.sleep(0.5)
+
+
+def raptor_processes(sid: str, role: str = "worker") -> list[psutil.Process]:
+    """The raptor ``role`` ("worker" or "master") processes of RP session
+    ``sid`` (not the processes they fork, which carry the same command line)."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if any(f"radical-pilot-raptor-{role}" in a for a in proc.cmdline()) and proc.environ().get("RP_SESSION_ID") == sid:
+                found.append(proc)
+        except psutil.Error:
+            continue
+    pids = {p.pid for p in found}
+    return [p for p in found if p.ppid() not in pids]

@@ -3,9 +3,13 @@
 Sizing: raptor (1-core master + one 1-core worker) is started with the pilot
 and holds two cores for the backend's whole life, so the pilot declares 4
 cores (``local_cores=4``: oversubscribing this 2-core box on purpose) and
-leaves ``concurrency = 2`` cores to executables."""
+leaves ``concurrency = 2`` cores to executables. A local pilot launches more
+than one rank only through an MPI launcher (``mpiexec``/``mpirun`` on PATH):
+without one, a multi-rank task is refused."""
 
 from __future__ import annotations
+
+import shutil
 
 from rhapsody.testing import BackendConformance
 from rhapsody_radical.backend import RadicalExecutionBackend
@@ -16,6 +20,7 @@ class TestRadicalPilotConformance(BackendConformance):
     burst_size = 100
     deadline = 300.0
     start_timeout = 120.0
+    runs_multi_rank = bool(shutil.which("mpiexec") or shutil.which("mpirun"))
 
     def make_backend(self) -> RadicalExecutionBackend:
         return RadicalExecutionBackend(

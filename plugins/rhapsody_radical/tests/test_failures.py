@@ -15,10 +15,11 @@ import pytest
 from procs import assert_nothing_left, group_members, pilot_agent
 
 from rhapsody import BackendError, ComputeTask, Session, TaskState
+from rhapsody.engine.host import core_count
 from rhapsody.testing import tasks as fn
 from rhapsody.testing.conformance import LoopRunner, wait_for_state
 from rhapsody_radical.backend import RadicalExecutionBackend
-from rhapsody_radical.environment import CONFIG_ENV, real_cores
+from rhapsody_radical.environment import CONFIG_ENV
 
 
 @pytest.fixture
@@ -45,7 +46,7 @@ def test_seed_snippet_on_a_small_machine_fails_with_the_agents_text(
     backend = RadicalExecutionBackend(resources={"resource": "local.localhost", "runtime": 30, "cores": 128})
     backend.work_dir = tmp_path
     error = _start_fails(run, backend)
-    assert f"insufficient cores found ({real_cores()} < 128)" in str(error)
+    assert f"insufficient cores found ({core_count()} < 128)" in str(error)
     assert "pilot.0000" in str(error) and "agent_0.err" in str(error)
     assert CONFIG_ENV not in os.environ, "the private config dir must not outlive the backend"
     assert backend.rp_session is not None and str(tmp_path) in backend.rp_session.path

@@ -5,30 +5,32 @@ from __future__ import annotations
 from rhapsody import BackendRecord, hookimpl
 
 _CHECK = "rhapsody_dragon.plugin:engine_problem"
+_BATCH = "rhapsody_dragon.batch:DragonBatchExecutionBackend"
 
 
 @hookimpl
 def rhapsody_register_backends() -> list[BackendRecord]:
-    v3 = "rhapsody_dragon.v3:DragonExecutionBackendV3"
     return [
         BackendRecord(
             name="dragon",
-            backend_class=v3,
+            backend_class=_BATCH,
             engine_check=_CHECK,
-            aliases=("DragonExecutionBackend",),
+            aliases=("DragonExecutionBackend", "DragonExecutionBackendV3"),  # attrs converter=tuple
             summary="Dragon V3: dragon.workflows.batch.Batch (default Dragon backend)",
         ),
-        BackendRecord(name="dragon_v3", backend_class=v3, engine_check=_CHECK, summary="Dragon V3: dragon.workflows.batch.Batch"),
+        BackendRecord(name="dragon_v3", backend_class=_BATCH, engine_check=_CHECK, summary="Dragon V3: dragon.workflows.batch.Batch"),
         BackendRecord(
             name="dragon_v2",
-            backend_class="rhapsody_dragon.v2:DragonExecutionBackendV2",
+            backend_class="rhapsody_dragon.pool:DragonPoolExecutionBackend",
             engine_check=_CHECK,
+            aliases=("DragonExecutionBackendV2",),
             summary="Dragon V2: persistent pool of Dragon worker processes, for many small function tasks",
         ),
         BackendRecord(
             name="dragon_v1",
-            backend_class="rhapsody_dragon.v1:DragonExecutionBackendV1",
+            backend_class="rhapsody_dragon.processes:DragonProcessExecutionBackend",
             engine_check=_CHECK,
+            aliases=("DragonExecutionBackendV1",),
             summary="Dragon V1: one native Dragon process per task, ProcessGroup for multi-rank jobs",
         ),
     ]

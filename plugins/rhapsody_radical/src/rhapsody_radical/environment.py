@@ -5,23 +5,35 @@ RP starts helper commands (``radical-pilot-bridge``, the agent bootstrapper
 under ``/bin/bash -l``) by name, so the interpreter's ``bin/`` must be first
 on PATH and ``VIRTUAL_ENV`` must name the venv. Its stock ``local.localhost``
 config claims 8 fake cores; a private resource config with the real cores is
-used unless the user has an RP configuration of their own.
+used unless the user has an RP configuration of their own. RP's processes
+write temporary files under ``$TMPDIR`` and advertise the address of the
+interface ``$RADICAL_DEFAULT_IFACE`` names: both are set for the processes a
+backend starts (`spawn_env`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
+from rhapsody.engine.host import core_count
+
 CONFIG_ENV = "RADICAL_CONFIG_USER_DIR"
+#: the network interface whose address RP's processes advertise (radical.utils' DefaultConfig)
+IFACE_ENV = "RADICAL_DEFAULT_IFACE"
+LOOPBACK = "lo"
 # radical.utils reads user configs from <RADICAL_CONFIG_USER_DIR or HOME>/.radical/pilot/configs/
 _CONFIG_SUBDIR = Path(".radical") / "pilot" / "configs"
 
@@ -32,13 +44,6 @@ ENV_LOCK = threading.RLock()
 def interpreter_bin() -> str:
     """The ``bin/`` directory of the running interpreter (the venv's, if any)."""
     return os.path.dirname(os.path.abspath(sys.executable))
-
-
-def real_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def real_memory_mb() -> int | None:
@@ -64,6 +69,40 @@ def apply_process_env() -> dict[str, str | None]:
     return changed
 
 
+@contextlib.contextmanager
+def spawn_env(tmpdir: Path, iface: str | None) -> Iterator[None]:
+    """``TMPDIR`` (and ``RADICAL_DEFAULT_IFACE`` when ``iface`` is given) for
+    the RP processes started inside the block: its bridges and components, and
+    through them the pilot agent. RP 1.103 writes ``rp.agent_cfg.*``, psij a
+    ``*.nodelist`` and the agent an ``<sid>/`` directory into the temp dir and
+    leaves them there. Call with `ENV_LOCK` held."""
+    tempfile.gettempdir()  # fix this process's own temp dir first: it must not follow
+    saved = {key: os.environ.get(key) for key in ("TMPDIR", IFACE_ENV)}
+    os.environ["TMPDIR"] = str(tmpdir)
+    if iface:
+        os.environ[IFACE_ENV] = iface
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def close_manager_sockets(*managers: Any) -> None:
+    """RP 1.103's ``ComponentManager.close`` stops the listener of its
+    registration pipe but never closes the pipe's socket: the session, its
+    PilotManager and its TaskManager each leave one TCP port listening in this
+    process after ``Session.close``. Close them (RP internals, guarded)."""
+    for manager in managers:
+        sock = getattr(getattr(getattr(manager, "_cmgr", None), "_pipe", None), "_sock", None)
+        if sock is not None and not getattr(sock, "closed", True):
+            with contextlib.suppress(Exception):
+                sock.close(linger=0)
+
+
 def user_has_rp_config() -> str | None:
     """Where the user's own RP configuration lives, or None if they have none."""
     if os.environ.get(CONFIG_ENV):
@@ -86,7 +125,7 @@ def write_private_config(root: Path, cores: int, memory_mb: int | None) -> Path:
             shutil.copy(src, target / src.name)
     # RP's FORK resource manager refuses more cores than the machine has unless
     # the config says the resources are fake: only then is oversubscription possible
-    local: dict[str, object] = {"cores_per_node": cores, "gpus_per_node": 0, "fake_resources": cores > real_cores()}
+    local: dict[str, object] = {"cores_per_node": cores, "gpus_per_node": 0, "fake_resources": cores > core_count()}
     if memory_mb:
         local["mem_per_node"] = memory_mb
     (target / "resource_local.json").write_text(json.dumps({"localhost": local}, indent=2))

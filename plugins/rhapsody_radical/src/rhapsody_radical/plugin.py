@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from rhapsody import BackendRecord, hookimpl
+from rhapsody.hookspecs import hookimpl
+from rhapsody.registry.records import BackendRecord
 
 
 @hookimpl

@@ -19,6 +19,9 @@ KNOWN_CLASSES: dict[str, str] = {
     "DragonExecutionBackendV3": "dragon_v3",
     "DragonExecutionBackendV2": "dragon_v2",
     "DragonExecutionBackendV1": "dragon_v1",
+    "DragonBatchExecutionBackend": "dragon_v3",
+    "DragonPoolExecutionBackend": "dragon_v2",
+    "DragonProcessExecutionBackend": "dragon_v1",
     "RadicalExecutionBackend": "radical_pilot",
     "NoopExecutionBackend": "noop",
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterable
 from typing import Any
 
 import attrs
@@ -21,6 +22,10 @@ def load_object(path: str) -> Any:
     return obj
 
 
+def _names(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
 @attrs.frozen
 class BackendRecord:
     """One backend, as returned from ``rhapsody_register_backends``.
@@ -35,7 +40,7 @@ class BackendRecord:
     backend_class: str = attrs.field(validator=_import_path)
     summary: str = ""
     engine_check: str | None = attrs.field(default=None, validator=_import_path)
-    aliases: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    aliases: tuple[str, ...] = attrs.field(default=(), converter=_names)
     # Filled in by the manager from the entry point, never by the plugin.
     distribution: str = attrs.field(default="", eq=False)
     version: str = attrs.field(default="", eq=False)

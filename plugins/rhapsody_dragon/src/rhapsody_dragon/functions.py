@@ -1,0 +1,72 @@
+"""Function tasks on Dragon: packing one task's call on the client, and what a
+Dragon process runs for it. The process side imports only the standard library
+and RHAPSODY's engine helpers (no Dragon, nothing heavy)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import TYPE_CHECKING, Any
+
+from rhapsody.engine.calls import call_packed, pack_call
+from rhapsody.engine.outcome import Outcome
+from rhapsody.errors import BackendError
+
+if TYPE_CHECKING:
+    from rhapsody.engine.handle import TaskHandle
+
+
+def pack(handle: TaskHandle) -> bytes | None:
+    """The packed call of a function task; None when it cannot be pickled, and
+    then that task alone has FAILED, naming the argument that could not."""
+    task: Any = handle.task
+    try:
+        return pack_call(task.function, task.args, task.kwargs, task.uid)
+    except TypeError as exc:
+        handle.failed(exc)
+        return None
+
+
+def finish_packed(handle: TaskHandle, packed: bytes) -> None:
+    """End a task as the packed `Outcome` from its Dragon process says."""
+    try:
+        outcome = Outcome.unpack(packed)
+    except Exception as exc:  # noqa: BLE001 - e.g. the value's module is missing here
+        handle.failed(BackendError(f"task {handle.uid}: its result could not be read back: {type(exc).__name__}: {exc}"))
+        return
+    handle.finish(outcome)
+
+
+# ---------------------------------------------------------------- V1: one Dragon process per call
+def process_main(payload: bytes, result_path: str) -> None:
+    """One function task (or one rank of it) in a Dragon process of its own.
+    The packed `Outcome` goes to ``result_path`` (written whole, then renamed
+    into place), which the client reads once the process has exited: no queue
+    to attach to here, none to poll there."""
+    data = call_packed(payload)
+    tmp = f"{result_path}.tmp"
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, result_path)
+
+
+def read_outcome(result_path: str) -> Outcome | None:
+    """What `process_main` left at ``result_path``, or None if it left nothing."""
+    try:
+        with open(result_path, "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return None
+    try:
+        return Outcome.unpack(data)
+    except Exception:  # noqa: BLE001 - a half-written or foreign file: no result
+        return None
+
+
+# ---------------------------------------------------------------- V3: a Batch function task
+def batch_main(payload: bytes, started_mark: str) -> bytes:
+    """A Batch function task. Batch has no "started" event: the mark file
+    tells the client the call began."""
+    with contextlib.suppress(OSError), open(started_mark, "w"):
+        pass
+    return call_packed(payload)

@@ -1,0 +1,111 @@
+"""RHAPSODY task -> RADICAL-Pilot ``TaskDescription`` (as a dict): the
+translation table. Executables from their resolved `LaunchSpec`, functions as
+a raptor call. Nothing here imports radical.pilot."""
+
+from __future__ import annotations
+
+import math
+import shlex
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rhapsody.engine.launch import RANK_ENV, RANKS_ENV, LaunchSpec
+from rhapsody.task import ComputeTask
+from rhapsody_radical import raptor_call
+
+#: ``task_backend_specific_kwargs`` keys handed to RP's TaskDescription as given
+PASSED_ON = frozenset(
+    {
+        "pre_exec",
+        "post_exec",
+        "pre_launch",
+        "post_launch",
+        "named_env",
+        "sandbox",
+        "tags",
+        "priority",
+        "gpu_type",
+        "threading_type",
+        "use_mpi",
+        "ranks_per_node",
+        "lfs_per_rank",
+        "input_staging",
+        "output_staging",
+        "stage_on_error",
+        "partition",
+    }
+)
+
+
+def resources(task: ComputeTask) -> dict[str, Any]:
+    res = task.resources
+    desc: dict[str, Any] = {"ranks": res.ranks, "cores_per_rank": res.cores_per_rank}
+    if res.gpus_per_rank:
+        desc["gpus_per_rank"] = res.gpus_per_rank
+    if res.memory is not None:
+        desc["mem_per_rank"] = math.ceil(res.memory / res.ranks / 2**20)  # RP counts MB per rank
+    return desc
+
+
+def passed_on(task: ComputeTask) -> dict[str, Any]:
+    return {k: v for k, v in task.task_backend_specific_kwargs.items() if k in PASSED_ON}
+
+
+# RP's rank script waits for the program, not for what the program left running
+# in the background; every engine stops that once the program exits. Run as
+# post_exec of a 1-rank task (in the rank script): everything in the task's
+# process group (RP gives each task its own) except RP's own scripts.
+STOP_LEFTOVERS = (
+    'rh_g=$(ps -o pgid= -p $$ | tr -d " "); '
+    'rh_l=$(pgrep -g "$rh_g" | grep -vx -e "$rh_g" -e "$PPID" -e "$$"); '
+    'if [ -n "$rh_l" ]; then kill -TERM $rh_l 2>/dev/null; sleep 0.2; kill -KILL $rh_l 2>/dev/null; fi; true'
+)
+
+
+def executable(rp_uid: str, task: ComputeTask, spec: LaunchSpec, stdout: Path, stderr: Path) -> dict[str, Any]:
+    """RP writes a task's command line into a bash script as ``executable``
+    followed by each argument in double quotes, where ``$`` and backquotes
+    are still expanded; its ``environment`` values likewise. So the whole argv
+    goes into ``executable`` quoted for the shell, the environment and working
+    directory into ``pre_exec`` as quoted exports and a ``cd``."""
+    setup = [f"export {key}={shlex.quote(value)}" for key, value in spec.env.items()]
+    if spec.ranks > 1:  # RP numbers the ranks of a task itself
+        setup.append(f'export {RANK_ENV}="$RP_RANK" {RANKS_ENV}="$RP_RANKS"')
+    if spec.cwd is not None:
+        setup.append(f"cd {shlex.quote(spec.cwd)}")
+    extra = passed_on(task)
+    post = [STOP_LEFTOVERS] if spec.ranks == 1 else []
+    return {
+        **resources(task),
+        **extra,
+        "uid": rp_uid,
+        "name": task.uid,
+        "executable": shlex.join(spec.argv),
+        "arguments": [],
+        "stdout": str(stdout),
+        "stderr": str(stderr),
+        "pre_exec": setup + list(extra.get("pre_exec") or []),
+        "post_exec": list(extra.get("post_exec") or []) + post,
+    }
+
+
+def function(rp_uid: str, task: ComputeTask, raptor_id: str, mode: str) -> dict[str, Any]:
+    """Raises `TypeError` naming the task and the part of its call that cannot be pickled."""
+    assert task.function is not None
+    call = raptor_call.encode_call(task.function, tuple(task.args), dict(task.kwargs), task.uid)
+    return {
+        **resources(task),
+        **passed_on(task),
+        "uid": rp_uid,
+        "name": task.uid,
+        "mode": mode,
+        "function": _python_task(raptor_call.run, call),
+        "raptor_id": raptor_id,
+    }
+
+
+def _python_task(fn: Callable[..., Any], call: str) -> str:
+    import radical.pilot as rp  # noqa: PLC0415 - loaded by the engine already; kept out of module import
+
+    return str(rp.PythonTask(fn, (call,), {}))
