@@ -63,3 +63,26 @@ def test_output_outside_a_task_still_reaches_the_process_stream(capsys: object) 
     print("outside")
     out = capsys.readouterr().out  # type: ignore[attr-defined]
     assert "outside" in out and "inside" not in out
+
+
+def shout(i: int) -> int:
+    print(f"from process task {i}")
+    return i
+
+
+def test_process_pool_tasks_bring_their_output_back(tmp_path: object) -> None:
+    from concurrent.futures import ProcessPoolExecutor
+
+    from rhapsody import ComputeTask, Session
+    from rhapsody.backends import ConcurrentExecutionBackend
+
+    async def go() -> None:
+        with ProcessPoolExecutor(max_workers=2) as pool:
+            async with Session([ConcurrentExecutionBackend(pool, "procs")], work_dir=str(tmp_path)) as session:
+                tasks = [ComputeTask(function=shout, args=(i,)) for i in range(6)]
+                await session.submit_tasks(tasks)
+                await session.wait_tasks(tasks)
+                assert [t.stdout for t in tasks] == [f"from process task {i}\n" for i in range(6)]
+                assert [t.return_value for t in tasks] == list(range(6))
+
+    asyncio.run(go())
