@@ -62,6 +62,14 @@ def test_from_dict_equality_and_hash_by_uid() -> None:
         BaseTask.from_dict({"uid": "neither"})
 
 
+def test_validate_checks_fields_changed_by_hand() -> None:
+    t = ComputeTask(executable="/bin/echo")
+    t.validate()
+    t["timeout"] = -1
+    with pytest.raises(TaskValidationError, match="timeout"):
+        t.validate()
+
+
 def test_ai_task_prompt_lists_and_backend_routing() -> None:
     assert AITask(prompt=["a", "b"], model="m").prompt == ["a", "b"]
     assert AITask(prompt="a", backend="vllm").backend == "vllm"

@@ -137,6 +137,11 @@ class BaseTask(FieldAccess):
         self._validate()
         self.timestamps[_NEW] = time.time()
 
+    def validate(self) -> None:
+        """Check the description again (after changing fields by hand); raises
+        `TaskValidationError` naming the field."""
+        self._validate()
+
     def _fail(self, field: str, problem: str) -> None:
         raise TaskValidationError(self.uid, field, problem)
 
