@@ -48,6 +48,12 @@ def _tests_concurrent(session: nox.Session) -> None:
     _pytest(session, "plugins/rhapsody_concurrent/tests", "tests/benchmarks/test_bench_concurrent.py")
 
 
+def _tests_compat(session: nox.Session) -> None:
+    # Programs written for rhapsody-py 0.6, run unchanged against core + the default backend.
+    session.install(CORE, _plugin("concurrent"), *TEST_TOOLS)
+    _pytest(session, "tests/compat")
+
+
 def _tests_example_plugin(session: nox.Session) -> None:
     # A third-party backend living outside the repo's plugins/, found only through its entry point.
     session.install(CORE, str(ROOT / "examples" / "rhapsody_example_backend"), *TEST_TOOLS)
@@ -115,6 +121,7 @@ COMPONENTS = {
     "typecheck": _typecheck,
     "core": _tests_core,
     "concurrent": _tests_concurrent,
+    "compat": _tests_compat,
     "example_plugin": _tests_example_plugin,
     "dask": _tests_dask,
     "dragon": _tests_dragon,

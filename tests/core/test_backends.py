@@ -314,7 +314,7 @@ def test_reports_from_other_threads_hop_to_the_loop() -> None:
                 worker = threading.Thread(target=engine_thread)
                 worker.start()
                 worker.join()
-                await asyncio.wait_for(asyncio.shield(t.future), 30)  # type: ignore[arg-type]
+                await asyncio.wait([t.future], timeout=30)  # type: ignore[list-item]
             finally:
                 pm.unregister(spy)
             return t
@@ -355,7 +355,7 @@ def test_reports_from_many_threads_all_arrive_in_order(recorder: Recorder) -> No
                 w.start()
             for w in workers:
                 w.join()
-            await asyncio.wait_for(asyncio.gather(*(t.future for t in tasks)), 30)  # type: ignore[arg-type]
+            await asyncio.wait([t.future for t in tasks], timeout=30)  # type: ignore[misc]
             await asyncio.sleep(0.05)
             return tasks
 

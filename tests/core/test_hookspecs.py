@@ -51,7 +51,7 @@ def test_observer_sees_every_transition(recorder: Recorder, tmp_path: Path) -> N
             await backend.submit_tasks([ok, bad, func, huge, slow])
             await wait_for(lambda: slow.state is TaskState.RUNNING, "slow task running")
             await backend.cancel_tasks([slow])
-            await asyncio.gather(*(t.future for t in (ok, bad, func, huge, slow)))  # type: ignore[misc]
+            await asyncio.gather(*(t.future for t in (ok, bad, func, huge, slow)), return_exceptions=True)  # type: ignore[misc]
 
     run(go())
     assert recorder.states_of(ok.uid) == ["SUBMITTED", "RUNNING", "DONE"]
@@ -120,7 +120,7 @@ def _run_tasks(*tasks: ComputeTask, cancel: ComputeTask | None = None) -> None:
             await backend.submit_tasks([*tasks, *([cancel] if cancel else [])])
             if cancel is not None:
                 assert await backend.cancel_tasks([cancel]) == [True]
-            await asyncio.gather(*(t.future for t in (*tasks, *([cancel] if cancel else []))))  # type: ignore[misc]
+            await asyncio.gather(*(t.future for t in (*tasks, *([cancel] if cancel else []))), return_exceptions=True)  # type: ignore[misc]
 
     run(go(), deadline=30)
 
@@ -257,7 +257,7 @@ def test_submit_hook_that_raises_refuses_the_batch(recorder: Recorder) -> None:
             assert recorder.transitions == []
             # nothing was handed over, so the same tasks can still be submitted
             await backend.submit_tasks([a, b])
-            await asyncio.gather(a.future, b.future)  # type: ignore[arg-type]
+            await asyncio.gather(a.future, b.future, return_exceptions=True)  # type: ignore[arg-type]
 
     run(go())
     assert a.stdout.strip() == "a" and b.stdout.strip() == "b"
@@ -276,7 +276,7 @@ def test_cancel_hook_reasons(recorder: Recorder) -> None:
             await backend.submit_tasks([user, timed, left])
             await wait_for(lambda: all(t.state is TaskState.RUNNING for t in (user, left)), "tasks running")
             assert await backend.cancel_tasks([user]) == [True]
-            await asyncio.wait_for(asyncio.shield(timed.future), 30)  # type: ignore[arg-type]
+            await asyncio.wait([timed.future], timeout=30)  # type: ignore[list-item]
         assert left.state is TaskState.CANCELED
 
     run(go())

@@ -17,6 +17,7 @@ _EXPORTS = {
     "Backend": "rhapsody.execution.backend",
     "BackendError": "rhapsody.errors",
     "BackendNotFoundError": "rhapsody.errors",
+    "BackendRegistry": "rhapsody.registry.by_name",
     "BackendRecord": "rhapsody.registry.records",
     "BaseTask": "rhapsody.task",
     "Capacity": "rhapsody.resources",
@@ -26,6 +27,7 @@ _EXPORTS = {
     "Resources": "rhapsody.resources",
     "RhapsodyError": "rhapsody.errors",
     "Session": "rhapsody.session",
+    "SessionError": "rhapsody.errors",
     "TaskCanceledError": "rhapsody.errors",
     "TaskExecutionError": "rhapsody.errors",
     "TaskState": "rhapsody.states",
@@ -57,6 +59,9 @@ if TYPE_CHECKING:  # the same names, for type checkers (re-exported explicitly)
         RhapsodyError as RhapsodyError,
     )
     from rhapsody.errors import (
+        SessionError as SessionError,
+    )
+    from rhapsody.errors import (
         TaskCanceledError as TaskCanceledError,
     )
     from rhapsody.errors import (
@@ -71,6 +76,7 @@ if TYPE_CHECKING:  # the same names, for type checkers (re-exported explicitly)
     from rhapsody.execution.backend import Backend as Backend
     from rhapsody.hookspecs import hookimpl as hookimpl
     from rhapsody.log import enable_logging as enable_logging
+    from rhapsody.registry.by_name import BackendRegistry as BackendRegistry
     from rhapsody.registry.manager import discover_backends as discover_backends
     from rhapsody.registry.records import BackendRecord as BackendRecord
     from rhapsody.resources import Capacity as Capacity

@@ -2,19 +2,38 @@
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from typing import Any
 
 
 class RhapsodyError(Exception):
     """Base class of RHAPSODY's own errors."""
 
+    @property
+    def message(self) -> str:
+        """The error's text (rhapsody-py's name for it)."""
+        return str(self)
+
 
 class TaskValidationError(RhapsodyError, ValueError):
-    """A task description is malformed; raised when the task is built."""
+    """A task description is malformed; raised when the task is built.
 
-    def __init__(self, uid: str | None, field: str, problem: str) -> None:
+    ``TaskValidationError(uid, field, problem)``; rhapsody-py's two-argument
+    form ``TaskValidationError(uid, message)`` names no field."""
+
+    def __init__(self, uid: str | None, field: str, problem: str | None = None) -> None:
+        if problem is None:
+            field, problem = "<task>", field
         self.uid, self.field, self.problem = uid, field, problem
         super().__init__(f"task {uid or '<unnamed>'}: field {field!r}: {problem}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.uid, self.field, self.problem))
+
+    @property
+    def task_uid(self) -> str | None:
+        return self.uid
 
 
 class TaskExecutionError(RhapsodyError):
@@ -27,6 +46,11 @@ class TaskExecutionError(RhapsodyError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.uid, str(self), self.exit_code, self.stderr))
+
+    @property
+    def task_uid(self) -> str:
+        """rhapsody-py's name for ``uid``."""
+        return self.uid
 
 
 class TaskTimeoutError(RhapsodyError, TimeoutError):
@@ -52,15 +76,53 @@ class TaskCanceledError(RhapsodyError):
 
 
 class ResourceError(RhapsodyError):
-    """A task asks for more than its backend can ever give it."""
+    """A task asks for more than its backend can ever give it.
+
+    ``ResourceError(message)``, or rhapsody-py's ``ResourceError(task_uid,
+    resource_type, message)``."""
+
+    def __init__(self, *args: Any) -> None:
+        self.task_uid: str | None = None
+        self.resource_type: str | None = None
+        if len(args) == 3:
+            self.task_uid, self.resource_type, text = args
+            where = f"task {self.task_uid}: " if self.task_uid else ""
+            args = (f"{where}{self.resource_type}: {text}",)
+        super().__init__(*args)
 
 
 class BackendError(RhapsodyError):
-    """The engine behind a backend failed (not one task's own fault)."""
+    """The engine behind a backend failed (not one task's own fault).
+
+    ``BackendError(message)``, or rhapsody-py's ``BackendError(backend_name, message)``."""
+
+    def __init__(self, *args: Any) -> None:
+        self.backend_name: str | None = None
+        if len(args) == 2 and all(isinstance(a, str) for a in args):
+            self.backend_name = args[0]
+            args = (f"backend {args[0]!r} failed: {args[1]}",)
+        super().__init__(*args)
 
 
-class BackendNotFoundError(RhapsodyError, LookupError):
-    """A backend name or class that no installed plugin provides."""
+class SessionError(RhapsodyError, RuntimeError):
+    """A Session cannot do what was asked (it is closed, ...)."""
+
+
+class BackendNotFoundError(RhapsodyError, LookupError, ValueError):
+    """A backend name or class that no installed plugin provides (a ValueError
+    too, as rhapsody-py raises for an unknown backend name)."""
+
+
+# rhapsody-py raises asyncio.TimeoutError, which is TimeoutError only from Python 3.11 on
+if sys.version_info >= (3, 11):
+
+    class WaitTimeoutError(RhapsodyError, TimeoutError):
+        """``Session.wait_tasks`` ran out of time (the tasks keep running)."""
+
+else:  # pragma: no cover - Python 3.10
+
+    class WaitTimeoutError(RhapsodyError, asyncio.TimeoutError, TimeoutError):
+        """``Session.wait_tasks`` ran out of time (the tasks keep running)."""
 
 
 class PluginError(RhapsodyError):

@@ -63,12 +63,32 @@ def get_logger(name: str = _ROOT, **bound: Any) -> Any:
     )
 
 
-def enable_logging(level: str | int | None = None, *, json: bool = False, stream: TextIO | None = None) -> None:
+def _plain_event(logger: Any, method_name: str, event_dict: Any) -> str:
+    """An event as ``event key=value ...``, for a caller's own format string
+    (which brings time, level and logger name itself)."""
+    rest = " ".join(f"{k}={v}" for k, v in event_dict.items() if k not in _QUIET_KEYS)
+    return f"{event_dict.get('event')}" + (f" {rest}" if rest else "")
+
+
+def enable_logging(
+    level: str | int | None = None,
+    format_string: str | None = None,
+    stream: TextIO | None = None,
+    force: bool = True,
+    *,
+    json: bool = False,
+) -> None:
     """Show RHAPSODY's events: human-readable console lines, or JSON lines with
     ``json=True``. ``level`` defaults to ``$RHAPSODY_LOG_LEVEL``, else INFO.
     Every task state transition is a DEBUG event with task, backend and state.
-    Calling it again replaces the previous setting."""
+
+    ``format_string``: a `logging` format (``"%(asctime)s %(levelname)s
+    %(name)s %(message)s"``) whose ``%(message)s`` is the event and its
+    key=values. ``force=False`` keeps an earlier call's setting. Only the
+    ``rhapsody`` logger is configured, never the application's root logger."""
     global _handler
+    if not force and _handler in logging.getLogger(_ROOT).handlers:
+        return
     if level is None:
         level = os.environ.get(LEVEL_ENV, "INFO")
     if isinstance(level, str):
@@ -77,11 +97,14 @@ def enable_logging(level: str | int | None = None, *, json: bool = False, stream
             raise ValueError(f"unknown log level {level!r}; use DEBUG, INFO, WARNING, ERROR or CRITICAL")
         level = numeric
     renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    if format_string is not None and not json:
+        renderer = _plain_event
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
             foreign_pre_chain=[structlog.stdlib.add_log_level, structlog.processors.TimeStamper(fmt="iso", utc=True)],
+            fmt=format_string,
         )
     )
     root = logging.getLogger(_ROOT)

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from rhapsody.errors import BackendNotFoundError, TaskValidationError
+from rhapsody.errors import BackendNotFoundError, SessionError, TaskValidationError, WaitTimeoutError
 from rhapsody.execution.backend import Backend
 from rhapsody.log import enable_logging_from_env, get_logger
 from rhapsody.registry.known import DEFAULT_BACKEND, KNOWN_BACKENDS
@@ -39,6 +39,8 @@ class Session:
         self.work_dir = Path(base).absolute() / self.uid
         self.log = get_logger("rhapsody.session", session=self.uid)
         self._backends: dict[str, Backend] = {}
+        # futures of tasks submitted as dicts, by uid: wait_tasks finds them by uid
+        self._dict_futures: dict[str, asyncio.Future[BaseTask]] = {}
         self._closed = False
         if backends is None:
             backends = [self._default_backend()]
@@ -90,11 +92,13 @@ class Session:
 
     # ------------------------------------------------------------------ tasks
     async def submit_tasks(self, tasks: Iterable[BaseTask | dict[str, Any]] | BaseTask) -> list[asyncio.Future[BaseTask]]:
-        """Submit tasks; returns one future per task, resolved with the task when
-        it ends (in any state). ``await task`` raises if it did not end DONE.
+        """Submit tasks; returns one future per task, settled when it ends: a
+        FAILED task's future raises its exception (``asyncio.gather`` fails fast),
+        DONE and CANCELED ones resolve with the task. ``await task`` raises if it
+        did not end DONE.
         An unknown backend name fails the whole call before anything is submitted."""
         if self._closed:
-            raise RuntimeError(f"session {self.uid} is closed")
+            raise SessionError(f"session {self.uid} is closed")
         if isinstance(tasks, (BaseTask, dict)):
             tasks = [tasks]
         tasks = list(tasks)
@@ -119,12 +123,14 @@ class Session:
             backend = self._backends[name]
             await backend.start()
             submitted = await backend.hand_over(backend.prepare(group))
+            self._note_routing(name, group, submitted)
             return [t.future for t in submitted]  # type: ignore[misc]
         await asyncio.gather(*(self._backends[name].start() for name in groups))
         batches = {name: self._backends[name].prepare(group) for name, group in groups.items()}
         results = await asyncio.gather(*(self._backends[name].hand_over(batch) for name, batch in batches.items()))
         by_id: dict[int, BaseTask] = {}
-        for group, submitted in zip(groups.values(), results, strict=True):
+        for (name, group), submitted in zip(groups.items(), results, strict=True):
+            self._note_routing(name, group, submitted)
             for original, task in zip(group, submitted, strict=True):
                 by_id[id(original)] = task
         futures = []
@@ -134,24 +140,52 @@ class Session:
             futures.append(future)
         return futures
 
-    async def wait_tasks(self, tasks: Iterable[BaseTask], timeout: float | None = None) -> list[BaseTask]:
+    def _note_routing(self, name: str, originals: list[Any], submitted: list[BaseTask]) -> None:
+        """Record where each task went (``task.backend``, as rhapsody-py does), and
+        the future of each task submitted as a dict, for `wait_tasks` to find by uid."""
+        for original, task in zip(originals, submitted, strict=True):
+            if task.backend is None:
+                task.backend = name
+            if isinstance(original, dict):
+                if not original.get("backend"):
+                    original["backend"] = name
+                self._dict_futures[task.uid] = task.future  # type: ignore[assignment]
+
+    def _future_of(self, task: Any) -> asyncio.Future[BaseTask]:
+        if isinstance(task, BaseTask) and task.future is not None:
+            return task.future
+        uid = task.get("uid") if isinstance(task, dict) else getattr(task, "uid", None)
+        if not isinstance(task, BaseTask) and isinstance(uid, str):
+            future = self._dict_futures.get(uid)
+            if future is not None:
+                return future
+            for backend in self._backends.values():
+                found = backend.get_task(uid)
+                if found is not None and found.future is not None:
+                    return found.future
+        raise TaskValidationError(
+            str(uid) if uid is not None else None,
+            "<task>",
+            f"wait_tasks takes tasks submitted to session {self.uid} (task objects, their dicts, or objects with their uid), "
+            f"got {type(task).__name__}",
+        )
+
+    async def wait_tasks(self, tasks: Iterable[Any], timeout: float | None = None) -> list[Any]:
         """Wait until every task ended; never raises for a task's failure.
-        Raises `TimeoutError` if ``timeout`` seconds pass first (tasks keep running)."""
+        ``tasks``: task objects, the dicts submitted, or anything with a submitted
+        task's ``uid``; returns them as given. Raises `WaitTimeoutError` (a
+        `TimeoutError` and ``asyncio.TimeoutError``) if ``timeout`` seconds pass
+        first; the tasks keep running."""
         tasks = list(tasks)
         futures = []
         for task in tasks:
             future = task.future if isinstance(task, BaseTask) else None
-            if future is None:
-                uid = task.get("uid") if isinstance(task, dict) else getattr(task, "uid", None)
-                raise TaskValidationError(
-                    str(uid) if uid is not None else None, "<task>", f"wait_tasks takes submitted task objects, got {type(task).__name__}"
-                )
-            futures.append(future)
+            futures.append(future if future is not None else self._future_of(task))
         pending: set[Any] = set()
         if futures:
             _, pending = await asyncio.wait(futures, timeout=timeout)
         if pending:
-            raise TimeoutError(f"{len(pending)} of {len(tasks)} tasks had not ended after {timeout} s")
+            raise WaitTimeoutError(f"{len(pending)} of {len(tasks)} tasks had not ended after {timeout} s")
         return tasks
 
     async def cancel_tasks(self, tasks: Iterable[BaseTask]) -> list[bool]:

@@ -20,6 +20,9 @@ class TaskState(str, enum.Enum):
     def __str__(self) -> str:
         return self.value
 
+    def __repr__(self) -> str:  # the plain string, as rhapsody-py's states print (in lists, dicts, f"{x!r}")
+        return repr(self.value)
+
     @property
     def is_terminal(self) -> bool:
         return self in TERMINAL_STATES

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import difflib
 import itertools
 import os
 import time
@@ -14,6 +15,7 @@ import attrs
 from rhapsody.errors import TaskCanceledError, TaskExecutionError, TaskValidationError
 from rhapsody.resources import Resources
 from rhapsody.states import TaskState
+from rhapsody.task_fields import FieldAccess
 
 # Cheap, readable, unique within a process; pid keeps two processes' journals apart.
 _uid_counter = itertools.count()
@@ -44,13 +46,35 @@ def _to_resources(value: Any) -> Any:  # a Resources, or the bad value for _vali
 # accepted from the user's constructor call.
 RESULT_FIELDS = ("state", "stdout", "stderr", "exit_code", "return_value", "exception", "timestamps")
 
+_NEW = TaskState.NEW.value  # (an Enum's .value is a property: too slow for every construction)
+#: task_backend_specific_kwargs keys core itself resolves for executables
+LAUNCH_KEYS = frozenset({"cwd", "env", "shell"})
+
+
+def _warn_unknown(uid: str, key: str, did_you_mean: str) -> None:
+    from rhapsody.log import get_logger  # noqa: PLC0415 - only on this rare path: task.py stays free of structlog
+
+    get_logger("rhapsody.task").warning("task.unknown_field", task=uid, field=key, did_you_mean=did_you_mean)
+
+
+def _near_miss(key: str, known: frozenset[str]) -> str | None:
+    """The known field ``key`` is probably a typo of (``argumets`` -> ``arguments``)."""
+    match = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.8)
+    return match[0] if match else None
+
 
 # on_setattr=NO_OP: validation and conversion happen once, at construction;
 # backends set result fields on the hot path and must not pay for them.
-@attrs.define(kw_only=True, eq=False, slots=True, on_setattr=attrs.setters.NO_OP)
-class BaseTask:
+@attrs.define(kw_only=True, eq=False, init=False, slots=True, getstate_setstate=False, on_setattr=attrs.setters.NO_OP)
+class BaseTask(FieldAccess):
     """Fields every task has. Read them as attributes or items: ``task.stdout``,
-    ``task["stdout"]``, ``task.get("exit_code")``."""
+    ``task["stdout"]``, ``task.get("exit_code")``; ``dict(task)`` lists them all.
+
+    Keywords that are no field of the task (``ComputeTask(..., name="x")``) are
+    kept as extra fields, readable the same way; one that looks like a misspelt
+    field (``argumets``) is kept too, with a warning naming the field. Tasks are
+    equal, and hash, by ``uid``.
+    """
 
     uid: str = attrs.field(factory=new_uid)
     backend: str | None = None
@@ -73,10 +97,50 @@ class BaseTask:
     _origin: dict[str, Any] | None = attrs.field(default=None, init=False, repr=False)
 
     kind: ClassVar[str] = "task"
+    #: the constructor's keywords (set per class below the class definitions)
+    init_fields: ClassVar[frozenset[str]] = frozenset()
+    #: the fields rhapsody-py's constructor took by position, in its order
+    positional_fields: ClassVar[tuple[str, ...]] = ("uid", "backend")
+
+    def __init__(self, *positional: Any, **fields: Any) -> None:
+        if positional:
+            self._by_position(positional, fields)
+        if fields.keys() <= self.init_fields:  # the hot path: nothing extra
+            self.__attrs_init__(**fields)  # type: ignore[attr-defined]
+            return
+        extra = {key: fields.pop(key) for key in fields.keys() - self.init_fields}
+        self.__attrs_init__(**fields)  # type: ignore[attr-defined]
+        self._keep_extra(extra)
+
+    def _by_position(self, values: tuple[Any, ...], fields: dict[str, Any]) -> None:
+        names = self.positional_fields
+        if len(values) > len(names):
+            raise TypeError(f"{type(self).__name__}() takes at most {len(names)} positional arguments ({', '.join(names)})")
+        for name, value in zip(names, values, strict=False):
+            if name in fields:
+                raise TypeError(f"{type(self).__name__}() got {name!r} both by position and by keyword")
+            fields[name] = value
+
+    def _keep_extra(self, extra: dict[str, Any]) -> None:
+        for key in extra:
+            if key in self.public_fields or key.startswith("_"):
+                raise TypeError(f"{type(self).__name__}() got {key!r}, which is no description field: the backend fills it in")
+            if key in LAUNCH_KEYS:  # honoured only inside task_backend_specific_kwargs, as in rhapsody-py
+                _warn_unknown(self.uid, key, f"task_backend_specific_kwargs={{{key!r}: ...}}")
+                continue
+            like = _near_miss(key, self.init_fields)
+            if like is not None:
+                _warn_unknown(self.uid, key, like)
+        self.__dict__.update(extra)
 
     def __attrs_post_init__(self) -> None:
         self._validate()
-        self.timestamps[TaskState.NEW.value] = time.time()
+        self.timestamps[_NEW] = time.time()
+
+    def validate(self) -> None:
+        """Check the description again (after changing fields by hand); raises
+        `TaskValidationError` naming the field."""
+        self._validate()
 
     def _fail(self, field: str, problem: str) -> None:
         raise TaskValidationError(self.uid, field, problem)
@@ -99,34 +163,48 @@ class BaseTask:
                 except TypeError as exc:
                     self._fail("resources", str(exc))
             self._fail("resources", f"must be a Resources or a dict, got {type(self.resources).__name__}")
-        for name in ("task_backend_specific_kwargs", "metadata"):
-            if not isinstance(getattr(self, name), dict):
-                self._fail(name, f"must be a dict, got {type(getattr(self, name)).__name__}")
+        if type(self.task_backend_specific_kwargs) is not dict or type(self.metadata) is not dict:  # the common case, checked cheaply
+            for name in ("task_backend_specific_kwargs", "metadata"):
+                if not isinstance(getattr(self, name), dict):
+                    self._fail(name, f"must be a dict, got {type(getattr(self, name)).__name__}")
 
-    # -- mapping-style access, as in the seed system and radical.asyncflow --
-    def __getitem__(self, key: str) -> Any:
-        if key.startswith("_") or not hasattr(self, key):
-            raise KeyError(key)
-        return getattr(self, key)
+    # A task copied to another process (pickled) is a snapshot: the future and the
+    # submitter's dict belong to the process that submitted it.
+    def __getstate__(self) -> dict[str, Any]:
+        state = {**self._extras(), **{name: getattr(self, name) for name in _SLOTS[type(self)]}}
+        state["_future"] = state["_origin"] = None
+        return state
 
-    def __setitem__(self, key: str, value: Any) -> None:
-        if key.startswith("_") or not hasattr(self, key):
-            raise KeyError(f"{type(self).__name__} has no field {key!r}")
-        setattr(self, key, value)
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
 
-    def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and not key.startswith("_") and hasattr(self, key)
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, BaseTask) and other.uid == self.uid
 
-    def get(self, key: str, default: Any = None) -> Any:
-        try:
-            return self[key]
-        except KeyError:
-            return default
+    def __hash__(self) -> int:
+        return hash(self.uid)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BaseTask:
+        """A new task from a description (``dict(task)`` of another task, or a
+        plain dict): an AITask if it has a ``prompt``, else a ComputeTask.
+        Result fields in ``data`` are not carried over: the new task has not run."""
+        kind: type[BaseTask] = AITask if data.get("prompt") is not None else ComputeTask
+        if cls not in (BaseTask, kind):
+            kind = cls
+        skip = {*kind.public_fields} - kind.init_fields
+        return kind(**{k: v for k, v in data.items() if k not in skip and k not in ("kind", "task_type")})
 
     @property
     def future(self) -> asyncio.Future[BaseTask] | None:
-        """Resolved with the task when it ends (any state); None until submitted."""
+        """Settled when the task ends: resolved with the task if DONE or CANCELED,
+        raising the task's exception if FAILED; None until submitted."""
         return self._future
+
+    def bind_future(self, future: asyncio.Future[BaseTask]) -> None:
+        """rhapsody-py's hook to give a task its future; RHAPSODY sets it on submission."""
+        self._future = future
 
     @property
     def done(self) -> bool:
@@ -136,7 +214,7 @@ class BaseTask:
     def __await__(self) -> Generator[Any, None, BaseTask]:
         if self._future is None:
             raise RuntimeError(f"task {self.uid} has not been submitted; submit it through a Session or a backend first")
-        yield from self._future.__await__()
+        yield from self._future.__await__()  # raises a FAILED task's exception itself
         return self.result()
 
     def result(self) -> BaseTask:
@@ -165,14 +243,14 @@ def _list_or_empty(value: Any) -> Any:
     return [] if value is None else value
 
 
-@attrs.define(kw_only=True, eq=False, slots=True, on_setattr=attrs.setters.NO_OP)
+@attrs.define(kw_only=True, eq=False, init=False, slots=True, getstate_setstate=False, on_setattr=attrs.setters.NO_OP)
 class ComputeTask(BaseTask):
     """An executable (``executable`` + ``arguments``) or a Python callable
     (``function`` + ``args`` / ``kwargs``, sync or ``async def``): exactly one."""
 
     executable: str | None = None
     function: Callable[..., Any] | None = None
-    arguments: list[str] = attrs.field(factory=list)
+    arguments: list[str] = attrs.field(factory=list, converter=_list_or_empty)
     args: tuple[Any, ...] = attrs.field(factory=tuple, converter=_tuple_or_empty)
     kwargs: dict[str, Any] = attrs.field(factory=dict, converter=_dict_or_empty)
     input_files: list[str] = attrs.field(factory=list, converter=_list_or_empty)
@@ -180,6 +258,9 @@ class ComputeTask(BaseTask):
     capture_stdio: bool = False
 
     kind: ClassVar[str] = "compute"
+    positional_fields: ClassVar[tuple[str, ...]] = (
+        "executable", "function", "arguments", "args", "kwargs", "uid", "input_files", "output_files", "capture_stdio",
+    )  # fmt: skip
 
     def _validate(self) -> None:
         BaseTask._validate(self)
@@ -206,23 +287,30 @@ class ComputeTask(BaseTask):
             self._fail("kwargs", "must be a dict with string keys")
         if (self.args or self.kwargs) and self.executable is not None:
             self._fail("args/kwargs", "args= / kwargs= are for functions; give an executable arguments=")
+        if self.input_files or self.output_files or type(self.input_files) is not list or type(self.output_files) is not list:
+            self._check_paths()
+        if not isinstance(self.capture_stdio, bool):
+            self._fail("capture_stdio", f"must be a bool, got {self.capture_stdio!r}")
+
+    def _check_paths(self) -> None:
         for name in ("input_files", "output_files"):
             value = getattr(self, name)
             if not isinstance(value, (list, tuple)) or (value and not all(isinstance(p, (str, os.PathLike)) for p in value)):
                 self._fail(name, "must be a list of paths")
-        if not isinstance(self.capture_stdio, bool):
-            self._fail("capture_stdio", f"must be a bool, got {self.capture_stdio!r}")
 
     @property
     def is_function(self) -> bool:
         return self.function is not None
 
 
-@attrs.define(kw_only=True, eq=False, slots=True, on_setattr=attrs.setters.NO_OP)
-class AITask(BaseTask):
-    """An inference request; the answer lands in ``response``."""
+# (mypy: AITask's generated __attrs_init__ requires prompt=, BaseTask's does not)
+@attrs.define(kw_only=True, eq=False, init=False, slots=True, getstate_setstate=False, on_setattr=attrs.setters.NO_OP)
+class AITask(BaseTask):  # type: ignore[override]
+    """An inference request (one prompt, or a list of them); the answer lands
+    in ``response``. The target is ``model``, ``inference_endpoint`` or, alone,
+    the ``backend`` it is routed to."""
 
-    prompt: str
+    prompt: str | list[str]
     model: str | None = None
     inference_endpoint: str | None = None
     system_prompt: str | None = None
@@ -234,13 +322,18 @@ class AITask(BaseTask):
     response: Any = attrs.field(default=None, init=False)
 
     kind: ClassVar[str] = "ai"
+    positional_fields: ClassVar[tuple[str, ...]] = (
+        "prompt", "model", "inference_endpoint", "system_prompt", "temperature", "max_tokens", "top_p", "top_k",
+        "stop_sequences", "uid", "backend",
+    )  # fmt: skip
 
     def _validate(self) -> None:
         BaseTask._validate(self)
-        if not isinstance(self.prompt, str) or not self.prompt.strip():
-            self._fail("prompt", "must be a non-empty string")
-        if self.model is None and self.inference_endpoint is None:
-            self._fail("model", "give model= or inference_endpoint=")
+        prompts = self.prompt if isinstance(self.prompt, list) else [self.prompt]
+        if not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
+            self._fail("prompt", "must be a non-empty string or a non-empty list of them")
+        if self.model is None and self.inference_endpoint is None and self.backend is None:
+            self._fail("model", "give model=, inference_endpoint= or the backend= to route it to")
         for name, low, high in (("temperature", 0.0, 2.0), ("top_p", 0.0, 1.0)):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high):
@@ -249,3 +342,11 @@ class AITask(BaseTask):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
                 self._fail(name, f"must be a positive int, got {value!r}")
+
+
+_SLOTS: dict[type, tuple[str, ...]] = {}
+for _cls in (BaseTask, ComputeTask, AITask):
+    _fields = attrs.fields(_cls)
+    _SLOTS[_cls] = tuple(f.name for f in _fields)
+    _cls.init_fields = frozenset(f.name for f in _fields if f.init)
+    _cls.public_fields = tuple(f.name for f in _fields if not f.name.startswith("_"))

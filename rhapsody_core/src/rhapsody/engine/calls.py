@@ -4,7 +4,10 @@ import it).
 
 `call_function` never raises for the function's own error: the exception object
 and its traceback text travel back in the `Outcome`, so the client re-raises the
-original type. An ``async def`` function runs on an event loop kept per thread
+original type. What the function prints lands in the Outcome's ``stdout`` /
+``stderr`` (None when it printed nothing), per task even when many run at once
+(`rhapsody.engine.capture`); a failed function's ``stderr`` is what it printed
+there, then the traceback. An ``async def`` function runs on an event loop kept per thread
 (``asyncio.run`` per call would build and tear down a loop every time).
 """
 
@@ -19,6 +22,8 @@ from typing import Any
 
 import cloudpickle
 
+from rhapsody.engine import capture
+from rhapsody.engine.capture import Captured
 from rhapsody.engine.outcome import Outcome
 
 _local = threading.local()
@@ -73,24 +78,41 @@ def invoke(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 def call_function(
     fn: Callable[..., Any], args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None, control: CallControl | None = None
 ) -> Outcome:
-    """Run ``fn`` and capture how it ended; never raises for ``fn``'s own error."""
+    """Run ``fn`` and capture how it ended and what it printed; never raises for ``fn``'s own error."""
+    printed, token = capture.start()
     try:
-        return Outcome(invoke(fn, args, kwargs or {}, control))
+        value = invoke(fn, args, kwargs or {}, control)
     except BaseException as exc:  # noqa: BLE001 - SystemExit and KeyboardInterrupt in a task are the task's failure
-        return Outcome(error=exc, traceback=traceback.format_exc())
+        return _failure(exc, printed)
+    finally:
+        capture.stop(token)
+    if printed.out is None and printed.err is None:  # the common case, kept cheap
+        return Outcome(value)
+    return Outcome(value, stdout=printed.stdout, stderr=printed.stderr)
+
+
+def _failure(exc: BaseException, printed: Captured) -> Outcome:
+    tb = traceback.format_exc()
+    return Outcome(error=exc, traceback=tb, stdout=printed.stdout, stderr=printed.stderr + tb)
 
 
 async def call_function_async(fn: Callable[..., Any], args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> Outcome:
-    """`call_function` for an engine whose worker already runs an event loop."""
+    """`call_function` for an engine whose worker already runs an event loop.
+    Capture is per asyncio task: run each call in a task of its own."""
+    printed, token = capture.start()
     try:
         result = fn(*args, **(kwargs or {}))
         if inspect.isawaitable(result):
             result = await result
-        return Outcome(result)
     except asyncio.CancelledError:
         raise
     except BaseException as exc:  # noqa: BLE001
-        return Outcome(error=exc, traceback=traceback.format_exc())
+        return _failure(exc, printed)
+    finally:
+        capture.stop(token)
+    if printed.out is None and printed.err is None:
+        return Outcome(result)
+    return Outcome(result, stdout=printed.stdout, stderr=printed.stderr)
 
 
 def pack_call(fn: Callable[..., Any], args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None, uid: str | None = None) -> bytes:

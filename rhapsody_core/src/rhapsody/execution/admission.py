@@ -11,10 +11,8 @@ from pathlib import Path
 from rhapsody.engine.launch import LaunchSpec
 from rhapsody.errors import BackendError, ResourceError, TaskValidationError
 from rhapsody.resources import Capacity
-from rhapsody.task import BaseTask, ComputeTask
+from rhapsody.task import LAUNCH_KEYS, BaseTask, ComputeTask
 
-#: ``task_backend_specific_kwargs`` keys core itself interprets (executables only)
-LAUNCH_KEYS = frozenset({"cwd", "env", "shell"})
 SHELL = "/bin/sh"
 
 

@@ -108,6 +108,12 @@ class Backend:
         return f"<{type(self).__name__} name={self._name!r} engine={self._label} state={self._lifecycle.value}>"
 
     # ------------------------------------------------------------------ lifecycle
+    @classmethod
+    async def create(cls, *args: Any, **kwargs: Any) -> Any:
+        """Build and start in one step (rhapsody-py's factory): ``await
+        XExecutionBackend.create(...)`` is ``await XExecutionBackend(...)``."""
+        return await cls(*args, **kwargs).start()
+
     def __await__(self) -> Any:
         return self.start().__await__()
 

@@ -45,6 +45,21 @@ def _tail(task: BaseTask, stderr: str | None) -> str:
     return text if len(text) <= _TAIL else "..." + text[-_TAIL:]
 
 
+def _fail_future(future: asyncio.Future[BaseTask], task: BaseTask) -> None:
+    """A FAILED task's future raises why, so ``asyncio.gather`` fails fast (as in rhapsody-py)."""
+    exc = task.exception
+    if not isinstance(exc, Exception) or isinstance(exc, StopIteration):
+        # SystemExit & co. would stop the awaiting event loop, and a future refuses
+        # StopIteration: the awaiter gets a TaskExecutionError caused by it instead.
+        wrapped = TaskExecutionError(task.uid, f"task {task.uid} failed" + (f": {exc!r}" if exc else ""), task.exit_code, task.stderr)
+        wrapped.__cause__ = exc
+        exc = wrapped
+    future.set_exception(exc)
+    # Marks the exception as seen: a failure nobody awaits is in task.state, not
+    # an "exception was never retrieved" message at exit.
+    future.exception()
+
+
 class TaskTracker:
     """In-flight tasks of one backend (by uid, as their handles), cancels under
     way, timers, and the observers to tell."""
@@ -130,7 +145,7 @@ class TaskTracker:
         for key, value in fields.items():
             setattr(task, key, value)
         task.state = new
-        task.timestamps[new.value] = time.time()
+        task.timestamps[new._value_] = time.time()  # _value_: Enum's plain attribute; .value is a slow property
         if new is TaskState.RUNNING:
             if task.timeout:
                 assert self._loop is not None
@@ -146,12 +161,15 @@ class TaskTracker:
         if origin is not None:  # a dict submitter reads results from its dict
             for key in _RESULT_KEYS:
                 origin[key] = getattr(task, key)
-            origin["state"] = new.value
+            origin["state"] = new._value_
         if self.callbacks:
             self._call_back(origin if origin is not None else task, new)
         future = task._future
         if new.is_terminal and future is not None and not future.done():
-            future.set_result(task)
+            if new is TaskState.FAILED:
+                _fail_future(future, task)
+            else:  # DONE and CANCELED resolve with the task, as in rhapsody-py
+                future.set_result(task)
         return True
 
     def _settle(self, task: BaseTask, new: TaskState, fields: dict[str, Any]) -> TaskState:
@@ -177,7 +195,7 @@ class TaskTracker:
     def _call_back(self, subject: Any, new: TaskState) -> None:
         for callback in self.callbacks:
             try:
-                callback(subject, new.value)
+                callback(subject, new._value_)
             except Exception as exc:  # noqa: BLE001
                 self.log.error("callback.failed", task=getattr(subject, "uid", None), error=f"{type(exc).__name__}: {exc}")
 

@@ -9,6 +9,7 @@ KNOWN_BACKENDS: dict[str, str] = {
     "dragon_v2": "rhapsody-dragon",
     "dragon_v1": "rhapsody-dragon",
     "radical_pilot": "rhapsody-radical",
+    "noop": "rhapsody-core",
 }
 
 KNOWN_CLASSES: dict[str, str] = {
@@ -22,6 +23,7 @@ KNOWN_CLASSES: dict[str, str] = {
     "DragonPoolExecutionBackend": "dragon_v2",
     "DragonProcessExecutionBackend": "dragon_v1",
     "RadicalExecutionBackend": "radical_pilot",
+    "NoopExecutionBackend": "noop",
 }
 
 DEFAULT_BACKEND = "concurrent"
