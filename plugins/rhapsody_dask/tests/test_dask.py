@@ -64,7 +64,7 @@ async def run_tasks_keep(backend: DaskExecutionBackend, work_dir: Path, *tasks: 
     """Run tasks on a started backend without shutting it down afterwards."""
     backend.work_dir = work_dir
     await backend.submit_tasks(list(tasks))
-    await asyncio.wait_for(asyncio.gather(*(t.future for t in tasks if t.future is not None)), DEADLINE)
+    await asyncio.wait_for(asyncio.wait([t.future for t in tasks if t.future is not None]), DEADLINE)  # failures included
 
 
 @pytest.fixture(scope="module")
@@ -344,7 +344,7 @@ class TestWorkerLoss:
             await backend.submit_tasks(queued)
             await asyncio.sleep(0.5)  # the scheduler places some of them on the doomed worker
             os.kill(int(pid), signal.SIGKILL)
-            await asyncio.wait_for(asyncio.gather(*(t.future for t in [doomed, other, *queued] if t.future)), DEADLINE)
+            await asyncio.wait_for(asyncio.wait([t.future for t in [doomed, other, *queued] if t.future]), DEADLINE)
             return address
 
         address = run(go())
