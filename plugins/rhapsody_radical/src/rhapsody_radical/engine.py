@@ -244,15 +244,17 @@ class RadicalEngine:
         then = "a new raptor runs later tasks" if is_master else "a new worker runs later tasks"
         for handle in lost:
             handle.failed(BackendError(f"task {handle.uid}: {why}; {then}"))
-        if is_master:  # its workers stop with it; the next function task starts raptor again
-            self._raptor, self._workers = None, set()
+        orphans: list[str] = []
+        if is_master:  # the next function task starts raptor again
+            # its workers may outlive it, holding their cores from the new raptor: cancel them
+            orphans, self._raptor, self._workers = sorted(self._workers), None, set()
         lost_uids = [h.engine_data.rp_uid for h in lost]
-        threading.Thread(target=self._recover_raptor, args=(lost_uids, not is_master), daemon=True).start()
+        threading.Thread(target=self._recover_raptor, args=(lost_uids + orphans, not is_master), daemon=True).start()
 
-    def _recover_raptor(self, lost: list[str], add_worker: bool) -> None:
+    def _recover_raptor(self, stale: list[str], add_worker: bool) -> None:
         try:
-            if lost:  # what no worker took yet must not run after its task was reported failed
-                self.pilot.tmgr.cancel_tasks(lost)
+            if stale:  # calls no worker took yet must not run after their tasks failed; orphaned workers must go
+                self.pilot.tmgr.cancel_tasks(stale)
             if add_worker and self._raptor is not None:
                 self._workers.update(self.pilot.add_workers(self._raptor, 1, self.raptor_options.cores_per_worker))
         except Exception as exc:  # noqa: BLE001 - an RP thread: log; later tasks wait for the remaining workers
