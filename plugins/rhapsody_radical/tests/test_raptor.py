@@ -132,7 +132,9 @@ def test_a_finished_tasks_uid_can_be_used_again(run: LoopRunner, session: Sessio
     assert other.state is TaskState.DONE and other.return_value == 6
 
 
-def test_a_dead_master_fails_its_calls_and_a_new_raptor_runs_later_ones(run: LoopRunner, session: Session) -> None:
+def test_a_dead_master_fails_its_calls_and_later_functions_with_the_reason(run: LoopRunner, session: Session, tmp_path) -> None:
+    """The master is gone: the call it held and every later function task FAIL
+    at once naming it (none waits for ever); executables still run."""
     backend = next(iter(session.backends.values()))
     assert isinstance(backend, RadicalExecutionBackend)
     held = ComputeTask(function=fn.sleep, args=(300,))
@@ -148,5 +150,8 @@ def test_a_dead_master_fails_its_calls_and_a_new_raptor_runs_later_ones(run: Loo
     assert held.state is TaskState.FAILED, held.state
     assert isinstance(held.exception, BackendError) and "raptor master raptor." in str(held.exception), repr(held.exception)
     later = ComputeTask(function=fn.add, args=(6, 6))
-    _run(run, session, [later], timeout=240)
-    assert later.state is TaskState.DONE and later.return_value == 12, later.exception
+    exe = ComputeTask(executable="/bin/echo", arguments=["still", "runs"])
+    _run(run, session, [later, exe], timeout=240)
+    assert later.state is TaskState.FAILED and isinstance(later.exception, BackendError), (later.state, later.exception)
+    assert "raptor master raptor." in str(later.exception) and "no more function tasks" in str(later.exception)
+    assert exe.state is TaskState.DONE and exe.stdout.strip() == "still runs", (exe.state, exe.exception, exe.stderr)

@@ -58,6 +58,7 @@ class RadicalEngine:
         self.swept: list[int] = []
         self._raptor: Any = None
         self._workers: set[str] = set()  # RP uids of the raptor workers
+        self._raptor_lost: str | None = None  # why function tasks can no longer run here
         self._raptor_lock: asyncio.Lock | None = None
         self._in_rp: dict[str, TaskHandle] = {}  # RP uid -> handle, until RP reports it final
         self._in_rp_lock = threading.Lock()
@@ -108,7 +109,14 @@ class RadicalEngine:
         functions = [h for h in handles if h.launch is None]
         if executables:
             await asyncio.to_thread(self._submit_executables, executables)
-        if functions:
+        if functions and self._raptor_lost is not None:
+            for handle in functions:
+                handle.failed(
+                    BackendError(
+                        f"task {handle.uid}: {self._raptor_lost}; this backend runs no more function tasks (executables still run)"
+                    )
+                )
+        elif functions:
             raptor = await self._ensure_raptor()
             await asyncio.to_thread(self._submit_functions, raptor, functions)
 
@@ -241,12 +249,15 @@ class RadicalEngine:
             lost = [h for h in self._in_rp.values() if h.engine_data.is_function]
             for handle in lost:
                 del self._in_rp[handle.engine_data.rp_uid]
-        then = "a new raptor runs later tasks" if is_master else "a new worker runs later tasks"
+        then = "later function tasks fail" if is_master else "a new worker runs later tasks"
         for handle in lost:
             handle.failed(BackendError(f"task {handle.uid}: {why}; {then}"))
         orphans: list[str] = []
-        if is_master:  # the next function task starts raptor again
-            # its workers may outlive it, holding their cores from the new raptor: cancel them
+        if is_master:
+            # A second raptor in the same pilot did not reliably start on RP 1.103
+            # (seen in CI: the next call waited for ever), so later function
+            # tasks fail at once with the reason; the master's workers go.
+            self._raptor_lost = f"raptor master {part.uid} ended ({state}, exit code {part.exit_code})"
             orphans, self._raptor, self._workers = sorted(self._workers), None, set()
         lost_uids = [h.engine_data.rp_uid for h in lost]
         threading.Thread(target=self._recover_raptor, args=(lost_uids + orphans, not is_master), daemon=True).start()
