@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from concurrent.futures import ProcessPoolExecutor
 
-from rhapsody.testing import BackendConformance
+from rhapsody.testing import BackendConformance, WorkerLossChecks
 from rhapsody_concurrent.backend import ConcurrentExecutionBackend
 
 
@@ -16,9 +16,10 @@ class TestThreadPoolConformance(BackendConformance):
         return ConcurrentExecutionBackend(name="concurrent", cores=self.concurrency)
 
 
-class TestProcessPoolConformance(BackendConformance):
+class TestProcessPoolConformance(BackendConformance, WorkerLossChecks):
     concurrency = 2
     burst_size = 300
+    absorbed_deaths = 1  # a broken pool's tasks are rerun alone once, to find which one broke it
 
     def make_backend(self) -> ConcurrentExecutionBackend:
         return ConcurrentExecutionBackend(name="procs", executor=ProcessPoolExecutor(max_workers=self.concurrency))

@@ -3,11 +3,11 @@ LocalCluster (separate worker processes, one thread each) that the backend owns.
 
 from __future__ import annotations
 
-from rhapsody.testing import BackendConformance
+from rhapsody.testing import BackendConformance, WorkerLossChecks
 from rhapsody_dask.backend import DaskExecutionBackend
 
 
-class TestDaskLocalClusterConformance(BackendConformance):
+class TestDaskLocalClusterConformance(BackendConformance, WorkerLossChecks):
     concurrency = 2
     burst_size = 1000
 

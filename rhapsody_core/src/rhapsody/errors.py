@@ -104,6 +104,16 @@ class BackendError(RhapsodyError):
         super().__init__(*args)
 
 
+class WorkerLostError(BackendError):
+    """The worker, process or pilot running a task died under it: not the
+    task's own fault, so a task with ``retries`` left is run again. Engines
+    report it through ``TaskHandle.lost`` (or ``failed(WorkerLostError(...))``)."""
+
+
+class JournalError(RhapsodyError):
+    """A journal cannot be opened or written, or a task has no stable identity in it."""
+
+
 class SessionError(RhapsodyError, RuntimeError):
     """A Session cannot do what was asked (it is closed, ...)."""
 

@@ -107,6 +107,10 @@ def task_to_dict(task: BaseTask) -> dict[str, Any]:
             data[name] = None if value is None else _function_ref(value)
         elif name == "exception":
             data[name] = None if value is None else _exception_to_dict(value)
+        elif name == "attempt_errors":
+            data[name] = [_exception_to_dict(e) for e in value]
+        elif name == "retry_on":
+            data[name] = [f"{t.__module__}:{t.__qualname__}" for t in value]
         elif name in ("args", "return_value", "response"):
             data[name] = [_plain(v) for v in value] if name == "args" else _plain(value)
         elif name == "kwargs":
@@ -151,6 +155,8 @@ def task_from_dict(data: dict[str, Any]) -> BaseTask:
             value = tuple(_unplain(v) for v in value)
         elif key == "kwargs":
             value = {k: _unplain(v) for k, v in value.items()}
+        elif key == "retry_on" and isinstance(value, (list, tuple)):
+            value = tuple(_resolve(v) if isinstance(v, str) else v for v in value)
         elif key == "resources" and isinstance(value, dict):
             value = _converter.structure(value, Resources)
         kwargs[key] = value
@@ -158,12 +164,13 @@ def task_from_dict(data: dict[str, Any]) -> BaseTask:
     task = cls(**kwargs)
     if "state" in data:
         task.state = TaskState(data["state"])
-        for name in ("stdout", "stderr", "exit_code", "timestamps"):
+        for name in ("stdout", "stderr", "exit_code", "timestamps", "attempt"):
             if data.get(name) is not None:
                 setattr(task, name, data[name])
         task.return_value = _unplain(data.get("return_value"))
         if data.get("exception"):
             task.exception = _exception_from_dict(data["exception"])
+        task.attempt_errors = [_exception_from_dict(e) for e in data.get("attempt_errors") or ()]
         if isinstance(task, AITask):
             task.response = _unplain(data.get("response"))
     return task

@@ -14,6 +14,7 @@ from rhapsody.execution.backend import Backend
 from rhapsody.log import enable_logging_from_env, get_logger
 from rhapsody.registry.known import DEFAULT_BACKEND, KNOWN_BACKENDS
 from rhapsody.registry.manager import get_registry
+from rhapsody.retry import RetryPolicy
 from rhapsody.task import BaseTask
 
 WORK_DIR_ENV = "RHAPSODY_WORK_DIR"
@@ -25,6 +26,12 @@ class Session:
     ``backends``: backend objects (awaited or not) or backend names; None means
     the default local backend. Task artifacts go to ``<work_dir>/<uid>/``, where
     ``work_dir`` defaults to ``$RHAPSODY_WORK_DIR``, else the current directory.
+
+    ``retries``: the default for tasks that set no ``retries`` of their own (an
+    int, or a `rhapsody.retry.RetryPolicy` for backoff and ``retry_on`` too);
+    set on every backend of the session. ``journal``: path of a SQLite file
+    recording every task and result; rerunning the program with the same
+    journal skips the tasks that already ended DONE (docs/durability.md).
     """
 
     def __init__(
@@ -32,8 +39,14 @@ class Session:
         backends: Sequence[Backend | str] | Backend | None = None,
         uid: str | None = None,
         work_dir: str | os.PathLike[str] | None = None,
+        *,
+        retries: int | RetryPolicy | None = None,
+        journal: str | os.PathLike[str] | None = None,
     ) -> None:
         enable_logging_from_env()
+        if retries is not None and not isinstance(retries, RetryPolicy):
+            retries = RetryPolicy(retries=retries)
+        self.retry_policy: RetryPolicy | None = retries
         self.uid = uid or f"session.{uuid.uuid4().hex[:8]}"
         base = work_dir if work_dir is not None else os.environ.get(WORK_DIR_ENV) or os.getcwd()
         self.work_dir = Path(base).absolute() / self.uid
@@ -70,6 +83,8 @@ class Session:
         if backend.name in self._backends:
             raise ValueError(f"session {self.uid} already has a backend named {backend.name!r}; give each backend its own name=")
         backend.work_dir = self.work_dir
+        if self.retry_policy is not None:
+            backend.retry_policy = self.retry_policy
         backend.is_attached = True
         backend.attached_to.append(self.uid)
         self._backends[backend.name] = backend

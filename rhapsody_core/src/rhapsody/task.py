@@ -26,6 +26,11 @@ def new_uid() -> str:
     return f"{_uid_prefix}{next(_uid_counter):06d}"
 
 
+# None means "none given": the empty container (the seed system accepted None).
+def _tuple_or_empty(value: Any) -> Any:
+    return () if value is None else value
+
+
 _ONE_CORE = Resources()  # frozen, so every task without a request can share it
 
 
@@ -44,7 +49,7 @@ def _to_resources(value: Any) -> Any:  # a Resources, or the bad value for _vali
 
 # Fields a backend fills in; they are not part of the description and are never
 # accepted from the user's constructor call.
-RESULT_FIELDS = ("state", "stdout", "stderr", "exit_code", "return_value", "exception", "timestamps")
+RESULT_FIELDS = ("state", "stdout", "stderr", "exit_code", "return_value", "exception", "timestamps", "attempt", "attempt_errors")
 
 _NEW = TaskState.NEW.value  # (an Enum's .value is a property: too slow for every construction)
 #: task_backend_specific_kwargs keys core itself resolves for executables
@@ -82,6 +87,10 @@ class BaseTask(FieldAccess):
     resources: Resources = attrs.field(default=_ONE_CORE, converter=_to_resources)
     task_backend_specific_kwargs: dict[str, Any] = attrs.field(factory=dict)
     metadata: dict[str, Any] = attrs.field(factory=dict)
+    #: more attempts after a retryable failure (None: the backend's / session's default)
+    retries: int | None = None
+    #: exception types retried besides engine trouble (`BackendError`), e.g. ``(TaskTimeoutError,)``
+    retry_on: tuple[type[BaseException], ...] = attrs.field(default=(), converter=_tuple_or_empty)
 
     # -- results, filled in by the backend --
     state: TaskState = attrs.field(default=TaskState.NEW, init=False)
@@ -91,6 +100,10 @@ class BaseTask(FieldAccess):
     return_value: Any = attrs.field(default=None, init=False)
     exception: BaseException | None = attrs.field(default=None, init=False)
     timestamps: dict[str, float] = attrs.field(factory=dict, init=False)
+    #: the attempt now running or last run (1 = the first; 0 = not submitted)
+    attempt: int = attrs.field(default=0, init=False)
+    #: the error of every earlier attempt that failed and was retried, in order
+    attempt_errors: list[BaseException] = attrs.field(factory=list, init=False)
 
     # -- bookkeeping, never serialised --
     _future: asyncio.Future[BaseTask] | None = attrs.field(default=None, init=False, repr=False)
@@ -163,10 +176,22 @@ class BaseTask(FieldAccess):
                 except TypeError as exc:
                     self._fail("resources", str(exc))
             self._fail("resources", f"must be a Resources or a dict, got {type(self.resources).__name__}")
+        if self.retries is not None or self.retry_on:
+            self._check_retry_fields()
         if type(self.task_backend_specific_kwargs) is not dict or type(self.metadata) is not dict:  # the common case, checked cheaply
             for name in ("task_backend_specific_kwargs", "metadata"):
                 if not isinstance(getattr(self, name), dict):
                     self._fail(name, f"must be a dict, got {type(getattr(self, name)).__name__}")
+
+    def _check_retry_fields(self) -> None:
+        from rhapsody.retry import check_retry_on  # noqa: PLC0415 - rare path
+
+        if self.retries is not None and (isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0):
+            self._fail("retries", f"must be an int >= 0 or None, got {self.retries!r}")
+        try:
+            self.retry_on = check_retry_on(self.retry_on)
+        except TypeError as exc:
+            self._fail("retry_on", str(exc))
 
     # A task copied to another process (pickled) is a snapshot: the future and the
     # submitter's dict belong to the process that submitted it.
@@ -228,11 +253,6 @@ class BaseTask(FieldAccess):
                 raise self.exception
             raise TaskExecutionError(self.uid, f"task {self.uid} failed", self.exit_code, self.stderr)
         raise RuntimeError(f"task {self.uid} is still {self.state}")
-
-
-# None means "none given": the empty container (the seed system accepted None).
-def _tuple_or_empty(value: Any) -> Any:
-    return () if value is None else value
 
 
 def _dict_or_empty(value: Any) -> Any:

@@ -87,6 +87,8 @@ class ConcurrentEngine:
             return
         assert self.executor is not None
         future: Future[Any]
+        # a suspect rerun alone keeps its mark: if it breaks this pool too, it is the culprit
+        alone = "alone" if isinstance(handle.engine_data, tuple) and handle.engine_data[1] == "alone" else None
         try:
             if self._pickles:
                 future = self.executor.submit(call_packed, pack_call(task.function, task.args, task.kwargs, task.uid))
@@ -102,7 +104,7 @@ class ConcurrentEngine:
             self._release(handle)
             handle.failed(exc)
             return
-        handle.engine_data = (future, None)
+        handle.engine_data = (future, alone)
 
     def _call_in_thread(self, handle: TaskHandle, control: CallControl) -> None:
         # a pool thread: report RUNNING only when the call really starts
@@ -144,9 +146,7 @@ class ConcurrentEngine:
             self._context.log.warning("process_pool.replaced", task=handle.uid)
         was_alone = handle.engine_data is not None and handle.engine_data[1] == "alone"
         if was_alone or handle.cancel_requested:
-            handle.failed(
-                BackendError(f"task {handle.uid}: the worker process running it died (killed, crashed or exited); the pool was replaced")
-            )
+            handle.lost("the worker process running it died (killed, crashed or exited); the pool was replaced")
             return
         handle.engine_data = (None, "alone")
         self._free -= handle.task.resources.cores

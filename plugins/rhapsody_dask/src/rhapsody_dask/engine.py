@@ -23,7 +23,7 @@ from distributed import KilledWorker
 from rhapsody.engine.contract import EngineContext
 from rhapsody.engine.handle import TaskHandle
 from rhapsody.engine.outcome import Outcome
-from rhapsody.errors import BackendError, ResourceError, TaskValidationError
+from rhapsody.errors import BackendError, ResourceError, TaskValidationError, WorkerLostError
 from rhapsody.log import get_logger
 from rhapsody.resources import Capacity
 from rhapsody_dask import worker
@@ -176,7 +176,7 @@ class DaskEngine:
                 self.log.warning("dask.worker_lost_retry", task=handle.uid, retries_left=sub.retries - 1)
                 self._resubmit(sub, retry=True)
                 return
-            self._fail(sub, f"the Dask worker {sub.worker or lost} running it was lost (its process died)", exc)
+            self._fail(sub, f"the Dask worker {sub.worker or lost} running it was lost (its process died)", exc, lost=True)
             return
         self._fail(sub, f"Dask could not run it: {type(exc).__name__}: {exc}", exc)
 
@@ -185,11 +185,12 @@ class DaskEngine:
         sub.future, sub.worker = None, None
         self._send(sub)
 
-    def _fail(self, sub: Submission, why: str, cause: BaseException | None = None) -> None:
+    def _fail(self, sub: Submission, why: str, cause: BaseException | None = None, *, lost: bool = False) -> None:
         handle = sub.handle
         assert handle is not None
         self._forget(sub)
-        error = BackendError(f"task {handle.uid} on backend {self.name!r}: {why}")
+        kind = WorkerLostError if lost else BackendError  # a lost worker is retried by core when the task has retries
+        error = kind(f"task {handle.uid} on backend {self.name!r}: {why}")
         error.__cause__ = cause
         handle.failed(error, stderr=why)
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from rhapsody.errors import WorkerLostError
+
 if TYPE_CHECKING:
     from rhapsody.engine.launch import LaunchSpec
     from rhapsody.engine.outcome import Outcome
@@ -34,6 +36,12 @@ class TaskHandle:
         return self.task.uid
 
     @property
+    def attempt(self) -> int:
+        """Which attempt of the task this handle runs (1 = the first; core
+        hands the engine a new handle for each retry)."""
+        return self.task.attempt
+
+    @property
     def cancel_requested(self) -> bool:
         """Core asked to stop this task (user cancel, timeout, shutdown) or it
         already ended: an engine about to start it should not."""
@@ -42,32 +50,40 @@ class TaskHandle:
     def running(self) -> None:
         """The engine started the task. Report it when the task really starts
         executing: the task's timeout counts from here."""
-        self._tracker.post(self._tracker.set_running, self.task)
+        self._tracker.post(self._tracker.set_running, self)
 
     def done(self, return_value: Any = None, *, exit_code: int | None = None, stdout: str | None = None, stderr: str | None = None) -> None:
         """The task finished: DONE, unless ``exit_code`` is non-zero (then
         FAILED with `rhapsody.TaskExecutionError`)."""
-        self._tracker.post(self._tracker.set_done, self.task, return_value, exit_code, stdout, stderr)
+        self._tracker.post(self._tracker.set_done, self, return_value, exit_code, stdout, stderr)
 
     def failed(
         self, exception: BaseException, *, exit_code: int | None = None, stdout: str | None = None, stderr: str | None = None
     ) -> None:
         """The task failed with ``exception``: the function's own, or a
-        `rhapsody.BackendError` for engine trouble. Without ``stderr`` the
+        `rhapsody.BackendError` for engine trouble (not the task's fault:
+        retried while the task has ``retries`` left; see also `lost`). Without ``stderr`` the
         exception's traceback text is stored there."""
-        self._tracker.post(self._tracker.set_failed, self.task, exception, exit_code, stdout, stderr, None)
+        self._tracker.post(self._tracker.set_failed, self, exception, exit_code, stdout, stderr, None)
+
+    def lost(self, reason: str, *, stdout: str | None = None, stderr: str | None = None) -> None:
+        """The worker, process or pilot running the task died under it (not the
+        task's fault): FAILED with `rhapsody.errors.WorkerLostError`, which
+        core retries while the task has ``retries`` left. ``reason`` says what
+        was lost, e.g. "the Dask worker tcp://... died"."""
+        self.failed(WorkerLostError(f"task {self.task.uid}: {reason}"), stdout=stdout, stderr=stderr if stderr is not None else reason)
 
     def canceled(self) -> None:
         """The engine stopped the task on its own account."""
-        self._tracker.post(self._tracker.set_canceled, self.task)
+        self._tracker.post(self._tracker.set_canceled, self)
 
     def finish(self, outcome: Outcome) -> None:
         """End the task as an engine-side `Outcome` says."""
         tracker = self._tracker
         if outcome.error is not None:
-            tracker.post(tracker.set_failed, self.task, outcome.error, outcome.exit_code, outcome.stdout, outcome.stderr, outcome.traceback)
+            tracker.post(tracker.set_failed, self, outcome.error, outcome.exit_code, outcome.stdout, outcome.stderr, outcome.traceback)
         else:
-            tracker.post(tracker.set_done, self.task, outcome.value, outcome.exit_code, outcome.stdout, outcome.stderr)
+            tracker.post(tracker.set_done, self, outcome.value, outcome.exit_code, outcome.stdout, outcome.stderr)
 
     def __repr__(self) -> str:
         return f"<TaskHandle {self.task.uid} {self.task.state.value}>"

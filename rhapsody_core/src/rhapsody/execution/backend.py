@@ -25,6 +25,7 @@ from rhapsody.execution.tracker import TaskTracker
 from rhapsody.log import get_logger
 from rhapsody.registry.manager import get_plugin_manager
 from rhapsody.resources import Capacity
+from rhapsody.retry import RetryPolicy
 from rhapsody.serialize import task_from_dict
 from rhapsody.states import StateMap, TaskState
 from rhapsody.task import BaseTask, ComputeTask
@@ -76,6 +77,7 @@ class Backend:
         self.log = get_logger("rhapsody.backend", backend=name)
         self._tracker = TaskTracker(self, self.log)
         self._tracker.on_timeout = lambda task: self._spawn(self._cancel_one(task, "timeout"))
+        self._tracker.on_retry = lambda handle: self._spawn(self._resubmit(handle))
         self._hook = get_plugin_manager().hook
 
     # ------------------------------------------------------------------ identity
@@ -98,6 +100,18 @@ class Backend:
     def capacity(self) -> Capacity | None:
         """The most one task may ask of this backend (None: unknown)."""
         return self.engine.capacity()
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """Retries of tasks that do not set their own ``retries`` (default: none);
+        a Session sets its own on the backends it holds."""
+        return self._tracker.retry_policy
+
+    @retry_policy.setter
+    def retry_policy(self, policy: RetryPolicy) -> None:
+        if not isinstance(policy, RetryPolicy):
+            raise TypeError(f"retry_policy must be a rhapsody.retry.RetryPolicy, got {type(policy).__name__}")
+        self._tracker.retry_policy = policy
 
     def get_task(self, uid: str) -> BaseTask | None:
         """The task ``uid`` if it is in flight here."""
@@ -227,6 +241,7 @@ class Backend:
         accepted: list[TaskHandle] = []
         for task in batch:
             task._future = loop.create_future()
+            task.attempt = 1
             problem = admission.rejection(task, self._name, self._kinds, capacity, self._accepted)
             launch = None
             if problem is None and isinstance(task, ComputeTask) and task.executable is not None:
@@ -242,15 +257,30 @@ class Backend:
             tracker.set_state(task, TaskState.SUBMITTED)
             accepted.append(handle)
         if accepted:
-            try:
-                await self.engine.submit(accepted)
-            except Exception as exc:  # noqa: BLE001 - the engine refused: the tasks say why
-                self.log.error("backend.submit_failed", tasks=len(accepted), error=f"{type(exc).__name__}: {exc}")
-                error = BackendError(f"{self._label} backend {self._name!r} could not submit the task: {type(exc).__name__}: {exc}")
-                error.__cause__ = exc
-                for handle in accepted:
-                    tracker.set_state(handle.task, TaskState.FAILED, exception=error)
+            await self._engine_submit(accepted)
         return batch
+
+    async def _engine_submit(self, handles: list[TaskHandle]) -> None:
+        try:
+            await self.engine.submit(handles)
+        except Exception as exc:  # noqa: BLE001 - the engine refused: the tasks say why
+            self.log.error("backend.submit_failed", tasks=len(handles), error=f"{type(exc).__name__}: {exc}")
+            error = BackendError(f"{self._label} backend {self._name!r} could not submit the task: {type(exc).__name__}: {exc}")
+            error.__cause__ = exc
+            for handle in handles:
+                if self._tracker.handles.get(handle.uid) is handle:
+                    self._tracker.set_state(handle.task, TaskState.FAILED, exception=error)
+
+    async def _resubmit(self, handle: TaskHandle) -> None:
+        """A retry whose backoff is over: the same task, a new handle, to the engine again."""
+        task = handle.task
+        if task.state.is_terminal or self._tracker.handles.get(task.uid) is not handle:
+            return
+        if self._lifecycle is not BackendState.RUNNING:
+            self._tracker.set_state(task, TaskState.CANCELED)
+            return
+        self.log.info("task.resubmit", task=task.uid, attempt=task.attempt)
+        await self._engine_submit([handle])
 
     # --------------------------------------------------------------- cancellation
     async def cancel_task(self, uid: str) -> bool:
@@ -273,6 +303,10 @@ class Backend:
         if handle is None or task.state.is_terminal:
             return False
         if task.uid in tracker.canceling:  # a cancel is already under way
+            return True
+        if tracker.cancel_retry(task):  # waiting for a retry: the engine no longer has it
+            self._hook.rhapsody_task_cancel(backend=self, task=task, reason=reason)
+            tracker.set_state(task, TaskState.CANCELED)
             return True
         tracker.canceling[task.uid] = reason
         self._hook.rhapsody_task_cancel(backend=self, task=task, reason=reason)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from rhapsody.errors import TaskExecutionError, TaskTimeoutError
 from rhapsody.registry.manager import get_plugin_manager
+from rhapsody.retry import NO_RETRIES, RetryPolicy
 from rhapsody.states import TaskState, check_transition
 from rhapsody.task import BaseTask, ComputeTask
 
@@ -77,6 +78,12 @@ class TaskTracker:
         self._inbox: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
         self._drain_armed = False
         self._hook = get_plugin_manager().hook.rhapsody_task_state_changed
+        self.retry_policy: RetryPolicy = NO_RETRIES
+        #: called with the new handle of a task whose retry is due (the backend resubmits it)
+        self.on_retry: Callable[[TaskHandle], Any] = lambda handle: None
+        self.retry_timers: dict[str, asyncio.TimerHandle] = {}
+        #: called with every task that reached a terminal state (a session's journal)
+        self.on_end: list[Callable[[BaseTask], Any]] = []
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop, self._loop_thread = loop, threading.get_ident()
@@ -107,11 +114,20 @@ class TaskTracker:
         return task.state.is_terminal or task.uid in self.canceling
 
     # ------------------------------------------------------------- reports
-    def set_running(self, task: BaseTask) -> None:
-        if task.state is TaskState.SUBMITTED:
+    # Each takes the reporting handle: a report from an attempt that was
+    # retried (its handle replaced) or that already ended is dropped.
+    def _current(self, handle: TaskHandle) -> bool:
+        return self.handles.get(handle.task.uid) is handle
+
+    def set_running(self, handle: TaskHandle) -> None:
+        task = handle.task
+        if task.state is TaskState.SUBMITTED and self._current(handle):
             self.set_state(task, TaskState.RUNNING)
 
-    def set_done(self, task: BaseTask, value: Any, exit_code: int | None, stdout: str | None, stderr: str | None) -> None:
+    def set_done(self, handle: TaskHandle, value: Any, exit_code: int | None, stdout: str | None, stderr: str | None) -> None:
+        if not self._current(handle):
+            return
+        task = handle.task
         fields = {"return_value": value, "exit_code": exit_code, "stdout": stdout, "stderr": stderr}
         if exit_code in (None, 0):
             self.set_state(task, TaskState.DONE, **fields)
@@ -122,14 +138,18 @@ class TaskTracker:
         self.set_state(task, TaskState.FAILED, exception=TaskExecutionError(task.uid, message, exit_code, stderr), **fields)
 
     def set_failed(
-        self, task: BaseTask, exc: BaseException, exit_code: int | None, stdout: str | None, stderr: str | None, tb: str | None
+        self, handle: TaskHandle, exc: BaseException, exit_code: int | None, stdout: str | None, stderr: str | None, tb: str | None
     ) -> None:
+        if not self._current(handle):
+            return
+        task = handle.task
         if stderr is None:
             stderr = tb if tb is not None else "".join(traceback.format_exception(exc))
         self.set_state(task, TaskState.FAILED, exception=exc, exit_code=exit_code, stdout=stdout, stderr=stderr)
 
-    def set_canceled(self, task: BaseTask) -> None:
-        self.set_state(task, TaskState.CANCELED)
+    def set_canceled(self, handle: TaskHandle) -> None:
+        if self._current(handle):
+            self.set_state(handle.task, TaskState.CANCELED)
 
     # ------------------------------------------------------------- the state machine
     def set_state(self, task: BaseTask, new: TaskState, **fields: Any) -> bool:
@@ -141,6 +161,8 @@ class TaskTracker:
             return False
         if new.is_terminal:
             new = self._settle(task, new, fields)
+            if new is TaskState.FAILED and (task.retries or self.retry_policy.retries) and self._retry(task, old, fields):
+                return True
         check_transition(task.uid, old, new)
         for key, value in fields.items():
             setattr(task, key, value)
@@ -155,6 +177,8 @@ class TaskTracker:
             timer = self._timers.pop(task.uid, None)
             if timer is not None:
                 timer.cancel()
+            for record in self.on_end:
+                record(task)
         if self._hook.get_hookimpls():  # nobody listening: no hook call on the hot path
             self._notify(task, old, new)
         origin = task._origin
@@ -184,6 +208,53 @@ class TaskTracker:
         fields.pop("exception", None)
         return TaskState.CANCELED
 
+    def _retry(self, task: BaseTask, old: TaskState, fields: dict[str, Any]) -> bool:
+        """Instead of FAILED: note the attempt's error, go back to SUBMITTED,
+        and hand the task to the engine again after the backoff. The task's
+        future stays pending: it settles once, with the last attempt."""
+        error = fields.get("exception")
+        if not self.retry_policy.allows(task, error):
+            return False
+        from rhapsody.engine.handle import TaskHandle  # noqa: PLC0415 - the handle module needs this one
+
+        old_handle = self.handles.get(task.uid)
+        handle = TaskHandle(task, old_handle.launch if old_handle is not None else None, self)
+        self.handles[task.uid] = handle  # from now on the failed attempt's reports are dropped
+        timer = self._timers.pop(task.uid, None)
+        if timer is not None:
+            timer.cancel()
+        task.attempt_errors.append(error if error is not None else RuntimeError("failed without an exception"))
+        delay = self.retry_policy.delay(len(task.attempt_errors))
+        task.attempt += 1
+        task.state = TaskState.SUBMITTED
+        task.timestamps.pop(TaskState.RUNNING._value_, None)
+        task.timestamps[TaskState.SUBMITTED._value_] = time.time()
+        self.log.warning(
+            "task.retry", task=task.uid, attempt=task.attempt, error=f"{type(error).__name__}: {error}", delay=round(delay, 3)
+        )
+        if self._hook.get_hookimpls():
+            self._notify(task, old, TaskState.SUBMITTED)
+        if task._origin is not None:
+            task._origin["state"] = TaskState.SUBMITTED._value_
+        if self.callbacks:
+            self._call_back(task._origin if task._origin is not None else task, TaskState.SUBMITTED)
+        assert self._loop is not None
+        self.retry_timers[task.uid] = self._loop.call_later(delay, self._retry_due, handle)
+        return True
+
+    def _retry_due(self, handle: TaskHandle) -> None:
+        self.retry_timers.pop(handle.task.uid, None)
+        if self._current(handle) and not handle.task.state.is_terminal:
+            self.on_retry(handle)
+
+    def cancel_retry(self, task: BaseTask) -> bool:
+        """Stop a retry that waits for its backoff: True if there was one."""
+        timer = self.retry_timers.pop(task.uid, None)
+        if timer is None:
+            return False
+        timer.cancel()
+        return True
+
     def _notify(self, task: BaseTask, old: TaskState, new: TaskState) -> None:
         # Observers are guarded one by one at registration; this catches a
         # wrapper that raises, so the task still ends and its awaiters wake.
@@ -206,6 +277,7 @@ class TaskTracker:
             self.on_timeout(task)
 
     def clear_timers(self) -> None:
-        for timer in self._timers.values():
+        for timer in [*self._timers.values(), *self.retry_timers.values()]:
             timer.cancel()
         self._timers.clear()
+        self.retry_timers.clear()

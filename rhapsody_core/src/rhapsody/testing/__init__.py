@@ -16,12 +16,12 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["BackendConformance", "LoopRunner"]
+__all__ = ["BackendConformance", "LoopRunner", "WorkerLossChecks"]
 
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        from rhapsody.testing import conformance  # noqa: PLC0415 - imports pytest
+        from rhapsody.testing import conformance, worker_loss  # noqa: PLC0415 - imports pytest
 
-        return getattr(conformance, name)
+        return getattr(worker_loss if name == "WorkerLossChecks" else conformance, name)
     raise AttributeError(f"module 'rhapsody.testing' has no attribute {name!r}")

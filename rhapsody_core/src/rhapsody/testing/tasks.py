@@ -62,3 +62,51 @@ def touch(path: str) -> str:
     with open(path, "w") as fh:
         fh.write("ran\n")
     return path
+
+
+def die_then_succeed(state_dir: str, deaths: int, linger: float = 2.0) -> int:
+    """Kill the worker process running this call (SIGKILL, after ``linger``
+    seconds, so the engine has seen it start) the first ``deaths`` times it
+    runs; after that return the pid. Every start appends to
+    ``<state_dir>/starts``, every return to ``<state_dir>/done``: a test sees
+    how often it ran and how often it ran to the end."""
+    import signal  # noqa: PLC0415 - only this task needs it
+
+    with open(os.path.join(state_dir, "starts"), "a") as fh:
+        fh.write(f"{os.getpid()}\n")
+    with open(os.path.join(state_dir, "starts")) as fh:
+        started = len(fh.read().split())
+    time.sleep(linger)
+    if started <= deaths:
+        os.kill(os.getpid(), signal.SIGKILL)
+    with open(os.path.join(state_dir, "done"), "a") as fh:
+        fh.write(f"{os.getpid()}\n")
+    return os.getpid()
+
+
+class Transient(RuntimeError):
+    """Raised on purpose by `fail_then_succeed`."""
+
+
+def fail_then_succeed(state_dir: str, failures: int) -> int:
+    """Raise `Transient` the first ``failures`` calls (counted in
+    ``<state_dir>/calls``), then return how many calls there were."""
+    path = os.path.join(state_dir, "calls")
+    with open(path, "a") as fh:
+        fh.write("x\n")
+    with open(path) as fh:
+        calls = len(fh.read().split())
+    if calls <= failures:
+        raise Transient(f"call {calls} fails on purpose")
+    return calls
+
+
+def journal_work(i: int, marker_dir: str) -> dict[str, Any]:
+    """A journaled task for kill-and-resume tests: appends the run id
+    (``$RHAPSODY_TEST_RUN``) to ``<marker_dir>/<i>`` (how often and in which run
+    it ran), sleeps ``$RHAPSODY_TEST_SLEEP`` seconds, returns a value derived from ``i``."""
+    with open(os.path.join(marker_dir, str(i)), "a") as fh:
+        fh.write(os.environ.get("RHAPSODY_TEST_RUN", "?") + "\n")
+    time.sleep(float(os.environ.get("RHAPSODY_TEST_SLEEP", "0")))
+    print(f"task {i} says {i * i}")
+    return {"i": i, "square": i * i, "text": f"item-{i}"}
