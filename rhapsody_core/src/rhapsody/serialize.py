@@ -176,6 +176,37 @@ def task_from_dict(data: dict[str, Any]) -> BaseTask:
     return task
 
 
+def result_to_dict(task: BaseTask) -> dict[str, Any]:
+    """A task's results only (state, outputs, value, error, timestamps,
+    attempts), as plain data: what a journal keeps of an ended task."""
+    data: dict[str, Any] = {
+        "state": task.state.value,
+        "stdout": task.stdout,
+        "stderr": task.stderr,
+        "exit_code": task.exit_code,
+        "return_value": _plain(task.return_value),
+        "exception": None if task.exception is None else _exception_to_dict(task.exception),
+        "timestamps": dict(task.timestamps),
+        "attempt": task.attempt,
+        "attempt_errors": [_exception_to_dict(e) for e in task.attempt_errors],
+    }
+    if isinstance(task, AITask):
+        data["response"] = _plain(task.response)
+    return data
+
+
+def result_fields(data: dict[str, Any]) -> dict[str, Any]:
+    """The task fields `result_to_dict` output stands for, decoded."""
+    fields: dict[str, Any] = {name: data.get(name) for name in ("stdout", "stderr", "exit_code")}
+    fields["return_value"] = _unplain(data.get("return_value"))
+    fields["exception"] = _exception_from_dict(data["exception"]) if data.get("exception") else None
+    fields["attempt"] = data.get("attempt") or 1
+    fields["attempt_errors"] = [_exception_from_dict(e) for e in data.get("attempt_errors") or ()]
+    if "response" in data:
+        fields["response"] = _unplain(data["response"])
+    return fields
+
+
 def task_to_json(task: BaseTask) -> str:
     return json.dumps(task_to_dict(task))
 
@@ -184,4 +215,4 @@ def task_from_json(text: str) -> BaseTask:
     return task_from_dict(json.loads(text))
 
 
-__all__ = ["task_from_dict", "task_from_json", "task_to_dict", "task_to_json"]
+__all__ = ["result_fields", "result_to_dict", "task_from_dict", "task_from_json", "task_to_dict", "task_to_json"]

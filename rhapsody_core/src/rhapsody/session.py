@@ -11,6 +11,7 @@ from typing import Any
 
 from rhapsody.errors import BackendNotFoundError, SessionError, TaskValidationError, WaitTimeoutError
 from rhapsody.execution.backend import Backend
+from rhapsody.journal import Journal
 from rhapsody.log import enable_logging_from_env, get_logger
 from rhapsody.registry.known import DEFAULT_BACKEND, KNOWN_BACKENDS
 from rhapsody.registry.manager import get_registry
@@ -55,6 +56,7 @@ class Session:
         # futures of tasks submitted as dicts, by uid: wait_tasks finds them by uid
         self._dict_futures: dict[str, asyncio.Future[BaseTask]] = {}
         self._closed = False
+        self.journal: Journal | None = Journal(journal, self.log) if journal is not None else None
         if backends is None:
             backends = [self._default_backend()]
         elif isinstance(backends, (Backend, str)):
@@ -85,6 +87,8 @@ class Session:
         backend.work_dir = self.work_dir
         if self.retry_policy is not None:
             backend.retry_policy = self.retry_policy
+        if self.journal is not None:
+            backend.add_end_listener(self.journal.record_end)
         backend.is_attached = True
         backend.attached_to.append(self.uid)
         self._backends[backend.name] = backend
@@ -137,12 +141,23 @@ class Session:
             ((name, group),) = groups.items()
             backend = self._backends[name]
             await backend.start()
-            submitted = await backend.hand_over(backend.prepare(group))
+            batch = backend.prepare(group)
+            if self.journal is None:
+                submitted = await backend.hand_over(batch)
+            else:
+                keys = self.journal.keys(batch)  # raises before anything runs
+                await self._hand_over_journaled(backend, batch, keys)
+                submitted = batch
             self._note_routing(name, group, submitted)
             return [t.future for t in submitted]  # type: ignore[misc]
         await asyncio.gather(*(self._backends[name].start() for name in groups))
         batches = {name: self._backends[name].prepare(group) for name, group in groups.items()}
-        results = await asyncio.gather(*(self._backends[name].hand_over(batch) for name, batch in batches.items()))
+        if self.journal is None:
+            results = await asyncio.gather(*(self._backends[name].hand_over(batch) for name, batch in batches.items()))
+        else:
+            keyed = {name: self.journal.keys(batch) for name, batch in batches.items()}
+            await asyncio.gather(*(self._hand_over_journaled(self._backends[n], b, keyed[n]) for n, b in batches.items()))
+            results = list(batches.values())
         by_id: dict[int, BaseTask] = {}
         for (name, group), submitted in zip(groups.items(), results, strict=True):
             self._note_routing(name, group, submitted)
@@ -154,6 +169,15 @@ class Session:
             assert future is not None
             futures.append(future)
         return futures
+
+    async def _hand_over_journaled(self, backend: Backend, batch: list[BaseTask], keys: list[str]) -> None:
+        """Tasks the journal holds a DONE result of end with it; the others go to the engine."""
+        assert self.journal is not None
+        to_run, restored = self.journal.admit(batch, keys)
+        if restored:
+            backend.replay(restored)
+        if to_run:
+            await backend.hand_over(to_run)
 
     def _note_routing(self, name: str, originals: list[Any], submitted: list[BaseTask]) -> None:
         """Record where each task went (``task.backend``, as rhapsody-py does), and
@@ -228,3 +252,7 @@ class Session:
         for backend, result in zip(self._backends.values(), results, strict=True):
             if isinstance(result, BaseException):
                 self.log.error("backend.shutdown_failed", backend=backend.name, error=f"{type(result).__name__}: {result}")
+        if self.journal is not None:  # after the backends: the cancellations of shutdown are recorded too
+            for backend in self._backends.values():
+                backend.remove_end_listener(self.journal.record_end)
+            await self.journal.close()

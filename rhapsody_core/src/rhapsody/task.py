@@ -26,6 +26,11 @@ def new_uid() -> str:
     return f"{_uid_prefix}{next(_uid_counter):06d}"
 
 
+def generated_uid(uid: str) -> bool:
+    """Whether ``uid`` was made by `new_uid` in this process (not given by the user)."""
+    return uid.startswith(_uid_prefix)
+
+
 # None means "none given": the empty container (the seed system accepted None).
 def _tuple_or_empty(value: Any) -> Any:
     return () if value is None else value

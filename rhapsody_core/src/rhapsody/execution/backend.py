@@ -282,6 +282,27 @@ class Backend:
         self.log.info("task.resubmit", task=task.uid, attempt=task.attempt)
         await self._engine_submit([handle])
 
+    def replay(self, restored: list[tuple[BaseTask, dict[str, Any]]]) -> None:
+        """End ``prepare``-d tasks DONE with results kept from an earlier run
+        (a Session's journal), without the engine: observers see SUBMITTED
+        then DONE, and ``task.timestamps`` are the earlier run's."""
+        loop = asyncio.get_running_loop()
+        tracker = self._tracker
+        for task, fields in restored:
+            stamps = fields.pop("timestamps", {})
+            task._future = loop.create_future()
+            tracker.set_state(task, TaskState.SUBMITTED)
+            tracker.set_state(task, TaskState.DONE, **fields)
+            task.timestamps.update(stamps)
+
+    def add_end_listener(self, listener: Callable[[BaseTask], Any]) -> None:
+        """Call ``listener(task)`` on the event loop whenever a task ends (after its result fields are set)."""
+        self._tracker.on_end.append(listener)
+
+    def remove_end_listener(self, listener: Callable[[BaseTask], Any]) -> None:
+        if listener in self._tracker.on_end:
+            self._tracker.on_end.remove(listener)
+
     # --------------------------------------------------------------- cancellation
     async def cancel_task(self, uid: str) -> bool:
         """Cancel one task by uid: True if it was stopped, False if unknown or ended."""
