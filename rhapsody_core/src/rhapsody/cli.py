@@ -1,4 +1,4 @@
-"""``rhapsody`` command line: ``rhapsody backends``, ``rhapsody --version``."""
+"""``rhapsody`` command line: ``rhapsody backends``, ``rhapsody journal run.db``, ``rhapsody --version``."""
 
 from __future__ import annotations
 
@@ -47,6 +47,19 @@ def _backends(as_json: bool, check: bool) -> int:
     return 0
 
 
+def _journal(path: str, as_json: bool, failures: int) -> int:
+    from rhapsody.errors import JournalError  # noqa: PLC0415 - only this command needs the journal
+    from rhapsody.journal.report import as_text, summary  # noqa: PLC0415
+
+    try:
+        data = summary(path, failures)
+    except JournalError as exc:
+        print(f"rhapsody journal: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(data, indent=2) if as_json else as_text(data))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rhapsody", description="RHAPSODY: one async API for HPC and AI tasks on many engines")
     parser.add_argument("--version", action="version", version=f"rhapsody-core {__version__}")
@@ -54,9 +67,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     backends = sub.add_parser("backends", help="list installed backend plugins and whether their engines work here")
     backends.add_argument("--json", action="store_true", help="machine-readable output")
     backends.add_argument("--no-check", action="store_true", help="do not import engines to check them")
+    journal = sub.add_parser("journal", help="what a journal file holds: tasks per state, runs, failures")
+    journal.add_argument("path", help="the journal file (Session(journal=...))")
+    journal.add_argument("--json", action="store_true", help="machine-readable output")
+    journal.add_argument("--failures", type=int, default=20, help="how many failed tasks to list (default 20)")
     args = parser.parse_args(argv)
     if args.command == "backends":
         return _backends(args.json, not args.no_check)
+    if args.command == "journal":
+        return _journal(args.path, args.json, args.failures)
     parser.print_help()
     return 2
 

@@ -53,8 +53,8 @@ class RetryPolicy:
 
     def delay(self, retry: int) -> float:
         """Seconds to wait before retry number ``retry`` (1 for the first)."""
-        base = min(self.max_backoff, self.backoff * 2 ** (retry - 1))
-        return base * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not cryptography
+        base = min(self.max_backoff, self.backoff * 2.0 ** (retry - 1))
+        return base * random.uniform(0.5, 1.0)  # jitter, not cryptography
 
     def allows(self, task: Any, error: BaseException | None) -> bool:
         """Whether ``task``, which just failed with ``error``, gets another attempt."""

@@ -229,9 +229,7 @@ class TaskTracker:
         task.state = TaskState.SUBMITTED
         task.timestamps.pop(TaskState.RUNNING._value_, None)
         task.timestamps[TaskState.SUBMITTED._value_] = time.time()
-        self.log.warning(
-            "task.retry", task=task.uid, attempt=task.attempt, error=f"{type(error).__name__}: {error}", delay=round(delay, 3)
-        )
+        self.log.warning("task.retry", task=task.uid, attempt=task.attempt, error=f"{type(error).__name__}: {error}", delay=round(delay, 3))
         if self._hook.get_hookimpls():
             self._notify(task, old, TaskState.SUBMITTED)
         if task._origin is not None:
