@@ -7,7 +7,9 @@ semaphore). Workloads: ``noop`` functions, ``true`` (/bin/true), ``stdout_1mb``
 (sh -c 'head -c 1048576 /dev/zero'), ``mixed`` (a third each of sync, async
 functions and /bin/true), ``latency`` (submit one, await it, next), ``burst``
 (N no-op functions queued at once: submission time, completion time, RSS growth
-of this process). ``rhapsody-py``: the public rhapsody-py 0.6.0
+of this process), ``journal`` (N no-op functions through a fresh Session without
+and with ``journal=`` (identity by description hash), and with a journal and
+a uid per task; the ``vs_no_journal`` figure is the journal's cost). ``rhapsody-py``: the public rhapsody-py 0.6.0
 ConcurrentExecutionBackend on a 2-thread pool, in its own venv (made once under
 ~/.cache/rhapsody-bench); skipped in --quick mode.
 """
@@ -17,7 +19,14 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 import gc
+import itertools
+import os
+import resource
+import shutil
+import statistics
+import tempfile
 import time
+from pathlib import Path
 
 from benchmarks.common import Recorder, parse_args, rss_mb
 from benchmarks.rhapsody_py import QUICK_SKIP, RhapsodyPy
@@ -26,8 +35,8 @@ from rhapsody.testing.tasks import noop
 from rhapsody_concurrent.backend import ConcurrentExecutionBackend
 
 WORKERS = 2
-DEFAULT_N = {"noop": 10_000, "true": 1_000, "stdout_1mb": 100, "mixed": 1_000, "latency": 200, "burst": 100_000}
-QUICK_N = {"noop": 500, "true": 50, "stdout_1mb": 5, "mixed": 60, "latency": 20, "burst": 2_000}
+DEFAULT_N = {"noop": 10_000, "true": 1_000, "stdout_1mb": 100, "mixed": 1_000, "latency": 200, "burst": 100_000, "journal": 10_000}
+QUICK_N = {"noop": 500, "true": 50, "stdout_1mb": 5, "mixed": 60, "latency": 20, "burst": 2_000, "journal": 500}
 ONE_MB = "head -c 1048576 /dev/zero"
 
 
@@ -37,6 +46,49 @@ async def run_session(session: Session, tasks: list[ComputeTask]) -> None:
     bad = [t for t in tasks if t.state.value != "DONE"]
     if bad:
         raise RuntimeError(f"{len(bad)} tasks did not end DONE: {bad[0].exception!r}")
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def journal_cost(rec: Recorder, n: int) -> None:
+    """The same N no-op tasks, each round in a fresh Session and backend, without
+    and with a journal (a new file each round: every task is recorded, none restored)."""
+    folder = Path(tempfile.mkdtemp(prefix="rhapsody-bench-journal-"))
+    rounds = itertools.count()
+    cpu: dict[str, list[float]] = {}  # CPU seconds of this process per round: less swayed by a loaded box than wall time
+
+    async def one(n: int, journal: bool, uids: bool) -> None:
+        path = folder / f"run-{next(rounds)}.db" if journal else None
+        c0 = cpu_seconds()
+        backend = ConcurrentExecutionBackend(name="concurrent", cores=WORKERS)
+        async with Session(backends=[backend], work_dir=folder, journal=path) as session:
+            tasks = [ComputeTask(function=noop, uid=f"t{i}") if uids else ComputeTask(function=noop) for i in range(n)]
+            await run_session(session, tasks)
+        variant = "rhapsody" if not journal else "journal-uid" if uids else "journal"
+        cpu.setdefault(variant, []).append(cpu_seconds() - c0)
+
+    try:
+        variants = {
+            "rhapsody": lambda n: one(n, False, False),
+            "journal": lambda n: one(n, True, False),
+            "journal-uid": lambda n: one(n, True, True),
+        }
+        await rec.ab("journal", n, variants)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    base = rec.result("journal", "rhapsody", n)
+    for variant, times in cpu.items():
+        rec.result("journal", variant, n).extra["cpu_s"] = round(statistics.median(times), 3)
+    for variant in ("journal", "journal-uid"):
+        res = rec.result("journal", variant, n)
+        if base.seconds and res.seconds:
+            res.extra["vs_no_journal"] = round(res.median / base.median, 3)
+        if cpu.get(variant) and cpu.get("rhapsody"):
+            res.extra["cpu_vs_no_journal"] = round(statistics.median(cpu[variant]) / statistics.median(cpu["rhapsody"]), 3)
+    rec.result("journal", "rhapsody", n).extra["loadavg_1m"] = round(os.getloadavg()[0], 2)
 
 
 async def main() -> None:
@@ -164,6 +216,8 @@ async def main() -> None:
                 await t
 
         await rec.ab("latency", args.n_latency, with_old("latency", args.n_latency, {"raw": raw_latency, "rhapsody": rh_latency}))
+    if rec.wanted("journal"):
+        await journal_cost(rec, args.n_journal)
     if old is not None:
         await old.close()
     await session.close()

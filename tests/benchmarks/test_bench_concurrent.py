@@ -8,6 +8,9 @@ WORKLOADS = {"noop", "true", "stdout_1mb", "mixed", "latency", "burst"}
 def test_quick_benchmark_runs_and_reports_sane_figures(tmp_path: Path) -> None:
     rows = run_quick("bench_concurrent", tmp_path)
     check_rows(rows, WORKLOADS)
+    check_rows(rows, {"journal"}, variants={"rhapsody", "journal", "journal-uid"})
+    journaled = [r for r in rows if r["workload"] == "journal" and r["variant"].startswith("journal")]
+    assert all(r["vs_no_journal"] > 0 for r in journaled), journaled
     burst = next(r for r in rows if r["workload"] == "burst" and r["variant"] == "rhapsody")
     assert burst["submit_s"] > 0 and burst["rss_growth_mb"] >= 0
     # --quick leaves the rhapsody-py column out on purpose, and says so rather than failing

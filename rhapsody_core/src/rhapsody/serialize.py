@@ -66,6 +66,9 @@ def _plain(value: Any) -> Any:
     return value if _json_exact(value) else _pickled(value)
 
 
+plain = _plain  # for the journal: values as JSON-ready data
+
+
 def _unplain(value: Any) -> Any:
     if isinstance(value, dict) and value.keys() == {"cloudpickle"}:
         return _unpickled(value)
@@ -178,19 +181,23 @@ def task_from_dict(data: dict[str, Any]) -> BaseTask:
 
 def result_to_dict(task: BaseTask) -> dict[str, Any]:
     """A task's results only (state, outputs, value, error, timestamps,
-    attempts), as plain data: what a journal keeps of an ended task."""
-    data: dict[str, Any] = {
-        "state": task.state.value,
-        "stdout": task.stdout,
-        "stderr": task.stderr,
-        "exit_code": task.exit_code,
-        "return_value": _plain(task.return_value),
-        "exception": None if task.exception is None else _exception_to_dict(task.exception),
-        "timestamps": dict(task.timestamps),
-        "attempt": task.attempt,
-        "attempt_errors": [_exception_to_dict(e) for e in task.attempt_errors],
-    }
-    if isinstance(task, AITask):
+    attempts), as plain data: what a journal keeps of an ended task. Fields
+    at their defaults (None, the first attempt) are left out: it is written
+    once per task."""
+    data: dict[str, Any] = {"state": task.state._value_, "timestamps": task.timestamps}
+    for name in ("stdout", "stderr", "exit_code"):
+        value = getattr(task, name)
+        if value is not None:
+            data[name] = value
+    if task.return_value is not None:
+        data["return_value"] = _plain(task.return_value)
+    if task.exception is not None:
+        data["exception"] = _exception_to_dict(task.exception)
+    if task.attempt != 1:
+        data["attempt"] = task.attempt
+    if task.attempt_errors:
+        data["attempt_errors"] = [_exception_to_dict(e) for e in task.attempt_errors]
+    if isinstance(task, AITask) and task.response is not None:
         data["response"] = _plain(task.response)
     return data
 

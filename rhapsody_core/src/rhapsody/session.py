@@ -170,7 +170,7 @@ class Session:
             futures.append(future)
         return futures
 
-    async def _hand_over_journaled(self, backend: Backend, batch: list[BaseTask], keys: list[str]) -> None:
+    async def _hand_over_journaled(self, backend: Backend, batch: list[BaseTask], keys: list[tuple[str, str]]) -> None:
         """Tasks the journal holds a DONE result of end with it; the others go to the engine."""
         assert self.journal is not None
         to_run, restored = self.journal.admit(batch, keys)

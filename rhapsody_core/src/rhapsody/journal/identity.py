@@ -27,75 +27,110 @@ from pathlib import PurePath
 from typing import Any
 
 from rhapsody.errors import JournalError
-from rhapsody.task import AITask, BaseTask, ComputeTask, generated_uid
+from rhapsody.task import _ONE_CORE, AITask, BaseTask, ComputeTask, generated_uid
 
 _SCALARS = (type(None), bool, int, float, str)
+_function_names: dict[Any, str] = {}  # function -> "module:qualname", once per function
 
 
-def _canon(value: Any, where: str, uid: str) -> str:
+def _canon(value: Any, where: str, uid: str, strict: bool) -> str:
     """A text that is equal for equal values, in every run of any process."""
     kind = type(value)
     if kind in _SCALARS:
-        return f"{kind.__name__}:{value!r}"
+        return repr(value) if kind is not str else "s" + repr(value)  # "s": the str '1' is not the int 1
+    if kind is tuple or kind is list:
+        return ("(" if kind is tuple else "[") + ",".join([_canon(v, where, uid, strict) for v in value]) + ")]"[kind is list]
+    if kind is dict:
+        items = sorted([(_canon(k, where, uid, strict), _canon(v, where, uid, strict)) for k, v in value.items()])
+        return "{" + ",".join([f"{k}:{v}" for k, v in items]) + "}"
     if kind is bytes:
-        return f"bytes:{value.hex()}"
+        return f"b:{value.hex()}"
     if isinstance(value, PurePath):
         return f"path:{os.fspath(value)!r}"
-    if kind in (list, tuple):
-        return f"{kind.__name__}[" + ",".join(_canon(v, where, uid) for v in value) + "]"
     if kind in (set, frozenset):
-        return "set{" + ",".join(sorted(_canon(v, where, uid) for v in value)) + "}"
-    if kind is dict:
-        items = sorted((_canon(k, where, uid), _canon(v, where, uid)) for k, v in value.items())
-        return "dict{" + ",".join(f"{k}={v}" for k, v in items) + "}"
+        return "set{" + ",".join(sorted([_canon(v, where, uid, strict) for v in value])) + "}"
+    if not strict:  # a task with a uid of its own: the text is only for reading
+        return f"<{kind.__name__}>{value!r}"
     raise JournalError(
         f"task {uid}: {where} holds a {kind.__name__}, which has no stable identity across runs; "
         "give the task a uid= of its own to journal it"
     )
 
 
-def _function_name(task: ComputeTask) -> str:
+def _function_name(task: ComputeTask, strict: bool) -> str:
     fn = task.function
+    try:
+        return _function_names[fn]
+    except (KeyError, TypeError):  # TypeError: an unhashable callable object
+        pass
     module, qualname = getattr(fn, "__module__", None), getattr(fn, "__qualname__", None)
     if not module or not qualname or "<" in qualname:  # a lambda, a closure, a partial, a callable object
+        if not strict:
+            return f"<callable>{fn!r}"
         raise JournalError(
             f"task {task.uid}: its function {fn!r} has no import name (a lambda, closure or callable object), so it has "
             "no stable identity across runs; define it at module level or give the task a uid= of its own"
         )
-    return f"{module}:{qualname}"
+    name = _function_names[fn] = f"{module}:{qualname}"
+    return name
 
 
-def describe(task: BaseTask) -> str:
-    """The canonical text of ``task``'s description (what its digest is of)."""
+def describe(task: BaseTask, strict: bool = True) -> str:
+    """The canonical text of ``task``'s description: its digest is of this
+    text, and the journal keeps it. Fields at their defaults are left out.
+    ``strict=False`` (a task with a uid): values without a stable text are
+    shown by ``repr`` instead of refused."""
     uid = task.uid
-    parts = [
-        f"kind={task.kind}",
-        f"backend={task.backend!r}",
-        f"timeout={task.timeout!r}",
-        f"retries={task.retries!r}",
-        "retry_on=" + ",".join(f"{t.__module__}:{t.__qualname__}" for t in task.retry_on),
-        f"resources={task.resources!r}",
-        "backend_kwargs=" + _canon(task.task_backend_specific_kwargs, "task_backend_specific_kwargs", uid),
-        "metadata=" + _canon(task.metadata, "metadata", uid),
-    ]
+    parts = [task.kind]
     if isinstance(task, ComputeTask):
         if task.function is not None:
-            parts.append(f"function={_function_name(task)}")
-            parts.append("args=" + _canon(task.args, "args", uid))
-            parts.append("kwargs=" + _canon(task.kwargs, "kwargs", uid))
+            parts.append(f"function={_function_name(task, strict)}")
+            if task.args:
+                parts.append("args=" + _canon(task.args, "args", uid, strict))
+            if task.kwargs:
+                parts.append("kwargs=" + _canon(task.kwargs, "kwargs", uid, strict))
         else:
             parts.append(f"executable={task.executable!r}")
-            parts.append("arguments=" + _canon(task.arguments, "arguments", uid))
-        parts.append("input_files=" + _canon([os.fspath(p) for p in task.input_files], "input_files", uid))
-        parts.append("output_files=" + _canon([os.fspath(p) for p in task.output_files], "output_files", uid))
-        parts.append(f"capture_stdio={task.capture_stdio!r}")
+            if task.arguments:
+                parts.append("arguments=" + _canon(task.arguments, "arguments", uid, strict))
+        for name in ("input_files", "output_files"):
+            files = getattr(task, name)
+            if files:
+                parts.append(f"{name}=" + _canon([os.fspath(p) for p in files], name, uid, strict))
+        if task.capture_stdio:
+            parts.append("capture_stdio=True")
     elif isinstance(task, AITask):
-        for name in ("prompt", "model", "inference_endpoint", "system_prompt", "temperature", "max_tokens", "top_p", "top_k"):
-            parts.append(f"{name}=" + _canon(getattr(task, name), name, uid))
-        parts.append("stop_sequences=" + _canon(task.stop_sequences, "stop_sequences", uid))
+        for name in (
+            "prompt",
+            "model",
+            "inference_endpoint",
+            "system_prompt",
+            "temperature",
+            "max_tokens",
+            "top_p",
+            "top_k",
+            "stop_sequences",
+        ):
+            value = getattr(task, name)
+            if value is not None:
+                parts.append(f"{name}=" + _canon(value, name, uid, strict))
+    if task.backend is not None:
+        parts.append(f"backend={task.backend!r}")
+    if task.timeout is not None:
+        parts.append(f"timeout={task.timeout!r}")
+    if task.retries is not None:
+        parts.append(f"retries={task.retries!r}")
+    if task.retry_on:
+        parts.append("retry_on=" + ",".join(f"{t.__module__}:{t.__qualname__}" for t in task.retry_on))
+    if task.resources is not _ONE_CORE:
+        parts.append(f"resources={task.resources!r}")
+    if task.task_backend_specific_kwargs:
+        parts.append("backend_kwargs=" + _canon(task.task_backend_specific_kwargs, "task_backend_specific_kwargs", uid, strict))
+    if task.metadata:
+        parts.append("metadata=" + _canon(task.metadata, "metadata", uid, strict))
     extras = task._extras()  # keywords beyond the fields (ComputeTask(..., name="x"))
     if extras:
-        parts.append("extra=" + _canon(extras, "extra fields", uid))
+        parts.append("extra=" + _canon(extras, "extra fields", uid, strict))
     return "\n".join(parts)
 
 
@@ -105,10 +140,12 @@ class Identities:
     def __init__(self) -> None:
         self._seen: Counter[str] = Counter()
 
-    def key(self, task: BaseTask) -> str:
+    def key(self, task: BaseTask) -> tuple[str, str]:
+        """``(key, description)``; raises `JournalError` for a task without a stable identity."""
         if not generated_uid(task.uid):
-            return f"uid:{task.uid}"
-        digest = hashlib.sha256(describe(task).encode("utf-8")).hexdigest()[:32]
+            return f"uid:{task.uid}", describe(task, strict=False)
+        text = describe(task)
+        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
         n = self._seen[digest]
         self._seen[digest] = n + 1
-        return f"sha256:{digest}#{n}"
+        return f"sha256:{digest}#{n}", text

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 from rhapsody.errors import JournalError
 from rhapsody.journal.identity import Identities
-from rhapsody.journal.store import Writer, open_journal
+from rhapsody.journal.store import Writer, decode_result, open_journal
 from rhapsody.serialize import result_fields
 from rhapsody.task import BaseTask, ComputeTask
 
@@ -31,39 +30,45 @@ class Journal:
         self._writer = Writer(self.path, self.run, log)
         self._identities = Identities()
         self._keys: dict[str, str] = {}  # uid -> key of every task of this run not yet ended
-        self._pending: list[tuple[str, str, BaseTask]] = []
+        self._pending: list[tuple[Any, ...]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self.restored = 0
         log.info("journal.opened", journal=str(self.path), run=self.run, done_before=len(self._done))
 
     # ------------------------------------------------------------ submission
-    def keys(self, tasks: list[BaseTask]) -> list[str]:
-        """Each task's journal key; raises `JournalError` (before anything runs) for a task without one."""
-        return [self._identities.key(task) for task in tasks]
+    def keys(self, tasks: list[BaseTask]) -> list[tuple[str, str]]:
+        """Each task's journal key and description text; raises `JournalError`
+        (before anything runs) for a task without a stable identity."""
+        key = self._identities.key
+        return [key(task) for task in tasks]
 
-    def admit(self, tasks: list[BaseTask], keys: list[str]) -> tuple[list[BaseTask], list[tuple[BaseTask, dict[str, Any]]]]:
+    def admit(self, tasks: list[BaseTask], keys: list[tuple[str, str]]) -> tuple[list[BaseTask], list[tuple[BaseTask, dict[str, Any]]]]:
         """``(to_run, restored)``: tasks to hand to the engine (recorded as
         submitted), and tasks that ended DONE before, with their result fields."""
         to_run: list[BaseTask] = []
         restored: list[tuple[BaseTask, dict[str, Any]]] = []
-        for task, key in zip(tasks, keys, strict=True):
-            fields = self._result(task, key)
+        done, in_flight = self._done, self._keys
+        records: list[tuple[Any, ...]] = []
+        for task, (key, text) in zip(tasks, keys, strict=True):
+            fields = self._result(task, key) if key in done else None
             if fields is not None:
                 restored.append((task, fields))
                 continue
-            self._keys[task.uid] = key
-            self._queue(("submit", key, task))
+            in_flight[task.uid] = key
+            records.append(("submit", key, task.uid, text))
             to_run.append(task)
+        if records:
+            self._queue_all(records)
         self.restored += len(restored)
         if restored:
             self.log.info("journal.restored", tasks=len(restored), journal=str(self.path))
         return to_run, restored
 
     def _result(self, task: BaseTask, key: str) -> dict[str, Any] | None:
-        text = self._done.get(key)
-        if text is None:
+        row = self._done.get(key)
+        if row is None:
             return None
-        data = json.loads(text)
+        data = decode_result(row)
         fields = result_fields(data)
         fields["timestamps"] = data.get("timestamps") or {}
         if isinstance(task, ComputeTask):  # its declared outputs must still be there, else it runs again
@@ -80,12 +85,20 @@ class Journal:
         if key is not None:
             self._queue(("end", key, task))
 
-    def _queue(self, item: tuple[str, str, BaseTask]) -> None:
+    def _queue(self, record: tuple[Any, ...]) -> None:
         if not self._pending:  # the first record of this wake-up: flush after it
-            if self._loop is None:
-                self._loop = asyncio.get_running_loop()
-            self._loop.call_soon(self._flush)
-        self._pending.append(item)
+            self._arm()
+        self._pending.append(record)
+
+    def _queue_all(self, records: list[tuple[Any, ...]]) -> None:
+        if not self._pending:
+            self._arm()
+        self._pending.extend(records)
+
+    def _arm(self) -> None:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         batch, self._pending = self._pending, []

@@ -3,11 +3,13 @@
 Table ``tasks`` holds one row per task identity (`rhapsody.journal.identity`):
 its description as submitted, its state, and once it ended its results.
 Table ``runs`` holds one row per program run that opened the journal.
-Writes come in batches (one transaction per event-loop wake-up) from a
-writer thread with its own connection, so the event loop never waits for
-the disk. ``synchronous=NORMAL`` in WAL mode: a committed batch survives the
-program being killed (SIGKILL, OOM, wall-time limit); a power cut may lose
-the last batches, never corrupt the file.
+The event loop hands over the records of each wake-up as one batch; a writer
+thread with its own connection commits whatever batches arrived within
+`COMMIT_INTERVAL` in one transaction, so the event loop never waits for the
+disk. ``synchronous=NORMAL`` in WAL mode: a committed transaction survives the
+program being killed (SIGKILL, OOM, wall-time limit); a kill loses at most
+the records of the last ~50 ms, a power cut perhaps a few more, and neither
+corrupts the file.
 """
 
 from __future__ import annotations
@@ -23,10 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from rhapsody.errors import JournalError
-from rhapsody.serialize import result_to_dict, task_to_dict
-from rhapsody.task import RESULT_FIELDS, BaseTask
+from rhapsody.serialize import plain, result_to_dict
+from rhapsody.task import BaseTask
 
 SCHEMA_VERSION = 1
+#: seconds between two commits at most: batches arriving meanwhile share one
+#: transaction (a commit costs far more than a row); also what a kill can lose
+COMMIT_INTERVAL = 0.05
 #: seconds a connection waits for another one's lock (the CLI reading while a run writes)
 BUSY_TIMEOUT = 30.0
 
@@ -37,23 +42,75 @@ CREATE TABLE IF NOT EXISTS tasks (
     key TEXT PRIMARY KEY,
     uid TEXT NOT NULL,
     state TEXT NOT NULL,
-    description TEXT NOT NULL,
-    result TEXT,
-    error TEXT,
+    description TEXT NOT NULL,  -- the canonical text of rhapsody.journal.identity.describe
+    stdout TEXT,
+    stderr TEXT,
+    exit_code INTEGER,
+    value TEXT,                 -- the return value as JSON (cloudpickled in it when JSON cannot carry it)
+    error TEXT,                 -- "Type: message" of a failure
+    more TEXT,                  -- JSON of what is rarely there: exception, earlier attempts' errors, AI response
     attempts INTEGER NOT NULL DEFAULT 0,
+    t_new REAL, t_submitted REAL, t_running REAL, t_ended REAL,
     submitted_run INTEGER NOT NULL,
     ended_run INTEGER,
     updated REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS tasks_state ON tasks (state);
+) WITHOUT ROWID;
 """
-
+_ENDED = "state, stdout, stderr, exit_code, value, error, more, attempts, t_new, t_submitted, t_running, t_ended"
 _SUBMIT = """
 INSERT INTO tasks (key, uid, state, description, attempts, submitted_run, updated) VALUES (?, ?, 'SUBMITTED', ?, 0, ?, ?)
 ON CONFLICT (key) DO UPDATE SET uid = excluded.uid, state = 'SUBMITTED', description = excluded.description,
-    result = NULL, error = NULL, submitted_run = excluded.submitted_run, ended_run = NULL, updated = excluded.updated
+    stdout = NULL, stderr = NULL, exit_code = NULL, value = NULL, error = NULL, more = NULL,
+    submitted_run = excluded.submitted_run, ended_run = NULL, updated = excluded.updated
 """
-_END = "UPDATE tasks SET state = ?, result = ?, error = ?, attempts = ?, ended_run = ?, updated = ? WHERE key = ?"
+_WHOLE = f"""
+INSERT OR REPLACE INTO tasks (key, uid, description, {_ENDED}, submitted_run, ended_run, updated)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+_END = f"""
+UPDATE tasks SET ({_ENDED}, ended_run, updated) = (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) WHERE key = ?
+"""
+_STATES = ("NEW", "SUBMITTED", "RUNNING")
+
+
+def _ended(task: BaseTask) -> tuple[Any, ...]:
+    """The columns of an ended task, in `_ENDED` order: plain columns for what
+    every task has, JSON only for the rare rest (it is written once per task)."""
+    value = task.return_value
+    stamps = task.timestamps
+    state = task.state._value_
+    return (
+        state,
+        task.stdout,
+        task.stderr,
+        task.exit_code,
+        None if value is None else json.dumps(plain(value)),
+        _error_text(task),
+        _more(task),
+        task.attempt,
+        stamps.get("NEW"),
+        stamps.get("SUBMITTED"),
+        stamps.get("RUNNING"),
+        stamps.get(state),
+    )
+
+
+def _more(task: BaseTask) -> str | None:
+    if task.exception is None and not task.attempt_errors and getattr(task, "response", None) is None:
+        return None
+    data = result_to_dict(task)
+    return json.dumps({k: data[k] for k in ("exception", "attempt_errors", "response") if k in data})
+
+
+def decode_result(row: tuple[Any, ...]) -> dict[str, Any]:
+    """A DONE row's columns (`_ENDED` order) as `rhapsody.serialize.result_to_dict` output."""
+    state, stdout, stderr, exit_code, value, _error, more, attempts, *stamps = row
+    data: dict[str, Any] = {"state": state, "stdout": stdout, "stderr": stderr, "exit_code": exit_code, "attempt": attempts}
+    data["return_value"] = None if value is None else json.loads(value)
+    data["timestamps"] = {name: t for name, t in zip((*_STATES, state), stamps, strict=True) if t is not None}
+    if more is not None:
+        data.update(json.loads(more))
+    return data
 
 
 def connect(path: str | os.PathLike[str], *, read_only: bool = False) -> sqlite3.Connection:
@@ -74,9 +131,9 @@ def connect(path: str | os.PathLike[str], *, read_only: bool = False) -> sqlite3
     return conn
 
 
-def open_journal(path: str | os.PathLike[str]) -> tuple[int, dict[str, str]]:
+def open_journal(path: str | os.PathLike[str]) -> tuple[int, dict[str, tuple[Any, ...]]]:
     """Create or open the journal, register this run; returns the run number
-    and the results of the tasks that ended DONE in earlier runs, by key."""
+    and the result columns (`decode_result`) of the tasks that ended DONE in earlier runs, by key."""
     conn = connect(path)
     try:
         with conn:
@@ -88,7 +145,7 @@ def open_journal(path: str | os.PathLike[str]) -> tuple[int, dict[str, str]]:
                 raise JournalError(f"journal {path}: schema version {row[0]}, this RHAPSODY reads version {SCHEMA_VERSION}")
             cursor = conn.execute("INSERT INTO runs (started, pid, argv) VALUES (?, ?, ?)", (time.time(), os.getpid(), json.dumps(_argv())))
             run = cursor.lastrowid
-        done = dict(conn.execute("SELECT key, result FROM tasks WHERE state = 'DONE'").fetchall())
+        done = {row[0]: row[1:] for row in conn.execute(f"SELECT key, {_ENDED} FROM tasks WHERE state = 'DONE'")}
     except sqlite3.Error as exc:
         raise JournalError(f"journal {path}: {exc}") from exc
     finally:
@@ -103,31 +160,29 @@ def _argv() -> list[str]:
     return list(sys.argv)
 
 
-def _description(task: BaseTask) -> str:
-    data = task_to_dict(task)
-    for name in RESULT_FIELDS:
-        data.pop(name, None)
-    data.pop("response", None)
-    return json.dumps(data)
-
-
 def _error_text(task: BaseTask) -> str | None:
     exc = task.exception
     return None if exc is None else f"{type(exc).__name__}: {exc}"
 
 
+#: ``("submit", key, uid, description)`` or ``("end", key, task)``
+Record = tuple[Any, ...]
+
+
 class Writer:
-    """A thread that writes batches of ``("submit" | "end", key, task)`` to the journal, in order."""
+    """A thread that writes batches of records to the journal. It takes every
+    batch waiting at once, so when it falls behind, a task's submission and
+    end become one row write."""
 
     def __init__(self, path: str | os.PathLike[str], run: int, log: Any) -> None:
         self.path, self.run, self.log = Path(path), run, log
         self.error: BaseException | None = None
-        self._queue: queue.SimpleQueue[Sequence[tuple[str, str, BaseTask]] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Sequence[Record] | None] = queue.SimpleQueue()
         self._conn = connect(path)  # opened here: a bad path fails the Session, not the thread
         self._thread = threading.Thread(target=self._run, name="rhapsody-journal", daemon=True)
         self._thread.start()
 
-    def put(self, batch: Sequence[tuple[str, str, BaseTask]]) -> None:
+    def put(self, batch: Sequence[Record]) -> None:
         self._queue.put(batch)
 
     def close(self, timeout: float) -> None:
@@ -140,31 +195,47 @@ class Writer:
     def _run(self) -> None:
         conn = self._conn
         try:
-            while True:
-                batch = self._queue.get()
-                if batch is None:
-                    return
+            stop = False
+            while not stop:
+                batches = [self._queue.get()]
+                if batches[0] is not None:
+                    time.sleep(COMMIT_INTERVAL)  # let this wake-up's neighbours join the transaction
+                while True:  # everything else already waiting
+                    try:
+                        batches.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                stop = None in batches
+                records = [r for batch in batches if batch is not None for r in batch]
                 try:
-                    self._write(conn, batch)
+                    self._write(conn, records)
                 except Exception as exc:  # noqa: BLE001 - kept and raised by the session at close
                     self.error = exc
-                    self.log.error("journal.write_failed", journal=str(self.path), records=len(batch), error=f"{type(exc).__name__}: {exc}")
+                    self.log.error(
+                        "journal.write_failed", journal=str(self.path), records=len(records), error=f"{type(exc).__name__}: {exc}"
+                    )
         finally:
             conn.close()
 
-    def _write(self, conn: sqlite3.Connection, batch: Sequence[tuple[str, str, BaseTask]]) -> None:
+    def _write(self, conn: sqlite3.Connection, records: list[Record]) -> None:
         now, run = time.time(), self.run
-        submits, ends = [], []
+        submits: dict[str, tuple[str, str]] = {}
+        whole, ends = [], []
+        for record in records:
+            if record[0] == "submit":
+                submits[record[1]] = (record[2], record[3])
+                continue
+            key, task = record[1], record[2]
+            ended = _ended(task)
+            submitted = submits.pop(key, None)
+            if submitted is None:
+                ends.append((*ended, run, now, key))
+            else:
+                whole.append((key, *submitted, *ended, run, run, now))
         with conn:
-            for what, key, task in batch:
-                if what == "submit":
-                    submits.append((key, task.uid, _description(task), run, now))
-                    continue
-                if submits:  # keep the order: a task's submission before its end
-                    conn.executemany(_SUBMIT, submits)
-                    submits = []
-                ends.append((task.state.value, json.dumps(result_to_dict(task)), _error_text(task), task.attempt, run, now, key))
             if submits:
-                conn.executemany(_SUBMIT, submits)
+                conn.executemany(_SUBMIT, [(key, uid, text, run, now) for key, (uid, text) in submits.items()])
+            if whole:
+                conn.executemany(_WHOLE, whole)
             if ends:
                 conn.executemany(_END, ends)

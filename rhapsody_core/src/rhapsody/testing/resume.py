@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -50,9 +51,13 @@ def done_in_journal(journal: Path) -> dict[str, str]:
         conn.close()
 
 
-def _index(description: str) -> int:
-    data = json.loads(description)
-    return int(data["uid"].split("-")[1]) if data["uid"].startswith("exe-") else int(data["args"][0])
+def _index(key: str, description: str) -> int:
+    """The task's number: from its uid (``exe-<i>``) or its first argument (``args=(<i>,...``)."""
+    if key.startswith("uid:exe-"):
+        return int(key.split("-")[1])
+    found = re.search(r"^args=\((\d+),", description, re.MULTILINE)
+    assert found, description
+    return int(found.group(1))
 
 
 def _group_gone(pgid: int, deadline: float = 60.0) -> None:
@@ -101,7 +106,7 @@ def kill_and_resume(backend: str, tmp: Path, n: int = 2000) -> dict[str, Any]:
     # zero DONE tasks run twice: what the journal held as DONE never ran in run 2; everything ran
     runs = {i: (markers / str(i)).read_text().split() for i in range(n) if (markers / str(i)).exists()}
     assert len(runs) == n, f"{n - len(runs)} tasks never ran"
-    done_indices = {_index(d) for d in done_before.values()}
+    done_indices = {_index(k, d) for k, d in done_before.items()}
     rerun_of_done = sorted(i for i in done_indices if "2" in runs[i])
     assert not rerun_of_done, f"{len(rerun_of_done)} tasks DONE in the journal ran again, e.g. {rerun_of_done[:5]}"
     assert all(runs[i] == ["1"] for i in done_indices), "a task DONE in run 1 has marks of other runs"
