@@ -6,12 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from rhapsody import ComputeTask, ResourceError, Resources, Session, TaskState
-from rhapsody.testing import BackendConformance, LoopRunner
+from rhapsody.testing import BackendConformance, LoopRunner, WorkerLossChecks
 from rhapsody.testing import tasks as fn
 from rhapsody_dragon import DragonBatchExecutionBackend, DragonPoolExecutionBackend, DragonProcessExecutionBackend
 
 
-class TestDragonPool(BackendConformance):
+class TestDragonPool(BackendConformance, WorkerLossChecks):
     concurrency = 2
     burst_size = 1000
     runs_multi_rank = False  # one worker process per task
@@ -20,7 +20,7 @@ class TestDragonPool(BackendConformance):
         return DragonPoolExecutionBackend(name="dragon_v2", num_workers=2)
 
 
-class TestDragonProcess(BackendConformance):
+class TestDragonProcess(BackendConformance, WorkerLossChecks):
     concurrency = 2
     burst_size = 20  # a Python process per task: ~0.4 s each idle, several s on a loaded 2-core box
 

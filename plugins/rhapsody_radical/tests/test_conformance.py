@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import shutil
 
-from rhapsody.testing import BackendConformance
+from rhapsody.testing import BackendConformance, WorkerLossChecks
 from rhapsody_radical.backend import RadicalExecutionBackend
 
 
-class TestRadicalPilotConformance(BackendConformance):
+class TestRadicalPilotConformance(BackendConformance, WorkerLossChecks):
     concurrency = 2
     burst_size = 100
     deadline = 300.0

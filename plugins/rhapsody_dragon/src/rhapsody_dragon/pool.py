@@ -25,7 +25,6 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from rhapsody.engine import EngineContext, TaskHandle, core_count
-from rhapsody.errors import BackendError
 from rhapsody.execution.backend import Backend
 from rhapsody.resources import Capacity
 from rhapsody_dragon import functions, pool_worker
@@ -254,7 +253,7 @@ class PoolEngine:
                 if head is not None and head in self._handles:
                     handle = self._handles[head]
                     self._forget(head, w)
-                    handle.failed(BackendError(f"Dragon worker {w.wid} died (exit code {code}) while running task {head}"))
+                    handle.lost(f"Dragon worker {w.wid} died (exit code {code}) while running it")
                 self._replace(i, w)
                 self._dispatch()
 

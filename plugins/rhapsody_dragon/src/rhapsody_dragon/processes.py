@@ -304,7 +304,7 @@ class DragonProcessEngine:
             return
         outcomes = [functions.read_outcome(job.result_path(rank)) for rank in range(job.ranks)]
         if any(o is None for o in outcomes):
-            handle.failed(BackendError(f"task {handle.uid}: its Dragon process exited with {codes} before returning a result"))
+            handle.lost(f"its Dragon process exited with {codes} before returning a result")
             return
         if job.ranks == 1:
             handle.finish(outcomes[0])  # type: ignore[arg-type]

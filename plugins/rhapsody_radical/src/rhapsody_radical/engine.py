@@ -251,7 +251,7 @@ class RadicalEngine:
                 del self._in_rp[handle.engine_data.rp_uid]
         then = "later function tasks fail" if is_master else "a new worker runs later tasks"
         for handle in lost:
-            handle.failed(BackendError(f"task {handle.uid}: {why}; {then}"))
+            handle.lost(f"{why}; {then}")
         orphans: list[str] = []
         if is_master:
             # A second raptor in the same pilot did not reliably start on RP 1.103
