@@ -313,7 +313,7 @@ class RadicalEngine:
             return
         # no outcome: the call never ran to its end (its process died, raptor failed it)
         why = (rp_task.stderr or "").strip() or str(rp_task.exception or "") or "no reason given"
-        handle.failed(BackendError(f"task {handle.uid}: {why}"), stdout=out, stderr=err or why)
+        handle.lost(why, stdout=out, stderr=err or why)
 
     def _write_stdio(self, uid: str, out: str, err: str) -> tuple[str, str]:
         paths = self._work_dir / f"{uid}.stdout", self._work_dir / f"{uid}.stderr"
