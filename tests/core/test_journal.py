@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from toys import Recorder, run
 
 from rhapsody import ComputeTask, Session, TaskState
 from rhapsody.cli import main
-from rhapsody.errors import JournalError
+from rhapsody.errors import BackendNotFoundError, JournalError
 from rhapsody.testing import tasks as fn
 from rhapsody.testing.resume import done_in_journal
 from rhapsody_concurrent.backend import ConcurrentExecutionBackend
@@ -143,3 +144,9 @@ def test_journal_write_is_durable_without_close(tmp_path: Path) -> None:
             return {}
 
     assert "uid:early" in run(go())
+
+
+def test_a_session_that_cannot_be_built_leaves_no_journal_writer(tmp_path: Path) -> None:
+    with pytest.raises(BackendNotFoundError):
+        Session(backends=["no-such-backend"], journal=tmp_path / "run.db")
+    assert not [t for t in threading.enumerate() if t.name == "rhapsody-journal"]

@@ -57,12 +57,17 @@ class Session:
         self._dict_futures: dict[str, asyncio.Future[BaseTask]] = {}
         self._closed = False
         self.journal: Journal | None = Journal(journal, self.log) if journal is not None else None
-        if backends is None:
-            backends = [self._default_backend()]
-        elif isinstance(backends, (Backend, str)):
-            backends = [backends]
-        for backend in backends:
-            self.add_backend(backend)
+        try:
+            if backends is None:
+                backends = [self._default_backend()]
+            elif isinstance(backends, (Backend, str)):
+                backends = [backends]
+            for backend in backends:
+                self.add_backend(backend)
+        except BaseException:
+            if self.journal is not None:  # no session to close it later: stop its writer now
+                self.journal.abandon()
+            raise
 
     @staticmethod
     def _default_backend() -> Backend:

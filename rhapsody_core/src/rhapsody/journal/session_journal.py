@@ -105,6 +105,10 @@ class Journal:
         if batch:
             self._writer.put(batch)
 
+    def abandon(self) -> None:
+        """Stop the writer of a journal whose session could not be built (nothing was queued)."""
+        self._writer.close(CLOSE_TIMEOUT)
+
     async def close(self) -> None:
         """Write everything queued; raises `JournalError` if a write failed."""
         self._flush()

@@ -24,6 +24,8 @@ from rhapsody.testing.waiting import LoopRunner
 class WorkerLossChecks(ConformanceBase):
     #: deaths of a started task the engine reruns on its own before reporting the loss
     absorbed_deaths: int = 0
+    #: seconds the task runs before it kills its worker: long enough for the engine to have seen it start
+    kill_after: float = 2.0
 
     def test_killed_worker_is_retried_and_done_once(self, run: LoopRunner, session: Session, tmp_path: Path) -> None:
         """The task SIGKILLs its own worker process (a real kill of a real
@@ -31,7 +33,7 @@ class WorkerLossChecks(ConformanceBase):
         reports the loss once; core's retry then runs it to its end."""
         self._need(functions=True)
         deaths = self.absorbed_deaths + 1
-        t = ComputeTask(function=fn.die_then_succeed, args=(str(tmp_path), deaths), retries=2)
+        t = ComputeTask(function=fn.die_then_succeed, args=(str(tmp_path), deaths, self.kill_after), retries=2)
 
         async def go() -> None:
             await session.submit_tasks([t])
@@ -50,7 +52,7 @@ class WorkerLossChecks(ConformanceBase):
 
     def test_killed_worker_without_retries_fails_as_lost(self, run: LoopRunner, session: Session, tmp_path: Path) -> None:
         self._need(functions=True)
-        t = ComputeTask(function=fn.die_then_succeed, args=(str(tmp_path), self.absorbed_deaths + 1), retries=0)
+        t = ComputeTask(function=fn.die_then_succeed, args=(str(tmp_path), self.absorbed_deaths + 1, self.kill_after), retries=0)
 
         async def go() -> None:
             await session.submit_tasks([t])
