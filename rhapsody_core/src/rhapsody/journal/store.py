@@ -57,19 +57,25 @@ CREATE TABLE IF NOT EXISTS tasks (
 ) WITHOUT ROWID;
 """
 _ENDED = "state, stdout, stderr, exit_code, value, error, more, attempts, t_new, t_submitted, t_running, t_ended"
+_SUBMIT_ROW = "(?, ?, 'SUBMITTED', ?, 0, ?, ?)"
 _SUBMIT = """
-INSERT INTO tasks (key, uid, state, description, attempts, submitted_run, updated) VALUES (?, ?, 'SUBMITTED', ?, 0, ?, ?)
+INSERT INTO tasks (key, uid, state, description, attempts, submitted_run, updated) VALUES {rows}
 ON CONFLICT (key) DO UPDATE SET uid = excluded.uid, state = 'SUBMITTED', description = excluded.description,
     stdout = NULL, stderr = NULL, exit_code = NULL, value = NULL, error = NULL, more = NULL,
     submitted_run = excluded.submitted_run, ended_run = NULL, updated = excluded.updated
 """
-_WHOLE = f"""
-INSERT OR REPLACE INTO tasks (key, uid, description, {_ENDED}, submitted_run, ended_run, updated)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-"""
+# An end, with its submission when both are written together (else description is ''
+# and the submission's columns stay as they are).
+_END_ROW = "(" + ", ".join("?" * 18) + ")"
 _END = f"""
-UPDATE tasks SET ({_ENDED}, ended_run, updated) = (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) WHERE key = ?
+INSERT INTO tasks (key, uid, description, {_ENDED}, submitted_run, ended_run, updated) VALUES {{rows}}
+ON CONFLICT (key) DO UPDATE SET ({_ENDED}, ended_run, updated) = ({", ".join(f"excluded.{c.strip()}" for c in _ENDED.split(","))},
+    excluded.ended_run, excluded.updated),
+    description = CASE WHEN excluded.description = '' THEN description ELSE excluded.description END,
+    submitted_run = CASE WHEN excluded.description = '' THEN submitted_run ELSE excluded.submitted_run END
 """
+#: rows per statement: each statement is one GIL release per row fewer than executemany
+_CHUNK = 256
 _STATES = ("NEW", "SUBMITTED", "RUNNING")
 
 
@@ -100,6 +106,15 @@ def _more(task: BaseTask) -> str | None:
         return None
     data = result_to_dict(task)
     return json.dumps({k: data[k] for k in ("exception", "attempt_errors", "response") if k in data})
+
+
+def _many(conn: sqlite3.Connection, statement: str, row: str, rows: list[tuple[Any, ...]]) -> None:
+    """``statement`` with ``_CHUNK`` rows per execution (multi-row VALUES)."""
+    full = statement.format(rows=", ".join([row] * _CHUNK))
+    for start in range(0, len(rows), _CHUNK):
+        chunk = rows[start : start + _CHUNK]
+        sql = full if len(chunk) == _CHUNK else statement.format(rows=", ".join([row] * len(chunk)))
+        conn.execute(sql, [value for r in chunk for value in r])
 
 
 def decode_result(row: tuple[Any, ...]) -> dict[str, Any]:
@@ -220,22 +235,16 @@ class Writer:
     def _write(self, conn: sqlite3.Connection, records: list[Record]) -> None:
         now, run = time.time(), self.run
         submits: dict[str, tuple[str, str]] = {}
-        whole, ends = [], []
+        ends = []
         for record in records:
             if record[0] == "submit":
                 submits[record[1]] = (record[2], record[3])
                 continue
             key, task = record[1], record[2]
-            ended = _ended(task)
-            submitted = submits.pop(key, None)
-            if submitted is None:
-                ends.append((*ended, run, now, key))
-            else:
-                whole.append((key, *submitted, *ended, run, run, now))
+            uid, text = submits.pop(key, None) or (task.uid, "")
+            ends.append((key, uid, text, *_ended(task), run, run, now))
         with conn:
             if submits:
-                conn.executemany(_SUBMIT, [(key, uid, text, run, now) for key, (uid, text) in submits.items()])
-            if whole:
-                conn.executemany(_WHOLE, whole)
+                _many(conn, _SUBMIT, _SUBMIT_ROW, [(key, uid, text, run, now) for key, (uid, text) in submits.items()])
             if ends:
-                conn.executemany(_END, ends)
+                _many(conn, _END, _END_ROW, ends)
