@@ -66,7 +66,10 @@ def rhapsody_task_state_changed(backend: Backend, task: BaseTask, old_state: Tas
     The single place every transition of every task flows through, called right
     after ``task.state`` and ``task.timestamps`` were updated and before anyone
     awaiting the task is woken. On a terminal state the result fields are filled
-    in. Keep it cheap: it runs on the hot path. The return value is ignored;
+    in. A retried task (``task.retries``) goes back to SUBMITTED with
+    ``task.attempt`` counting the new attempt and the failed attempt's error
+    in ``task.attempt_errors[-1]``; a task a journal restored goes
+    SUBMITTED -> DONE. Keep it cheap: it runs on the hot path. The return value is ignored;
     an exception is logged and does not stop other observers or the task.
     Not firstresult: every implementation is called.
     """

@@ -30,6 +30,9 @@ class TaskState(str, enum.Enum):
 
 TERMINAL_STATES = frozenset({TaskState.DONE, TaskState.FAILED, TaskState.CANCELED})
 
+# A retry (rhapsody.retry) moves a task back to SUBMITTED from RUNNING or
+# SUBMITTED; it is made by the tracker's retry path only, so it is not an edge
+# here: any other move back stays a bug.
 # SUBMITTED -> terminal without RUNNING is legal: engines may finish a task before
 # they tell anyone it started, and a queued task can be cancelled.
 _LEGAL: dict[TaskState, frozenset[TaskState]] = {
