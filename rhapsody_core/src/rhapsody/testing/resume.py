@@ -1,6 +1,6 @@
 """Kill-and-resume check: a driver process running a journaled workload is
-killed with SIGKILL mid-run (its whole process group: engine workers too),
-then run again with the same journal. Used by the core (concurrent) and the
+killed with SIGKILL mid-run (every process it started must then go away by
+itself), then run again with the same journal. Used by the core (concurrent) and the
 Dask test suites with their real engines."""
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def _index(key: str, description: str) -> int:
     return int(found.group(1))
 
 
-def _group_gone(pgid: int, deadline: float = 60.0) -> None:
+def _group_gone(pgid: int, deadline: float = 120.0) -> None:
     t0 = time.monotonic()
     while time.monotonic() - t0 < deadline:
         try:
@@ -68,7 +68,8 @@ def _group_gone(pgid: int, deadline: float = 60.0) -> None:
         except ProcessLookupError:
             return
         time.sleep(0.1)
-    raise AssertionError(f"processes of the killed driver's group {pgid} still alive after {deadline:g} s")
+    os.killpg(pgid, signal.SIGKILL)  # not left behind, but the test fails
+    raise AssertionError(f"processes the killed driver started (group {pgid}) were still alive {deadline:g} s after it died")
 
 
 def kill_and_resume(backend: str, tmp: Path, n: int = 2000) -> dict[str, Any]:
@@ -90,7 +91,10 @@ def kill_and_resume(backend: str, tmp: Path, n: int = 2000) -> dict[str, Any]:
         assert first.poll() is None, f"the driver ended (code {first.returncode}) before it could be killed"
         assert time.monotonic() - t0 < RUN_DEADLINE, f"{n // 5} tasks were not DONE within {RUN_DEADLINE:g} s"
         time.sleep(0.05)
-    os.killpg(first.pid, signal.SIGKILL)
+    # SIGKILL the driver alone, as a batch system or the OOM killer does: what it
+    # started (engine workers, multiprocessing's resource tracker, which then
+    # removes the semaphores the driver left) must go away by itself
+    os.kill(first.pid, signal.SIGKILL)
     first.wait(60)
     _group_gone(first.pid)
     done_before = done_in_journal(journal)
