@@ -150,3 +150,25 @@ def test_a_session_that_cannot_be_built_leaves_no_journal_writer(tmp_path: Path)
     with pytest.raises(BackendNotFoundError):
         Session(backends=["no-such-backend"], journal=tmp_path / "run.db")
     assert not [t for t in threading.enumerate() if t.name == "rhapsody-journal"]
+
+
+def test_a_refused_batch_counts_no_duplicates(tmp_path: Path) -> None:
+    """Refused, then sent again without the bad task: numbered as if never tried, so a rerun finds it."""
+    journal = tmp_path / "run.db"
+    markers = tmp_path / "m"
+    markers.mkdir()
+
+    async def go(first_refused: bool) -> Session:
+        async with Session(backends=[ConcurrentExecutionBackend()], work_dir=tmp_path, journal=journal) as s:
+            if first_refused:
+                with pytest.raises(JournalError):
+                    await s.submit_tasks([ComputeTask(function=fn.journal_work, args=(3, str(markers))), ComputeTask(function=lambda: 0)])
+            t = ComputeTask(function=fn.journal_work, args=(3, str(markers)))
+            await s.submit_tasks([t])
+            await t
+        return s
+
+    run(go(True))
+    second = run(go(False))
+    assert second.journal is not None and second.journal.restored == 1
+    assert (markers / "3").read_text().split() == ["?"]

@@ -140,12 +140,24 @@ class Identities:
     def __init__(self) -> None:
         self._seen: Counter[str] = Counter()
 
-    def key(self, task: BaseTask) -> tuple[str, str]:
-        """``(key, description)``; raises `JournalError` for a task without a stable identity."""
-        if not generated_uid(task.uid):
-            return f"uid:{task.uid}", describe(task, strict=False)
-        text = describe(task)
-        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
-        n = self._seen[digest]
-        self._seen[digest] = n + 1
-        return f"sha256:{digest}#{n}", text
+    def keys(self, tasks: list[BaseTask]) -> list[tuple[str, str]]:
+        """``(key, description)`` per task; raises `JournalError` for a task
+        without a stable identity, and then counts none of the batch (a batch
+        refused, then submitted again without the bad task, numbers its
+        duplicates as if the refused one had never been tried)."""
+        described: list[tuple[str, str | None, str]] = []  # (uid key or None, digest, text)
+        for task in tasks:
+            if not generated_uid(task.uid):
+                described.append((f"uid:{task.uid}", None, describe(task, strict=False)))
+                continue
+            text = describe(task)
+            described.append(("", hashlib.sha256(text.encode("utf-8")).hexdigest()[:32], text))
+        seen = self._seen
+        keys = []
+        for key, digest, text in described:
+            if digest is not None:
+                n = seen[digest]
+                seen[digest] = n + 1
+                key = f"sha256:{digest}#{n}"
+            keys.append((key, text))
+        return keys

@@ -39,8 +39,7 @@ class Journal:
     def keys(self, tasks: list[BaseTask]) -> list[tuple[str, str]]:
         """Each task's journal key and description text; raises `JournalError`
         (before anything runs) for a task without a stable identity."""
-        key = self._identities.key
-        return [key(task) for task in tasks]
+        return self._identities.keys(tasks)
 
     def admit(self, tasks: list[BaseTask], keys: list[tuple[str, str]]) -> tuple[list[BaseTask], list[tuple[BaseTask, dict[str, Any]]]]:
         """``(to_run, restored)``: tasks to hand to the engine (recorded as
