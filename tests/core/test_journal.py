@@ -172,3 +172,24 @@ def test_a_refused_batch_counts_no_duplicates(tmp_path: Path) -> None:
     second = run(go(False))
     assert second.journal is not None and second.journal.restored == 1
     assert (markers / "3").read_text().split() == ["?"]
+
+
+def test_tasks_of_two_backends_are_journaled_and_restored(tmp_path: Path) -> None:
+    journal = tmp_path / "run.db"
+    markers = tmp_path / "m"
+    markers.mkdir()
+
+    async def go() -> tuple[Session, list[Any]]:
+        backends = [ConcurrentExecutionBackend(name="a"), ConcurrentExecutionBackend(name="b")]
+        tasks = [ComputeTask(function=fn.journal_work, args=(i, str(markers)), backend="ab"[i % 2]) for i in range(4)]
+        async with Session(backends=backends, work_dir=tmp_path, journal=journal) as s:
+            await s.submit_tasks(tasks)
+            await s.wait_tasks(tasks)
+        return s, tasks
+
+    _, first = run(go())
+    second_session, second = run(go())
+    assert second_session.journal is not None and second_session.journal.restored == 4
+    assert [t.return_value for t in second] == [t.return_value for t in first]
+    assert [t.backend for t in second] == ["a", "b", "a", "b"]
+    assert all((markers / str(i)).read_text().split() == ["?"] for i in range(4))

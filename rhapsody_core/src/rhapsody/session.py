@@ -160,7 +160,10 @@ class Session:
         if self.journal is None:
             results = await asyncio.gather(*(self._backends[name].hand_over(batch) for name, batch in batches.items()))
         else:
-            keyed = {name: self.journal.keys(batch) for name, batch in batches.items()}
+            every = self.journal.keys([t for batch in batches.values() for t in batch])  # all or none counted
+            keyed, start = {}, 0
+            for name, batch in batches.items():
+                keyed[name], start = every[start : start + len(batch)], start + len(batch)
             await asyncio.gather(*(self._hand_over_journaled(self._backends[n], b, keyed[n]) for n, b in batches.items()))
             results = list(batches.values())
         by_id: dict[int, BaseTask] = {}
