@@ -274,7 +274,7 @@ class Backend:
     async def _resubmit(self, handle: TaskHandle) -> None:
         """A retry whose backoff is over: the same task, a new handle, to the engine again."""
         task = handle.task
-        if task.state.is_terminal or self._tracker.handles.get(task.uid) is not handle:
+        if task.state.is_terminal or not self._tracker.take_retry(handle):
             return
         if self._lifecycle is not BackendState.RUNNING:
             self._tracker.set_state(task, TaskState.CANCELED)

@@ -241,9 +241,16 @@ class TaskTracker:
         return True
 
     def _retry_due(self, handle: TaskHandle) -> None:
-        self.retry_timers.pop(handle.task.uid, None)
+        # the timer entry stays until the resubmission really starts (`take_retry`):
+        # a cancel arriving in between still finds the task waiting, not with the engine
         if self._current(handle) and not handle.task.state.is_terminal:
             self.on_retry(handle)
+        else:
+            self.retry_timers.pop(handle.task.uid, None)
+
+    def take_retry(self, handle: TaskHandle) -> bool:
+        """The resubmission of ``handle`` starts: False if a cancel took it first."""
+        return self.retry_timers.pop(handle.task.uid, None) is not None and self._current(handle)
 
     def cancel_retry(self, task: BaseTask) -> bool:
         """Stop a retry that waits for its backoff: True if there was one."""
