@@ -75,7 +75,9 @@ def test_nvidia_smi_listing_counts_gpus(no_visibility: pytest.MonkeyPatch, tmp_p
 
 
 def test_a_driver_that_does_not_answer_is_unknown_not_zero(no_visibility: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    _fake_nvidia_smi(tmp_path, no_visibility, "echo 'NVIDIA-SMI has failed because it could not communicate with the NVIDIA driver' >&2; exit 9")
+    _fake_nvidia_smi(
+        tmp_path, no_visibility, "echo 'NVIDIA-SMI has failed because it could not communicate with the NVIDIA driver' >&2; exit 9"
+    )
     if Path("/proc/driver/nvidia/gpus").exists() or list(Path("/dev").glob("nvidia[0-9]*")):
         assert gpu_count() not in (None, 0)  # a real driver here answers through its other sources
     else:

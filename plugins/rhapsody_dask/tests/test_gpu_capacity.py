@@ -10,7 +10,6 @@ node is not exercised here (see tests/core/test_host_gpus.py).
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Iterator
 from pathlib import Path

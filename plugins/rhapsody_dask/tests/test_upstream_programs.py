@@ -18,7 +18,9 @@ DEADLINE = 300  # seconds per program, on a loaded 2-core machine
 
 
 def run_program(name: str, cwd: Path) -> list[str]:
-    proc = subprocess.run([sys.executable, str(PROGRAMS / f"{name}.py")], cwd=cwd, capture_output=True, text=True, timeout=DEADLINE, check=False)
+    proc = subprocess.run(
+        [sys.executable, str(PROGRAMS / f"{name}.py")], cwd=cwd, capture_output=True, text=True, timeout=DEADLINE, check=False
+    )
     assert proc.returncode == 0, f"{name} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-4000:]}"
     assert "never retrieved" not in proc.stderr, proc.stderr
     return proc.stdout.splitlines()

@@ -46,7 +46,9 @@ async def main():
     print(f"cubes {cubes}")
     print(f"echoes ok {echoes == [f'task {i}' for i in range(10)]}")
     print(f"printed ok {[t.stdout for t in tasks[:10]] == [f'square {i}' + chr(10) for i in range(10)]}")
-    print(f"cube output ok {all(t.stdout == f'cube {i}' + chr(10) and f'cube warning {i}' in t.stderr for i, t in enumerate(tasks[10:20]))}")
+    print(
+        f"cube output ok {all(t.stdout == f'cube {i}' + chr(10) and f'cube warning {i}' in t.stderr for i, t in enumerate(tasks[10:20]))}"
+    )
 
 
 if __name__ == "__main__":
