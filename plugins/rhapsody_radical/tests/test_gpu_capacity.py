@@ -8,6 +8,8 @@ with GPUs (RP would have to find them on a real GPU node; not exercised here).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from rhapsody.engine.host import GPU_VISIBILITY_VARIABLES
@@ -15,10 +17,22 @@ from rhapsody_radical.backend import RadicalExecutionBackend
 
 
 @pytest.fixture
-def visible(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+def visible(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
     for name in GPU_VISIBILITY_VARIABLES:
         monkeypatch.delenv(name, raising=False)
+    # no RP config of the user's: the backend's own private config declares the GPUs
+    monkeypatch.delenv("RADICAL_CONFIG_USER_DIR", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
     return monkeypatch
+
+
+def test_users_own_rp_config_decides_the_local_gpus(visible: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    visible.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    visible.setenv("RADICAL_CONFIG_USER_DIR", str(tmp_path / "mine"))
+    backend = RadicalExecutionBackend({"cores": 2})
+    assert "gpus" not in backend.pilot_description
+    cap = backend.capacity()
+    assert cap is not None and cap.gpus is None
 
 
 def test_local_pilot_gets_the_visible_gpus(visible: pytest.MonkeyPatch) -> None:

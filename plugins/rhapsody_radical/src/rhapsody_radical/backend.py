@@ -32,8 +32,9 @@ class RadicalExecutionBackend(Backend):
     False (True would SIGTERM your process when the pilot fails).
 
     ``gpus``: for local resources, default the GPUs this machine has
-    (`rhapsody.engine.host.gpu_count`); elsewhere what you ask for (``capacity()``
-    says unknown, not 0, when you do not say).
+    (`rhapsody.engine.host.gpu_count`) unless you have an RP config of your
+    own; elsewhere what you ask for (``capacity()`` says unknown, not 0, when
+    you do not say).
 
     ``local_cores``: cores the backend's private ``local.localhost`` config
     declares (default: the real count). More than the real count oversubscribes
@@ -75,7 +76,7 @@ class RadicalExecutionBackend(Backend):
             raise TypeError(
                 f"RadicalExecutionBackend's second argument is raptor_config (a dict), got the str {raptor_config!r}; pass name= by keyword"
             )
-        if raptor_config is not None and raptor is not None:
+        if raptor_config and raptor is not None:
             raise ValueError("give either raptor= (RHAPSODY's options) or raptor_config= (rhapsody-py's), not both")
         if raptor_config:  # rhapsody-py treats {} as "no raptor config"
             raptor = raptor_options(raptor_config)
@@ -95,9 +96,11 @@ class RadicalExecutionBackend(Backend):
         cores = local_cores or core_count()
         if local and "cores" not in desc and "nodes" not in desc:
             desc["cores"] = cores
-        local_gpus = gpu_count() if local else None
-        if local and "gpus" not in desc and local_gpus:
-            desc["gpus"] = local_gpus  # the pilot gets this machine's GPUs, as it gets its cores
+        # the pilot gets this machine's GPUs, as it gets its cores, through the
+        # private config; with the user's own RP config, theirs decides (unknown here)
+        local_gpus = gpu_count() if local and envfix.user_has_rp_config() is None else None
+        if "gpus" not in desc and local_gpus:
+            desc["gpus"] = local_gpus
         opts = dict(raptor or {})
         unknown = set(opts) - {"workers", "cores_per_worker", "eager"}
         if unknown:
