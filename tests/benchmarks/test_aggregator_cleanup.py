@@ -1,9 +1,10 @@
 """``python -m benchmarks`` killed mid-run (SIGTERM, SIGINT) or timing out an
 engine run leaves none of the engine's processes behind.
 
-Real runs, real engine processes: the aggregator runs the Dask benchmark (its
-LocalCluster starts nanny and worker processes, grandchildren of the
-aggregator) and is killed once those exist. Every process of the run inherits
+Real runs, real engine processes: the aggregator runs the benchmark of the
+engine installed in this component (Dask: its LocalCluster starts nanny and
+worker processes; Dragon: the launcher starts its runtime, which leaves the
+aggregator's process groups), and is killed once those grandchildren exist. Every process of the run inherits
 a mark of this test's own in its environment, whatever session or process
 group it puts itself in, so the test finds them without relying on the code
 under test.
@@ -12,6 +13,7 @@ under test.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import signal
 import subprocess
@@ -53,10 +55,27 @@ def _parent(pid: int) -> int | None:
         return None
 
 
+def _engine() -> str:
+    for engine in ("dask", "dragon"):
+        if importlib.util.find_spec(f"rhapsody_{engine}") is not None:
+            return engine
+    pytest.fail("neither rhapsody-dask nor rhapsody-dragon is installed: this test needs a real engine")
+
+
+ENGINE = _engine()
+# far more work than fits before the kill: the run is mid-way when the signal comes
+LONG_RUN = {
+    "dask": ("--quick", "--workloads", "true", "--n-true", "100000"),
+    "dragon": ("--quick", "--workloads", "exe_v2", "--n-exe", "100000"),
+}[ENGINE]
+
+
 def _start(tmp_path: Path, mark: str, *extra: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, TEST_MARK: mark, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    # run from inside a launched Dragon test session, the benchmark must bring up a runtime of its own
+    env = {k: v for k, v in os.environ.items() if not (ENGINE == "dragon" and k.startswith("DRAGON_"))}
+    env.update({TEST_MARK: mark, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")})
     log = (tmp_path / "aggregator.log").open("wb")
-    cmd = [sys.executable, "-m", "benchmarks", "--engines", "dask", "--out", str(tmp_path / "out"), *extra]
+    cmd = [sys.executable, "-m", "benchmarks", "--engines", ENGINE, "--out", str(tmp_path / "out"), *extra]
     # a session of its own: if the test fails, its own cleanup below can still find the group
     return subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -93,8 +112,7 @@ def _log(tmp_path: Path) -> str:
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 128 + signal.SIGTERM), (signal.SIGINT, 130)])
 def test_killed_aggregator_takes_the_engine_processes_with_it(tmp_path: Path, sig: signal.Signals, code: int) -> None:
     mark = uuid.uuid4().hex
-    # far more work than fits before the kill: the run is mid-way when the signal comes
-    proc = _start(tmp_path, mark, "--quick", "--workloads", "true", "--n-true", "100000")
+    proc = _start(tmp_path, mark, *LONG_RUN)
     try:
         engine_pids = _wait_for_grandchildren(proc, mark)
         os.kill(proc.pid, sig)  # the aggregator alone, as a user's Ctrl-C / a batch system's kill would
@@ -111,7 +129,7 @@ def test_killed_aggregator_takes_the_engine_processes_with_it(tmp_path: Path, si
 
 def test_engine_run_timing_out_leaves_nothing(tmp_path: Path) -> None:
     mark = uuid.uuid4().hex
-    proc = _start(tmp_path, mark, "--quick", "--workloads", "true", "--n-true", "100000", "--timeout", "90")
+    proc = _start(tmp_path, mark, *LONG_RUN, "--timeout", "90")
     try:
         _wait_for_grandchildren(proc, mark)
         try:
@@ -120,6 +138,6 @@ def test_engine_run_timing_out_leaves_nothing(tmp_path: Path) -> None:
             pytest.fail(f"the aggregator did not end after its engine run timed out\n{_log(tmp_path)}")
         left = _marked(mark)
         assert left == [], f"after the timeout these processes of the run remain: {left}\n{_log(tmp_path)}"
-        assert "dask: killed after 90 s (--timeout)" in _log(tmp_path)
+        assert f"{ENGINE}: killed after 90 s (--timeout)" in _log(tmp_path)
     finally:
         _cleanup(proc, mark)
