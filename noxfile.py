@@ -62,7 +62,8 @@ def _tests_example_plugin(session: nox.Session) -> None:
 
 def _tests_dask(session: nox.Session) -> None:
     session.install(CORE, _plugin("dask"), *TEST_TOOLS)
-    _pytest(session, "plugins/rhapsody_dask/tests", "tests/benchmarks/test_bench_dask.py")
+    # the aggregator-cleanup test kills `python -m benchmarks` mid-way through a real Dask run
+    _pytest(session, "plugins/rhapsody_dask/tests", "tests/benchmarks/test_bench_dask.py", "tests/benchmarks/test_aggregator_cleanup.py")
 
 
 def _tests_dragon(session: nox.Session) -> None:
@@ -88,6 +89,8 @@ def _tests_dragon(session: nox.Session) -> None:
             basetemp,
             str(PLUGINS / "rhapsody_dragon" / "tests"),
             str(ROOT / "tests" / "benchmarks" / "test_bench_dragon.py"),
+            # kills `python -m benchmarks` mid-way through a Dragon run: the launcher's runtime must go too
+            str(ROOT / "tests" / "benchmarks" / "test_aggregator_cleanup.py"),
             *session.posargs,
             env=env,
             external=False,

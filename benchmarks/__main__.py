@@ -10,18 +10,17 @@ launcher), so one engine's runtime never disturbs another's figures.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks import children
 from benchmarks.common import fmt
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,6 +100,42 @@ def _chart(rows: list[dict[str, Any]], path: Path) -> str:
     return f"chart: {path}"
 
 
+def _run_engines(
+    args: argparse.Namespace, passthrough: list[str], json_out: Path, out: Path, env: dict[str, str], mark: str, status: dict[str, str]
+) -> None:
+    """Each engine's benchmark in a child; whatever happens (timeout, error,
+    SIGTERM/SIGINT of this command), its processes are stopped before the next."""
+    for engine in [e.strip() for e in args.engines.split(",") if e.strip()]:
+        if engine not in ENGINES:
+            status[engine] = f"unknown engine; known: {', '.join(ENGINES)}"
+            continue
+        if importlib.util.find_spec(ENGINES[engine]) is None:
+            status[engine] = f"not run: {ENGINES[engine]} is not installed in this environment"
+            continue
+        print(f"--- {engine}", flush=True)
+        try:
+            # Each engine in a session of its own. Not Dragon's: its launcher calls
+            # setsid() itself and hangs silently when it is already a session leader;
+            # the mark in its environment finds what it starts (`children`).
+            proc = subprocess.Popen(
+                _command(engine, json_out, passthrough),
+                cwd=out,
+                env=env,
+                start_new_session=engine != "dragon",
+                preexec_fn=children.die_with_parent,
+            )
+        except OSError as exc:
+            status[engine] = f"not run: {exc}"
+            continue
+        try:
+            code = proc.wait(timeout=args.timeout)
+            status[engine] = "ok" if code == 0 else f"exited {code}"
+        except subprocess.TimeoutExpired:
+            status[engine] = f"killed after {args.timeout:g} s (--timeout)"
+        finally:
+            children.stop(proc, mark)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="every workload at small N: checks the code, not speed")
@@ -121,32 +156,13 @@ def main() -> int:
     # small Dragon shared-memory segments unless told otherwise: the defaults reserve ~8 GiB of /dev/shm
     env.setdefault("DRAGON_DEFAULT_SEG_SZ", "268435456")
     env.setdefault("DRAGON_INF_SEG_SZ", "134217728")
-    for engine in [e.strip() for e in args.engines.split(",") if e.strip()]:
-        if engine not in ENGINES:
-            status[engine] = f"unknown engine; known: {', '.join(ENGINES)}"
-            continue
-        if importlib.util.find_spec(ENGINES[engine]) is None:
-            status[engine] = f"not run: {ENGINES[engine]} is not installed in this environment"
-            continue
-        print(f"--- {engine}", flush=True)
-        try:
-            # Each engine in a session of its own, cleaned up as a group afterwards. Not
-            # Dragon's: its launcher calls setsid() itself and hangs silently when it is
-            # already a session leader; it then leads its own group (pgid == its pid).
-            proc = subprocess.Popen(_command(engine, json_out, passthrough), cwd=out, env=env, start_new_session=engine != "dragon")
-        except OSError as exc:
-            status[engine] = f"not run: {exc}"
-            continue
-        try:
-            code = proc.wait(timeout=args.timeout)
-            status[engine] = "ok" if code == 0 else f"exited {code}"
-        except subprocess.TimeoutExpired:
-            status[engine] = f"killed after {args.timeout:g} s (--timeout)"
-        finally:
-            # the engine's own helpers (workers, agents) live in the child's session
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    mark = children.take_charge()
+    env[children.MARK_VARIABLE] = mark
+    try:
+        _run_engines(args, passthrough, json_out, out, env, mark, status)
+    except (KeyboardInterrupt, children.Terminated) as exc:
+        print(f"\nstopped ({exc or 'interrupted'}); the engines' processes were stopped", file=sys.stderr, flush=True)
+        return 130 if isinstance(exc, KeyboardInterrupt) else 128 + exc.signum
     rows = [json.loads(line) for line in json_out.read_text().splitlines()] if json_out.exists() else []
     (out / "results.json").write_text(json.dumps({"status": status, "results": rows}, indent=1))
     table = _table(rows)

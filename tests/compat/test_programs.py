@@ -86,3 +86,13 @@ def test_tasks_as_dicts_routing_capture_and_logging(workdir: Path) -> None:
     ]
     session_dirs = [p for p in workdir.iterdir() if p.is_dir()]
     assert len(session_dirs) == 1, "artifacts go to <cwd>/<session uid>/"
+
+
+def test_asyncflow_workflows_on_the_default_backend(workdir: Path) -> None:
+    lines, _ = run_program("asyncflow_workflows", workdir)
+    assert lines == [
+        "workflows 64 same True",
+        "executable listed",
+        "failure raised RuntimeError mentions cause True",
+        "backend after shutdown STOPPED",
+    ]

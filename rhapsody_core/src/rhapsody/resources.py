@@ -84,7 +84,8 @@ class Capacity:
     memory: int | None = attrs.field(default=None, validator=_optional_count)
 
     @classmethod
-    def node(cls, cores: int, gpus: int = 0, memory: int | None = None, nodes: int = 1) -> Capacity:
-        """``nodes`` alike nodes of ``cores`` cores and ``gpus`` GPUs each; a
-        task may place one rank per core."""
-        return cls(cores=cores * nodes, cores_per_rank=cores, ranks=cores * nodes, gpus=gpus * nodes, gpus_per_rank=gpus, memory=memory)
+    def node(cls, cores: int, gpus: int | None = 0, memory: int | None = None, nodes: int = 1) -> Capacity:
+        """``nodes`` alike nodes of ``cores`` cores and ``gpus`` GPUs each (None:
+        unknown, see `rhapsody.engine.host.gpu_count`); a task may place one rank per core."""
+        total = None if gpus is None else gpus * nodes
+        return cls(cores=cores * nodes, cores_per_rank=cores, ranks=cores * nodes, gpus=total, gpus_per_rank=gpus, memory=memory)

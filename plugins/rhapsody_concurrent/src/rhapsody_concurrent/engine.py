@@ -16,6 +16,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, cast
 
 from rhapsody.engine import CallControl, EngineContext, Outcome, TaskHandle, call_function, call_packed, pack_call
+from rhapsody.engine.host import gpu_count
 from rhapsody.engine.process import KILL_GRACE, Command
 from rhapsody.errors import BackendError
 from rhapsody.resources import Capacity
@@ -30,6 +31,7 @@ class ConcurrentEngine:
         self.executor = executor
         self._owns_executor = executor is None
         self.cores = cores
+        self.gpus = gpu_count()  # once: nvidia-smi is not cheap, and a node's GPUs do not change
         self._free = cores
         self._queue: deque[TaskHandle] = deque()
         self._suspects: deque[TaskHandle] = deque()  # ran in a process pool that broke: rerun alone
@@ -37,7 +39,7 @@ class ConcurrentEngine:
         self._runners: set[asyncio.Task[None]] = set()
 
     def capacity(self) -> Capacity:
-        return Capacity.node(self.cores)
+        return Capacity.node(self.cores, gpus=self.gpus)
 
     async def start(self, context: EngineContext) -> None:
         self._context = context

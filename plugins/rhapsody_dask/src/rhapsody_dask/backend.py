@@ -30,6 +30,10 @@ class DaskExecutionBackend(Backend):
       a companion asynchronous client to the same scheduler (same security),
       which is the only one the backend closes.
 
+    Positional arguments follow rhapsody-py 0.6: ``(resources, name, cluster,
+    client)``; ``DaskExecutionBackend.create(...)`` takes the same arguments
+    and returns the started backend.
+
     ``connect_timeout`` bounds connecting to an existing scheduler and
     ``start_timeout`` starting a LocalCluster. Bad combinations raise
     `DaskConfigurationError` at ``await backend``, never here.
@@ -38,13 +42,22 @@ class DaskExecutionBackend(Backend):
     def __init__(
         self,
         resources: dict[str, Any] | None = None,
+        name: str = "dask",
         cluster: Any = None,
         client: Any = None,
-        name: str = "dask",
         *,
         connect_timeout: float = 10.0,
         start_timeout: float = 120.0,
     ) -> None:
+        # positional order is rhapsody-py 0.6's (resources, name, cluster, client);
+        # a cluster or client object in the name's place is a mistake, not a name
+        if not isinstance(name, str):
+            raise TypeError(
+                f"DaskExecutionBackend's second argument is the backend name (a str), got {type(name).__name__}; "
+                "pass cluster= / client= by keyword"
+            )
+        if "://" in name:
+            raise ValueError(f"name={name!r} looks like a scheduler address; pass it as cluster={name!r}")
         for label, value in (("connect_timeout", connect_timeout), ("start_timeout", start_timeout)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise ValueError(f"{label} must be a positive number of seconds, got {value!r}")

@@ -12,11 +12,14 @@ from __future__ import annotations
 import os
 from typing import Any, cast
 
-from rhapsody.engine.host import core_count
+import attrs
+
+from rhapsody.engine.host import core_count, gpu_count
 from rhapsody.execution.backend import Backend
 from rhapsody_radical import environment as envfix
 from rhapsody_radical.engine import RadicalEngine, RaptorOptions
 from rhapsody_radical.pilot_session import PilotSession
+from rhapsody_radical.raptor_config import raptor_options
 
 
 class RadicalExecutionBackend(Backend):
@@ -28,6 +31,11 @@ class RadicalExecutionBackend(Backend):
     ``cores`` = the cores this machine really has. ``exit_on_error`` is always
     False (True would SIGTERM your process when the pilot fails).
 
+    ``gpus``: for local resources, default the GPUs this machine has
+    (`rhapsody.engine.host.gpu_count`) unless you have an RP config of your
+    own; elsewhere what you ask for (``capacity()`` says unknown, not 0, when
+    you do not say).
+
     ``local_cores``: cores the backend's private ``local.localhost`` config
     declares (default: the real count). More than the real count oversubscribes
     on purpose. Ignored when you have an RP config of your own
@@ -37,6 +45,12 @@ class RadicalExecutionBackend(Backend):
     raptor master takes one core and each worker ``cores_per_worker`` cores
     of the pilot for as long as the backend runs; ``eager=True`` starts them
     with the pilot instead of at the first function task.
+
+    ``raptor_config``: rhapsody-py 0.6's raptor description (``{"masters":
+    [{"workers": [{"ranks": 1}, ...]}]}``), mapped onto ``raptor=``: one
+    worker per entry, raptor started with the pilot (`raptor_config` module
+    says what maps and what raises). Positional order follows rhapsody-py:
+    ``(resources, raptor_config, name)``; ``.create(...)`` takes the same.
 
     ``network_interface``: the interface whose address RP's processes give
     each other. Default for local resources: loopback (``lo``), unless
@@ -49,13 +63,25 @@ class RadicalExecutionBackend(Backend):
     def __init__(
         self,
         resources: dict[str, Any] | None = None,
-        name: str = "radical_pilot",
+        raptor_config: dict[str, Any] | None = None,
+        name: str | None = "radical_pilot",
         *,
         local_cores: int | None = None,
         raptor: dict[str, Any] | None = None,
         network_interface: str | None = None,
         start_timeout: float = 600.0,
     ) -> None:
+        # positional order is rhapsody-py 0.6's (resources, raptor_config, name)
+        if isinstance(raptor_config, str):
+            raise TypeError(
+                f"RadicalExecutionBackend's second argument is raptor_config (a dict), got the str {raptor_config!r}; pass name= by keyword"
+            )
+        if raptor_config and raptor is not None:
+            raise ValueError("give either raptor= (RHAPSODY's options) or raptor_config= (rhapsody-py's), not both")
+        if raptor_config:  # rhapsody-py treats {} as "no raptor config"
+            raptor = raptor_options(raptor_config)
+        if resources is not None and not isinstance(resources, dict):
+            raise TypeError(f"resources= must be a dict of pilot description keys, got {type(resources).__name__}")
         desc = dict(resources or {})
         if desc.get("exit_on_error"):
             raise ValueError(
@@ -70,19 +96,30 @@ class RadicalExecutionBackend(Backend):
         cores = local_cores or core_count()
         if local and "cores" not in desc and "nodes" not in desc:
             desc["cores"] = cores
+        # the pilot gets this machine's GPUs, as it gets its cores, through the
+        # private config; with the user's own RP config, theirs decides (unknown here)
+        local_gpus = gpu_count() if local and envfix.user_has_rp_config() is None else None
+        if "gpus" not in desc and local_gpus:
+            desc["gpus"] = local_gpus
         opts = dict(raptor or {})
         unknown = set(opts) - {"workers", "cores_per_worker", "eager"}
         if unknown:
             raise ValueError(f"unknown raptor option(s): {', '.join(sorted(unknown))}")
         if network_interface is None and local and not os.environ.get(envfix.IFACE_ENV):
             network_interface = envfix.LOOPBACK
-        pilot = PilotSession(desc, local=local, local_cores=cores, iface=network_interface)
+        pilot = PilotSession(desc, local=local, local_cores=cores, local_gpus=local_gpus, iface=network_interface)
         engine = RadicalEngine(pilot, RaptorOptions(**opts), start_timeout)
-        super().__init__(engine, name)
+        super().__init__(engine, "radical_pilot" if name is None else name)
 
     @property
     def pilot_description(self) -> dict[str, Any]:
         return dict(cast(RadicalEngine, self.engine).pilot.description)
+
+    @property
+    def raptor_options(self) -> dict[str, Any]:
+        """How raptor is run here (``workers``, ``cores_per_worker``, ``eager``),
+        from ``raptor=`` or mapped from ``raptor_config=``."""
+        return attrs.asdict(cast(RadicalEngine, self.engine).raptor_options)
 
     @property
     def rp_session(self) -> Any:

@@ -302,15 +302,21 @@ class RadicalEngine:
     def _function_ended(self, handle: TaskHandle, entry: Submitted, rp_task: Any) -> None:
         out, err = rp_task.stdout or "", rp_task.stderr or ""
         value = rp_task.return_value
-        if entry.capture:
-            out, err = self._write_stdio(handle.uid, out, err)
         if isinstance(value, str) and value:
             outcome = raptor_call.decode_outcome(value)
+            # what the function printed was captured per call (rhapsody.engine.capture)
+            # and travels in the outcome; a failure's stderr already ends with its traceback
+            out = (outcome.stdout or "") + out
+            err = (outcome.stderr or "") + err if outcome.stderr is not None else err + (outcome.traceback or "")
+            if entry.capture:
+                out, err = self._write_stdio(handle.uid, out, err)
             if outcome.error is None:
                 handle.done(outcome.value, stdout=out, stderr=err)
             else:
-                handle.failed(outcome.error, stdout=out, stderr=(err if entry.capture else err + (outcome.traceback or "")) or None)
+                handle.failed(outcome.error, stdout=out, stderr=err or None)
             return
+        if entry.capture:
+            out, err = self._write_stdio(handle.uid, out, err)
         # no outcome: the call never ran to its end (its process died, raptor failed it)
         why = (rp_task.stderr or "").strip() or str(rp_task.exception or "") or "no reason given"
         handle.lost(why, stdout=out, stderr=err or why)

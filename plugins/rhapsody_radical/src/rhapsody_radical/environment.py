@@ -120,9 +120,10 @@ def user_has_rp_config() -> str | None:
     return None
 
 
-def write_private_config(root: Path, cores: int, memory_mb: int | None) -> Path:
+def write_private_config(root: Path, cores: int, memory_mb: int | None, gpus: int | None = 0) -> Path:
     """A config dir whose ``resource_local.json`` declares ``cores`` real cores
-    for ``local.localhost``; other user config files in ``$HOME`` are copied so
+    and ``gpus`` GPUs (None: unknown, RP's stock value stays) for
+    ``local.localhost``; other user config files in ``$HOME`` are copied so
     they stay visible. Returns the dir to put in ``RADICAL_CONFIG_USER_DIR``."""
     target = root / _CONFIG_SUBDIR
     target.mkdir(parents=True, exist_ok=True)
@@ -132,7 +133,9 @@ def write_private_config(root: Path, cores: int, memory_mb: int | None) -> Path:
             shutil.copy(src, target / src.name)
     # RP's FORK resource manager refuses more cores than the machine has unless
     # the config says the resources are fake: only then is oversubscription possible
-    local: dict[str, object] = {"cores_per_node": cores, "gpus_per_node": 0, "fake_resources": cores > core_count()}
+    local: dict[str, object] = {"cores_per_node": cores, "fake_resources": cores > core_count()}
+    if gpus is not None:
+        local["gpus_per_node"] = gpus
     if memory_mb:
         local["mem_per_node"] = memory_mb
     (target / "resource_local.json").write_text(json.dumps({"localhost": local}, indent=2))

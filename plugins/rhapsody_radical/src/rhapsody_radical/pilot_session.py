@@ -25,9 +25,11 @@ class PilotSession:
     private ``local.localhost`` config declares. ``iface``: the network
     interface RP's processes advertise (None: RP's choice)."""
 
-    def __init__(self, description: dict[str, Any], *, local: bool, local_cores: int, iface: str | None) -> None:
+    def __init__(
+        self, description: dict[str, Any], *, local: bool, local_cores: int, local_gpus: int | None = None, iface: str | None
+    ) -> None:
         self.description = description
-        self.local, self.local_cores, self.iface = local, local_cores, iface
+        self.local, self.local_cores, self.local_gpus, self.iface = local, local_cores, local_gpus, iface
         self.rp: Any = None  # the radical.pilot module, imported when the session opens
         self.session: Any = None
         self.pmgr: Any = None
@@ -49,7 +51,9 @@ class PilotSession:
         return self.session.uid if self.session is not None else None
 
     def capacity(self) -> Capacity | None:
-        cores, gpus = self.description.get("cores"), self.description.get("gpus") or 0
+        cores, gpus = self.description.get("cores"), self.description.get("gpus")
+        if gpus is None:  # not asked for: this machine's (local), else unknown, never a claimed 0
+            gpus = self.local_gpus if self.local else None
         if not isinstance(cores, int) or cores < 1:
             return None
         if not self.local:
@@ -68,7 +72,7 @@ class PilotSession:
         with envfix.ENV_LOCK:
             envfix.apply_process_env()
             if self.local and envfix.user_has_rp_config() is None:
-                cfg = envfix.write_private_config(base / "config", self.local_cores, envfix.real_memory_mb())
+                cfg = envfix.write_private_config(base / "config", self.local_cores, envfix.real_memory_mb(), self.local_gpus)
                 self._config_env = (envfix.CONFIG_ENV, os.environ.get(envfix.CONFIG_ENV))
                 os.environ[envfix.CONFIG_ENV] = str(cfg)
             with envfix.spawn_env(base / "tmp", self.iface, self.bind_address()):

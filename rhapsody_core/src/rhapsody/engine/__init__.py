@@ -10,7 +10,7 @@ workers (Dask workers, Dragon processes, pilot agents) import them cheaply.
 from rhapsody.engine.calls import CallControl, call_function, call_packed, pack_call
 from rhapsody.engine.contract import Engine, EngineContext
 from rhapsody.engine.handle import TaskHandle
-from rhapsody.engine.host import core_count
+from rhapsody.engine.host import core_count, gpu_count
 from rhapsody.engine.launch import LaunchSpec
 from rhapsody.engine.outcome import Outcome
 
@@ -24,5 +24,6 @@ __all__ = [
     "call_function",
     "call_packed",
     "core_count",
+    "gpu_count",
     "pack_call",
 ]

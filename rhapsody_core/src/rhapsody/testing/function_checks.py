@@ -40,3 +40,21 @@ class FunctionChecks(ConformanceBase):
             assert "TaskBoom" in (t.stderr or ""), "the traceback text belongs in stderr"
             with pytest.raises(fn.TaskBoom):
                 run(await_task(t))
+
+    def test_function_output_is_per_task(self, submit: Any) -> None:
+        """What each function prints lands in its own task's stdout / stderr,
+        also when many sync and ``async def`` tasks print at the same time."""
+        self._need(functions=True)
+        count = max(4 * self.concurrency, 16)
+        tasks = [
+            ComputeTask(function=fn.async_chatty if i % 2 else fn.chatty, args=(f"task-{i:03d}",), kwargs={"lines": 3})
+            for i in range(count)
+        ]
+        submit(*tasks)
+        for i, t in enumerate(tasks):
+            tag = f"task-{i:03d}"
+            assert t.state is TaskState.DONE, (tag, t.state, t.exception, t.stderr)
+            assert t.return_value == tag
+            assert (t.stdout or "").splitlines() == [f"{tag} out {n}" for n in range(3)], (tag, t.stdout)
+            err_lines = [line for line in (t.stderr or "").splitlines() if line.startswith("task-")]
+            assert err_lines == [f"{tag} err {n}" for n in range(3)], (tag, t.stderr)

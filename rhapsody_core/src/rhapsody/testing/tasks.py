@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
 from typing import Any
 
@@ -110,3 +111,22 @@ def journal_work(i: int, marker_dir: str) -> dict[str, Any]:
     time.sleep(float(os.environ.get("RHAPSODY_TEST_SLEEP", "0")))
     print(f"task {i} says {i * i}")
     return {"i": i, "square": i * i, "text": f"item-{i}"}
+
+
+def chatty(tag: str, lines: int = 3, pause: float = 0.02) -> str:
+    """Print ``lines`` numbered lines tagged ``tag`` to stdout and to stderr,
+    pausing between them so that tasks running at once interleave."""
+    for i in range(lines):
+        print(f"{tag} out {i}", flush=True)
+        print(f"{tag} err {i}", file=sys.stderr, flush=True)
+        time.sleep(pause)
+    return tag
+
+
+async def async_chatty(tag: str, lines: int = 3, pause: float = 0.02) -> str:
+    """`chatty` for an event loop: the pauses let other ``async def`` tasks print in between."""
+    for i in range(lines):
+        print(f"{tag} out {i}", flush=True)
+        print(f"{tag} err {i}", file=sys.stderr, flush=True)
+        await asyncio.sleep(pause)
+    return tag
