@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import os
 import threading
 import time
@@ -122,7 +123,7 @@ class DragonProcessEngine:
         try:
             label = f"{self.engine_name} backend"
             kills = (
-                bounded(lambda job=job: self._kill(job), SLOT_PATIENCE, label, f"stop step killing task {job.handle.uid}") for job in left
+                bounded(functools.partial(self._kill, job), SLOT_PATIENCE, label, f"stop step killing {job.handle.uid}") for job in left
             )
             await asyncio.gather(*kills)  # whatever still runs is killed
             deadline = time.monotonic() + SLOT_PATIENCE
