@@ -14,14 +14,18 @@ it was given:
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 from rhapsody.engine import TaskHandle
 from rhapsody.engine.launch import RANK_ENV, RANKS_ENV, LaunchSpec
 from rhapsody.engine.process import preflight
-from rhapsody.errors import TaskValidationError
+from rhapsody.errors import BackendError, TaskValidationError
 from rhapsody_dragon import functions
 from rhapsody_dragon.wrapper import WrappedRanks
+
+_ENDED = threading.Event()  # for WrappedRanks.stop: the ranks ended; do not wait for late pid files
+_ENDED.set()
 
 
 class BatchEntry:
@@ -98,7 +102,15 @@ class BatchEntry:
     def finish(self, handle: TaskHandle, value: Any) -> None:
         """End the task from what Batch returned for it."""
         codes = value if isinstance(value, list) else [value]
-        if self.wrapped is not None:
+        if self.wrapped is not None and any(isinstance(c, int) and c < 0 for c in codes):
+            # Dragon killed a wrapper (the wrapper itself reports a killed program as 128 + n):
+            # Batch's timeout. The program, in a session of its own, is stopped here.
+            self.wrapped.stop(_ENDED)
+            if self.timeout is not None:
+                handle.failed(TimeoutError(f"task {handle.uid}: Dragon Batch stopped it at its timeout of {self.timeout:g} s"))
+            else:
+                handle.failed(BackendError(f"task {handle.uid}: Dragon stopped its process (exit codes {codes})"))
+        elif self.wrapped is not None:
             handle.finish(self.wrapped.outcome(codes))
         elif self.in_processes:
             functions.finish_ranks(handle, [self.result_path(rank) for rank in range(len(self.ranks))], codes)
