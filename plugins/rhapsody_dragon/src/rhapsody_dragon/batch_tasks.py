@@ -115,7 +115,7 @@ class BatchEntry:
         elif self.in_processes:
             functions.finish_ranks(handle, [self.result_path(rank) for rank in range(len(self.ranks))], codes)
         else:
-            functions.finish_packed(handle, value)
+            functions.finish_packed(handle, value, self.timeout)
 
     def cleanup(self) -> None:
         if self.wrapped is not None:

@@ -27,12 +27,18 @@ def pack(handle: TaskHandle) -> bytes | None:
         return None
 
 
-def finish_packed(handle: TaskHandle, packed: bytes) -> None:
-    """End a task as the packed `Outcome` from its Dragon process says."""
+def finish_packed(handle: TaskHandle, packed: bytes, timeout: float | None = None) -> None:
+    """End a task as the packed `Outcome` from its Dragon process says.
+    ``timeout``: the task's Batch timeout, whose private exception type
+    (raised inside the call) becomes a plain `TimeoutError` saying so."""
     try:
         outcome = Outcome.unpack(packed)
     except Exception as exc:  # noqa: BLE001 - e.g. the value's module is missing here
         handle.failed(BackendError(f"task {handle.uid}: its result could not be read back: {type(exc).__name__}: {exc}"))
+        return
+    if timeout is not None and isinstance(outcome.error, TimeoutError) and type(outcome.error).__module__.startswith("dragon"):
+        error = TimeoutError(f"task {handle.uid}: Dragon Batch stopped it at its timeout of {timeout:g} s")
+        handle.failed(error, stdout=outcome.stdout, stderr=outcome.stderr)
         return
     handle.finish(outcome)
 

@@ -53,6 +53,7 @@ class Runtime:
         self._users: dict[int, Callable[[], None]] = {}  # lease id -> how to halt that engine
         self._owned: OwnedRuntime | None = None
         self._closed = False
+        self._hooked = False
 
     def acquire(self, lease: int, halt: Callable[[], None], timeout: float = START_TIMEOUT) -> None:
         """Hold the runtime for one engine; ``halt`` stops that engine's
@@ -66,7 +67,9 @@ class Runtime:
                         "and Dragon cannot attach a process to a second one; start Dragon backends in a new process"
                     )
                 self._owned = OwnedRuntime.start(timeout)
+            if not self._hooked:  # under the launcher too: an open Batch would hold the exit
                 _at_exit(self.shutdown)
+                self._hooked = True
             self._users[lease] = halt
 
     def release(self, lease: int) -> None:
@@ -84,23 +87,22 @@ class Runtime:
         return len(self._users)
 
     def shutdown(self, timeout: float = STOP_TIMEOUT) -> None:
-        """Stop the runtime this process started, if any (run at exit).
-        Engines still using it are halted first (their tasks are lost, as
-        with any program that exits without shutting its backends down).
-        Afterwards no Dragon backend can start in this process."""
+        """Run when the main thread ends (and callable before): engines still
+        open are halted (their tasks are lost, as with any program that exits
+        without shutting its backends down: an uncaught exception, say), then
+        the runtime this process started, if any, is stopped. Afterwards no
+        Dragon backend can start in this process."""
         with self._lock:
             owned, self._owned = self._owned, None
             halts, self._users = list(self._users.values()), {}
-            if owned is not None:
-                self._closed = True
-        if owned is None:
-            return
+            self._closed = self._closed or owned is not None
         for halt in halts:
             try:
                 halt()
             except Exception as exc:  # noqa: BLE001 - the runtime is stopped regardless
                 _log.warning("runtime.halt_failed", error=f"{type(exc).__name__}: {exc}")
-        owned.stop(timeout)
+        if owned is not None:
+            owned.stop(timeout)
 
 
 RUNTIME = Runtime()
