@@ -82,5 +82,11 @@ def test_batch_kwargs_create_dict_tasks_timeout_fence_and_ddict(tmp_path: Path) 
         "echo DONE None from dragon",
         "timed out with TimeoutError",
         "ddict 14",
-        "gpus 0",  # this box has no GPU: Dragon's node descriptors say 0
+        f"gpus {_dragon_gpus()}",  # what Dragon's node descriptors say (0 on a GPU-less box)
     ], lines
+
+
+def _dragon_gpus() -> int:
+    from dragon.native.machine import Node, System
+
+    return sum(Node(h).num_gpus for h in System().nodes)
