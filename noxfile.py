@@ -75,6 +75,9 @@ def _tests_dragon(session: nox.Session) -> None:
         "DRAGON_DEFAULT_SEG_SZ": "268435456",
         "DRAGON_INF_SEG_SZ": "134217728",
     }
+    # Plain python first (no launcher): programs that start Dragon's local runtime themselves.
+    plain = str(PLUGINS / "rhapsody_dragon" / "tests" / "test_plain_python.py")
+    _pytest(session, plain, env=env)
     basetemp = _basetemp(session)  # resolved here, before the chdir below
     # The launcher writes runtime files into its working directory: run it in a temp dir.
     with tempfile.TemporaryDirectory(prefix="rhapsody-dragon-") as tmp, session.chdir(tmp):
@@ -88,6 +91,7 @@ def _tests_dragon(session: nox.Session) -> None:
             "-ra",
             basetemp,
             str(PLUGINS / "rhapsody_dragon" / "tests"),
+            f"--ignore={plain}",
             str(ROOT / "tests" / "benchmarks" / "test_bench_dragon.py"),
             # kills `python -m benchmarks` mid-way through a Dragon run: the launcher's runtime must go too
             str(ROOT / "tests" / "benchmarks" / "test_aggregator_cleanup.py"),

@@ -27,27 +27,55 @@ def pack(handle: TaskHandle) -> bytes | None:
         return None
 
 
-def finish_packed(handle: TaskHandle, packed: bytes) -> None:
-    """End a task as the packed `Outcome` from its Dragon process says."""
+def finish_packed(handle: TaskHandle, packed: bytes, timeout: float | None = None) -> None:
+    """End a task as the packed `Outcome` from its Dragon process says.
+    ``timeout``: the task's Batch timeout, whose private exception type
+    (raised inside the call) becomes a plain `TimeoutError` saying so."""
     try:
         outcome = Outcome.unpack(packed)
     except Exception as exc:  # noqa: BLE001 - e.g. the value's module is missing here
         handle.failed(BackendError(f"task {handle.uid}: its result could not be read back: {type(exc).__name__}: {exc}"))
         return
+    if timeout is not None and isinstance(outcome.error, TimeoutError) and type(outcome.error).__module__.startswith("dragon"):
+        error = TimeoutError(f"task {handle.uid}: Dragon Batch stopped it at its timeout of {timeout:g} s")
+        handle.failed(error, stdout=outcome.stdout, stderr=outcome.stderr)
+        return
     handle.finish(outcome)
 
 
-# ---------------------------------------------------------------- V1: one Dragon process per call
-def process_main(payload: bytes, result_path: str) -> None:
+# ------------------------------------------- V1, and V3 with a template: one Dragon process per call
+def process_main(payload: bytes, result_path: str, started_mark: str | None = None) -> None:
     """One function task (or one rank of it) in a Dragon process of its own.
     The packed `Outcome` goes to ``result_path`` (written whole, then renamed
     into place), which the client reads once the process has exited: no queue
-    to attach to here, none to poll there."""
+    to attach to here, none to poll there. ``started_mark``: a file to create
+    first (V3: Batch has no "started" event)."""
+    if started_mark is not None:
+        with contextlib.suppress(OSError), open(started_mark, "w"):
+            pass
     data = call_packed(payload)
     tmp = f"{result_path}.tmp"
     with open(tmp, "wb") as fh:
         fh.write(data)
     os.replace(tmp, result_path)
+
+
+def finish_ranks(handle: TaskHandle, result_paths: list[str], codes: list[int]) -> None:
+    """End a function task whose ranks ran as Dragon processes, from the
+    outcomes they left (`process_main`) and their exit codes: one rank's
+    outcome as it is; several ranks' values as a list, or the first failure."""
+    outcomes = [read_outcome(path) for path in result_paths]
+    if any(o is None for o in outcomes):
+        handle.lost(f"its Dragon process exited with {codes} before returning a result")
+        return
+    if len(outcomes) == 1:
+        handle.finish(outcomes[0])  # type: ignore[arg-type]
+        return
+    failed = next((o for o in outcomes if o is not None and o.error is not None), None)
+    if failed is not None:
+        handle.finish(failed)
+    else:
+        handle.done([o.value for o in outcomes if o is not None])
 
 
 def read_outcome(result_path: str) -> Outcome | None:

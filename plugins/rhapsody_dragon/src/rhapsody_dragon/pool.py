@@ -28,10 +28,12 @@ from rhapsody.engine import EngineContext, TaskHandle, core_count
 from rhapsody.execution.backend import Backend
 from rhapsody.resources import Capacity
 from rhapsody_dragon import functions, pool_worker
-from rhapsody_dragon.runtime import RuntimeLease
+from rhapsody_dragon.runtime import RuntimeLease, bounded, node_gpus
 
 #: longest sleep between reads of the result queue while tasks are in flight
 POLL_BUSY = 0.005
+#: seconds starting / stopping the worker processes may take
+START_STEP_TIMEOUT, STOP_STEP_TIMEOUT = 120.0, 60.0
 #: first sleep after activity (a round trip through a worker takes ~0.1-0.2 ms)
 POLL_FIRST = 0.0002
 
@@ -62,17 +64,21 @@ class PoolEngine:
         self._next_wid = 0
         self._verdicts: dict[str, str] = {}
         self._verdict_cv = threading.Condition(self._lock)
-        self._lease = RuntimeLease()
+        self._lease = RuntimeLease(self._halt_threads)
+        self._gpus: tuple[int, int] | None = None  # all GPUs, most on one node (known once started)
 
     def capacity(self) -> Capacity:
         # one process per task, on one node
-        return Capacity(cores=core_count(), cores_per_rank=core_count(), ranks=1, gpus=0, gpus_per_rank=0)
+        gpus, per_node = self._gpus if self._gpus is not None else (None, None)
+        return Capacity(cores=core_count(), cores_per_rank=core_count(), ranks=1, gpus=gpus, gpus_per_rank=per_node)
 
     # ------------------------------------------------------------------ engine
     async def start(self, context: EngineContext) -> None:
         self._log = context.log
         await self._lease.acquire()
-        await asyncio.to_thread(self._start_pool)
+        label = f"{self.engine_name} backend {context.name!r}"
+        self._gpus = await bounded(node_gpus, 60, label, "start step GPU count")
+        await bounded(self._start_pool, START_STEP_TIMEOUT, label, "start step worker pool")
         for target, label in ((self._monitor_loop, "monitor"), (self._watch_workers, "watchdog")):
             th = threading.Thread(target=target, daemon=True, name=f"rhapsody-{context.name}-{label}")
             th.start()
@@ -96,13 +102,18 @@ class PoolEngine:
         proc.start()
         return _Worker(wid, proc, inq)
 
-    async def stop(self) -> None:
+    def _halt_threads(self) -> None:
         self._halt.set()
         self._kick.set()  # out of an idle wait; the monitor then sees _halt
+
+    async def stop(self) -> None:
+        self._halt_threads()
         for th in self._threads:
             await asyncio.to_thread(th.join, 10)
-        await asyncio.to_thread(self._stop_pool)
-        await self._lease.release()
+        try:
+            await bounded(self._stop_pool, STOP_STEP_TIMEOUT, f"{self.engine_name} backend", "stop step worker pool")
+        finally:
+            await self._lease.release()
 
     def _stop_pool(self) -> None:
         workers, self._workers = self._workers, []
@@ -234,7 +245,12 @@ class PoolEngine:
 
     def _watch_workers(self) -> None:
         while not self._halt.wait(1.0):
-            self._check_workers()
+            try:
+                self._check_workers()
+            except Exception as exc:  # noqa: BLE001 - e.g. the runtime stopped under it at exit
+                if self._halt.is_set():
+                    return
+                self._log.error("watchdog.failed", error=f"{type(exc).__name__}: {exc}")
 
     def _check_workers(self) -> None:
         """Replace workers that died on their own; their current task fails."""

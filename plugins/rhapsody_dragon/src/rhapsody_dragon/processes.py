@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import os
 import threading
 import time
@@ -41,7 +42,7 @@ from rhapsody.errors import BackendError
 from rhapsody.execution.backend import Backend
 from rhapsody.resources import Capacity
 from rhapsody_dragon import functions
-from rhapsody_dragon.runtime import RuntimeLease, engine_error
+from rhapsody_dragon.runtime import RuntimeLease, bounded, engine_error, node_gpus
 from rhapsody_dragon.wrapper import PID_PATIENCE, WrappedRanks, setsid_problem
 
 #: seconds `stop` waits for the slot threads to let go of their tasks
@@ -76,12 +77,14 @@ class DragonProcessEngine:
         self._pending: collections.deque[_Job] = collections.deque()
         self._active: dict[str, _Job] = {}
         self._threads: list[threading.Thread] = []
-        self._lease = RuntimeLease()
+        self._lease = RuntimeLease(self._halt_slots)
+        self._gpus: tuple[int, int] | None = None  # all GPUs, most on one node (known once started)
 
     def capacity(self) -> Capacity:
         # A rank gets at most one node's cores; ranks beyond the cores still start
         # (Dragon oversubscribes), up to max_ranks.
-        return Capacity(cores_per_rank=core_count(), ranks=self.max_ranks, gpus=0, gpus_per_rank=0)
+        gpus, per_node = self._gpus if self._gpus is not None else (None, None)
+        return Capacity(cores_per_rank=core_count(), ranks=self.max_ranks, gpus=gpus, gpus_per_rank=per_node)
 
     async def start(self, context: EngineContext) -> None:
         self._log, self._dir = context.log, Path(context.work_dir)
@@ -90,7 +93,8 @@ class DragonProcessEngine:
             raise BackendError(problem)
         self._dir.mkdir(parents=True, exist_ok=True)
         await self._lease.acquire()
-        await asyncio.to_thread(self._import_engine)
+        await bounded(self._import_engine, 120, f"{self.engine_name} backend {context.name!r}", "start step importing Dragon")
+        self._gpus = await bounded(node_gpus, 60, f"{self.engine_name} backend {context.name!r}", "start step GPU count")
         for i in range(self.num_workers):
             th = threading.Thread(target=self._slot, daemon=True, name=f"rhapsody-{context.name}-slot{i}")
             th.start()
@@ -104,17 +108,29 @@ class DragonProcessEngine:
         for module in ("dragon.native.process", "dragon.native.process_group"):
             importlib.import_module(module)
 
+    def _halt_slots(self) -> None:
+        with self._cv:
+            self._halt = True
+            self._pending.clear()
+            self._cv.notify_all()
+
     async def stop(self) -> None:
         with self._cv:
             self._halt = True
             self._pending.clear()
             left = list(self._active.values())
             self._cv.notify_all()
-        await asyncio.gather(*(asyncio.to_thread(self._kill, job) for job in left))  # whatever still runs is killed
-        deadline = time.monotonic() + SLOT_PATIENCE
-        for th in self._threads:
-            await asyncio.to_thread(th.join, max(0.0, deadline - time.monotonic()))
-        await self._lease.release()
+        try:
+            label = f"{self.engine_name} backend"
+            kills = (
+                bounded(functools.partial(self._kill, job), SLOT_PATIENCE, label, f"stop step killing {job.handle.uid}") for job in left
+            )
+            await asyncio.gather(*kills)  # whatever still runs is killed
+            deadline = time.monotonic() + SLOT_PATIENCE
+            for th in self._threads:
+                await asyncio.to_thread(th.join, max(0.0, deadline - time.monotonic()))
+        finally:
+            await self._lease.release()
 
     async def submit(self, handles: Sequence[TaskHandle]) -> None:
         jobs = []
@@ -302,18 +318,7 @@ class DragonProcessEngine:
         if job.wrapped is not None:
             handle.finish(job.wrapped.outcome(codes))
             return
-        outcomes = [functions.read_outcome(job.result_path(rank)) for rank in range(job.ranks)]
-        if any(o is None for o in outcomes):
-            handle.lost(f"its Dragon process exited with {codes} before returning a result")
-            return
-        if job.ranks == 1:
-            handle.finish(outcomes[0])  # type: ignore[arg-type]
-            return
-        failed = next((o for o in outcomes if o is not None and o.error is not None), None)
-        if failed is not None:
-            handle.finish(failed)
-        else:
-            handle.done([o.value for o in outcomes if o is not None])
+        functions.finish_ranks(handle, [job.result_path(rank) for rank in range(job.ranks)], codes)
 
     def _cleanup(self, job: _Job) -> None:
         if job.wrapped is not None:

@@ -1,0 +1,170 @@
+"""The Dragon runtime a plain ``python`` program starts for itself (no
+``dragon`` launcher): started with a deadline, its connection details kept off
+the program's stdout, and stopped so that nothing of it outlives the program.
+
+Dragon's ``start_local_runtime`` runs ``dragon -s -a _runtime_head.py`` in a
+session of its own; its head waits for a stop event. Stopping sets that event
+and waits for the launcher; whatever of its process group is still there after
+that is killed here, and the shared-memory segments of a runtime that had to
+be killed are removed (a runtime that stops normally removes its own).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rhapsody.errors import BackendError
+from rhapsody.log import get_logger
+
+#: seconds starting and attaching to a local runtime may take
+START_TIMEOUT = 120.0
+#: seconds a stopping runtime gets before what is left of it is killed
+STOP_TIMEOUT = 30.0
+#: seconds after SIGKILL for the runtime's processes to be gone
+KILL_PATIENCE = 5.0
+SHM = Path("/dev/shm")
+
+_log = get_logger("rhapsody.dragon.runtime")
+
+
+class OwnedRuntime:
+    """A local Dragon runtime this process started and is attached to."""
+
+    def __init__(self, handle: Any, launcher_pid: int, segment_prefix: str | None) -> None:
+        self.handle, self.launcher_pid, self.segment_prefix = handle, launcher_pid, segment_prefix
+
+    @classmethod
+    def start(cls, timeout: float) -> OwnedRuntime:
+        from dragon.workflows.runtime import attach, start_local_runtime  # noqa: PLC0415
+
+        _put_dragon_on_path()
+        t0 = time.monotonic()
+        try:
+            with _runtime_info_hidden():
+                local = start_local_runtime(timeout=timeout)
+        except Exception as exc:  # noqa: BLE001 - Dragon raises RuntimeError / FileNotFoundError
+            raise _start_error("start the local runtime", t0, timeout, exc) from None
+        pid = local._proc.pid  # the launcher's pid (private in Dragon): the only handle on its process group
+        try:
+            handle = attach(timeout=max(1.0, timeout - (time.monotonic() - t0)), runtime=local)
+        except Exception as exc:  # noqa: BLE001 - any failure: the runtime just started must not outlive it
+            _kill_group(pid)
+            raise _start_error("attach to the local runtime", t0, timeout, exc) from None
+        owned = cls(handle, pid, _mapped_segment_prefix())
+        _log.info("runtime.started", launcher=pid, seconds=round(time.monotonic() - t0, 2))
+        return owned
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Stop the runtime; kill what is left of it after ``timeout`` s."""
+        t0 = time.monotonic()
+        try:
+            self.handle.stop(timeout=timeout)
+        except Exception as exc:  # noqa: BLE001 - what is left is killed below
+            _log.warning("runtime.stop_failed", error=f"{type(exc).__name__}: {exc}")
+        if _group_members(self.launcher_pid):
+            _log.warning("runtime.killed", launcher=self.launcher_pid, waited=round(time.monotonic() - t0, 1))
+            _kill_group(self.launcher_pid)
+            _remove_segments(self.segment_prefix)
+        else:
+            _log.info("runtime.stopped", seconds=round(time.monotonic() - t0, 2))
+
+
+def _start_error(step: str, t0: float, timeout: float, exc: BaseException) -> BackendError:
+    waited = time.monotonic() - t0
+    return BackendError(f"dragon runtime: could not {step} (deadline {timeout:g} s, waited {waited:.1f} s): {type(exc).__name__}: {exc}")
+
+
+def _put_dragon_on_path() -> None:
+    """Dragon finds its ``dragon`` and ``dragon-config`` commands on PATH: a
+    program run as ``venv/bin/python script.py`` without activating the venv
+    has them next to its interpreter."""
+    here = os.path.dirname(sys.executable)
+    if shutil.which("dragon") is None and os.access(os.path.join(here, "dragon"), os.X_OK):
+        os.environ["PATH"] = here + os.pathsep + os.environ.get("PATH", "")
+
+
+class _DropRuntimeInfo(io.TextIOBase):
+    """stdout without the ``info={...}`` line ``start_local_runtime`` prints
+    (it holds the runtime's attach token)."""
+
+    def __init__(self, out: Any) -> None:
+        self._out, self._dropped = out, False
+
+    def write(self, text: str) -> int:
+        if text.startswith("info=") or (self._dropped and text == "\n"):
+            self._dropped = text != "\n"
+            return len(text)
+        self._dropped = False
+        return int(self._out.write(text))
+
+    def flush(self) -> None:
+        self._out.flush()
+
+
+@contextlib.contextmanager
+def _runtime_info_hidden() -> Any:
+    real = sys.stdout
+    sys.stdout = _DropRuntimeInfo(real)
+    try:
+        yield
+    finally:
+        if isinstance(sys.stdout, _DropRuntimeInfo):
+            sys.stdout = real
+
+
+def _mapped_segment_prefix() -> str | None:
+    """The name prefix of the runtime's /dev/shm segments (``DD0719`` of
+    ``DD0719def0D``), read from this attached process's memory map."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return None
+    match = re.search(r"/dev/shm/(DD\d+)def\d", maps)
+    return match.group(1) if match else None
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live processes in process group ``pgid`` (the launcher's own group)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(entry.name))
+    return members
+
+
+def _kill_group(pid: int) -> None:
+    """SIGKILL the process group the launcher leads (it may have exited
+    already; its head and services are in the group too). Never this
+    program's own group."""
+    if pid == os.getpgid(0) or not _group_members(pid):
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+    deadline = time.monotonic() + KILL_PATIENCE
+    while _group_members(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def _remove_segments(prefix: str | None) -> None:
+    if not prefix:
+        return
+    for path in SHM.glob(f"{prefix}*"):
+        with contextlib.suppress(OSError):
+            path.unlink()

@@ -1,0 +1,92 @@
+"""Programs written the way rhapsody-py 0.6's docs and examples write Dragon
+programs (``upstream_programs/``), run unchanged with ``dragon program.py``,
+each by a launcher of its own in a subprocess with a deadline; the tests
+check what they print."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+PROGRAMS = Path(__file__).parent / "upstream_programs"
+DEADLINE = 900  # seconds per program, on a loaded 2-core box
+MARK = "RHAPSODY_DRAGON_UPSTREAM_TEST"
+
+
+def _launch(name: str, cwd: Path) -> list[str]:
+    mark = uuid.uuid4().hex
+    venv_bin = os.path.dirname(sys.executable)
+    keep = {"DRAGON_DEFAULT_SEG_SZ", "DRAGON_INF_SEG_SZ"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRAGON_") or k in keep}  # not attached to this run's runtime
+    env["PATH"] = venv_bin + os.pathsep + env.get("PATH", "")
+    env[MARK] = mark
+    proc = subprocess.Popen(
+        [os.path.join(venv_bin, "dragon"), str(PROGRAMS / f"{name}.py")],
+        cwd=cwd,  # the launcher writes its runtime files here
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=DEADLINE)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        _kill_marked(mark)
+        out, err = proc.communicate()
+        pytest.fail(f"{name} did not end within {DEADLINE} s\nstdout:\n{out}\nstderr:\n{err[-4000:]}")
+    assert proc.returncode == 0, f"{name} exited {proc.returncode}\nstdout:\n{out}\nstderr:\n{err[-4000:]}"
+    assert "never retrieved" not in err, err[-3000:]
+    return [line for line in out.splitlines() if not line.startswith("+++ head proc")]
+
+
+def _kill_marked(mark: str) -> None:
+    needle = f"{MARK}={mark}".encode()
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and needle in (entry / "environ").read_bytes().split(b"\0"):
+                os.kill(int(entry.name), signal.SIGKILL)
+        except OSError:
+            continue
+
+
+def test_heterogeneous_v3_example_shape(tmp_path: Path) -> None:
+    lines = _launch("heterogeneous", tmp_path)
+    assert lines[:6] == [
+        "Submitted 5 tasks. Received 5 futures.",
+        "DONE 42",
+        "DONE 'single exe'",
+        "DONE 'job'",
+        lines[4],  # (pid of the task's own process, 'fn')
+        "DONE 'fnjob'",
+    ], lines
+    state, pid, stage = lines[4].replace("(", " ").replace(")", " ").replace(",", " ").split()
+    assert state == "DONE" and pid.isdigit() and stage == "'fn'", lines[4]
+    assert lines[6:] == ["big job ResourceError"], lines
+
+
+def test_batch_kwargs_create_dict_tasks_timeout_fence_and_ddict(tmp_path: Path) -> None:
+    lines = _launch("batch_kwargs_create_and_fence", tmp_path)
+    assert lines == [
+        "sq.0 DONE 0 squaring 0",
+        "sq.1 DONE 1 squaring 1",
+        "sq.2 DONE 4 squaring 2",
+        "sq.3 DONE 9 squaring 3",
+        "echo DONE None from dragon",
+        "timed out with TimeoutError",
+        "ddict 14",
+        f"gpus {_dragon_gpus()}",  # what Dragon's node descriptors say (0 on a GPU-less box)
+    ], lines
+
+
+def _dragon_gpus() -> int:
+    from dragon.native.machine import Node, System
+
+    return sum(Node(h).num_gpus for h in System().nodes)
