@@ -1,4 +1,5 @@
-"""``rhapsody`` command line: ``rhapsody backends``, ``rhapsody --version``."""
+"""``rhapsody`` command line: ``rhapsody backends``, ``rhapsody report FILE``,
+``rhapsody --version``."""
 
 from __future__ import annotations
 
@@ -47,6 +48,18 @@ def _backends(as_json: bool, check: bool) -> int:
     return 0
 
 
+def _report(checkpoint: str, output: str | None) -> int:
+    """The HTML report of a telemetry checkpoint, made by the rhapsody-telemetry plugin."""
+    from rhapsody.telemetry._plugin import plugin  # noqa: PLC0415 - only this command needs it
+
+    try:
+        api = plugin()
+    except ModuleNotFoundError as exc:
+        print(f"rhapsody report: {exc}", file=sys.stderr)
+        return 2
+    return int(api.report_command(checkpoint, output))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rhapsody", description="RHAPSODY: one async API for HPC and AI tasks on many engines")
     parser.add_argument("--version", action="version", version=f"rhapsody-core {__version__}")
@@ -54,9 +67,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     backends = sub.add_parser("backends", help="list installed backend plugins and whether their engines work here")
     backends.add_argument("--json", action="store_true", help="machine-readable output")
     backends.add_argument("--no-check", action="store_true", help="do not import engines to check them")
+    report = sub.add_parser("report", help="an HTML report of a telemetry checkpoint (needs rhapsody-telemetry)")
+    report.add_argument("checkpoint", help="the .telemetry.jsonl file session.start_telemetry(checkpoint_path=...) wrote")
+    report.add_argument("-o", "--output", help="where to write the page (default: next to the checkpoint, .html)")
     args = parser.parse_args(argv)
     if args.command == "backends":
         return _backends(args.json, not args.no_check)
+    if args.command == "report":
+        return _report(args.checkpoint, args.output)
     parser.print_help()
     return 2
 
