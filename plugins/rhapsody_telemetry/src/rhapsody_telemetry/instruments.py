@@ -32,6 +32,9 @@ GAUGES = {
     "node_gpu_utilization": ("gpu_percent", "GPU utilization, percent"),
 }
 
+#: histogram buckets from a millisecond to a day (the SDK's default ones are for milliseconds)
+SECONDS_BUCKETS = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0]
+
 
 class Instruments:
     def __init__(self, meter: Any, ledger: Ledger, session_id: str) -> None:
@@ -41,8 +44,12 @@ class Instruments:
         meter.create_observable_up_down_counter("tasks_running", [self._counts("running")], unit="{task}", description="Tasks running now")
         for name, (field, description) in GAUGES.items():
             meter.create_observable_gauge(name, [self._nodes(field)], unit="%", description=description)
-        self.run_time = meter.create_histogram("task_duration_seconds", unit="s", description="Run time of ended tasks")
-        self.queue_wait = meter.create_histogram("task_queue_wait_seconds", unit="s", description="Time from submission to start")
+        self.run_time = meter.create_histogram(
+            "task_duration_seconds", unit="s", description="Run time of ended tasks", explicit_bucket_boundaries_advisory=SECONDS_BUCKETS
+        )
+        self.queue_wait = meter.create_histogram(
+            "task_queue_wait_seconds", unit="s", description="Time from submission to start", explicit_bucket_boundaries_advisory=SECONDS_BUCKETS
+        )
         self._labels: dict[str, dict[str, str]] = {}
 
     def labels(self, backend: str) -> dict[str, str]:

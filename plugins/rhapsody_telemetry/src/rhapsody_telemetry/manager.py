@@ -98,6 +98,7 @@ class TelemetryManager:
         self._subscribers: list[Callable[[BaseEvent], Any]] = []
         self._enrichers: list[Callable[[BaseEvent], dict[str, Any]]] = []
         self._callbacks: set[asyncio.Task[Any]] = set()
+        self._failing: set[Any] = set()
         self._pollers: dict[int, ResourcePoller] = {}
         self._adapters: list[Any] = []
         self._poll_interval = 5.0
@@ -294,22 +295,23 @@ class TelemetryManager:
             await asyncio.sleep(PUMP_INTERVAL)
             try:
                 self._drain()
-                if self._checkpoint is not None and self._checkpoint_interval is not None:
-                    if time.monotonic() - last_flush >= self._checkpoint_interval:
-                        last_flush = time.monotonic()
-                        self._checkpoint.write("metric", self._metric_snapshot())
-                        self._checkpoint.flush()
+                due = self._checkpoint_interval is not None and time.monotonic() - last_flush >= self._checkpoint_interval
+                if self._checkpoint is not None and due:
+                    last_flush = time.monotonic()
+                    self._checkpoint.write("metric", self._metric_snapshot())
+                    self._checkpoint.flush()
             except Exception as exc:  # noqa: BLE001 - telemetry must never stop; say why it missed a beat
                 _log.error("telemetry.pump_failed", session=self._session_id, error=f"{type(exc).__name__}: {exc}")
 
     def _drain(self) -> None:
-        if self._tap.queue:
-            batch, self._tap.queue = self._tap.queue, []
-            self._take_transitions(batch)
+        # emitted events first: SessionStarted precedes the first transitions
         if self._emitted:
             emitted, self._emitted = self._emitted, []
             for event, context in emitted:
                 self._take_event(event, context)
+        if self._tap.queue:
+            batch, self._tap.queue = self._tap.queue, []
+            self._take_transitions(batch)
 
     def _wants_events(self) -> bool:
         return bool(self._subscribers or self._checkpoint is not None or self._enrichers)
@@ -429,12 +431,20 @@ class TelemetryManager:
                     self._callbacks.add(task)
                     task.add_done_callback(self._callback_done)
             except Exception as exc:  # noqa: BLE001 - a subscriber must not break telemetry or the others
-                _log.warning("telemetry.subscriber_failed", subscriber=repr(callback), error=f"{type(exc).__name__}: {exc}")
+                self._subscriber_failed(callback, exc)
 
     def _callback_done(self, task: asyncio.Task[Any]) -> None:
         self._callbacks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            _log.warning("telemetry.subscriber_failed", error=f"{type(task.exception()).__name__}: {task.exception()}")
+        exc = None if task.cancelled() else task.exception()
+        if exc is not None:
+            self._subscriber_failed(task, exc)
+
+    def _subscriber_failed(self, callback: Any, exc: BaseException) -> None:
+        # Said once per subscriber at WARNING (a broken one fails on every event), then at DEBUG.
+        key = getattr(callback, "get_coro", None) and type(callback)  # async callbacks: once per kind
+        level = _log.debug if (key or callback) in self._failing else _log.warning
+        self._failing.add(key or callback)
+        level("telemetry.subscriber_failed", subscriber=repr(callback)[:200], error=f"{type(exc).__name__}: {exc}")
 
     # ------------------------------------------------------------- readings
     def read_metrics(self) -> Any:

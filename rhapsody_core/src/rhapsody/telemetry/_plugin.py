@@ -36,10 +36,3 @@ def plugin() -> ModuleType:
         ) from exc
     _loaded.append(module)
     return module
-
-
-def forward(names: list[str], namespace: dict[str, object]) -> None:
-    """Copy ``names`` from the plugin into a forwarding module's namespace."""
-    api = plugin()
-    for name in names:
-        namespace[name] = getattr(api, name)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from rhapsody.telemetry._plugin import forward
+from typing import Any
+
+from rhapsody.telemetry._plugin import plugin
+
+_api = plugin()  # raises ModuleNotFoundError naming what to install
+TelemetryReader: Any = _api.TelemetryReader
 
 __all__ = ["TelemetryReader"]
-forward(__all__, globals())
