@@ -99,12 +99,20 @@ def _tests_radical(session: nox.Session) -> None:
     _pytest(session, "plugins/rhapsody_radical/tests", "tests/benchmarks/test_bench_radical.py")
 
 
+def _tests_telemetry(session: nox.Session) -> None:
+    # the plugin on the OTel SDK, with the real exporters its tests send to, against two real engines
+    telemetry = f"{_plugin('telemetry')}[testing]"
+    session.install(CORE, _plugin("concurrent"), _plugin("dask"), telemetry, *TEST_TOOLS)
+    _pytest(session, "plugins/rhapsody_telemetry/tests")
+
+
 TYPED_SOURCES = {
     "rhapsody": "rhapsody_core/src",
     "rhapsody_concurrent": "plugins/rhapsody_concurrent/src",
     "rhapsody_dask": "plugins/rhapsody_dask/src",
     "rhapsody_dragon": "plugins/rhapsody_dragon/src",
     "rhapsody_radical": "plugins/rhapsody_radical/src",
+    "rhapsody_telemetry": "plugins/rhapsody_telemetry/src",
 }
 
 
@@ -126,6 +134,7 @@ COMPONENTS = {
     "dask": _tests_dask,
     "dragon": _tests_dragon,
     "radical": _tests_radical,
+    "telemetry": _tests_telemetry,
 }
 
 

@@ -7,13 +7,13 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from rhapsody_telemetry import events
+
+import rhapsody.telemetry
 from rhapsody import Session
 from rhapsody.errors import SessionError
 from rhapsody.telemetry import events as core_events
 from rhapsody.telemetry.manager import TelemetryManager
-
-import rhapsody.telemetry
-from rhapsody_telemetry import events
 
 
 def test_core_names_are_the_plugins() -> None:
@@ -54,7 +54,7 @@ def test_define_event_makes_a_namespaced_event_class() -> None:
 @pytest.mark.parametrize("bad", [{"name": "Flat"}, {"name": "app.X", "task_id": str}, {"name": "app.X", "event_type": str}])
 def test_define_event_refuses_flat_names_and_core_fields(bad: dict[str, object]) -> None:
     name = bad.pop("name")
-    with pytest.raises(ValueError, match="namespaced|BaseEvent fields"):
+    with pytest.raises(ValueError, match=r"namespaced|BaseEvent fields"):
         events.define_event(name, **bad)  # type: ignore[arg-type]
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from radical.asyncflow import WorkflowEngine
+
 from rhapsody_concurrent.backend import ConcurrentExecutionBackend
 
 

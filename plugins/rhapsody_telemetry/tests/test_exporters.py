@@ -16,6 +16,7 @@ from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
 from rhapsody import ComputeTask, Session
 from rhapsody_concurrent.backend import ConcurrentExecutionBackend
 
@@ -34,7 +35,9 @@ def test_otlp_http_exporters_deliver_decodable_protobuf(work_dir: Path, otlp_rec
         telemetry = await session.start_telemetry(
             span_processors=[BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{otlp_receiver.url}/v1/traces", timeout=30))],
             metric_readers=[
-                PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=f"{otlp_receiver.url}/v1/metrics", timeout=30), export_interval_millis=3_600_000)
+                PeriodicExportingMetricReader(
+                    OTLPMetricExporter(endpoint=f"{otlp_receiver.url}/v1/metrics", timeout=30), export_interval_millis=3_600_000
+                )
             ],
             resource=Resource.create({"service.name": "telemetry-test"}),
         )
@@ -62,11 +65,7 @@ def test_otlp_http_exporters_deliver_decodable_protobuf(work_dir: Path, otlp_rec
     assert resource["service.name"] == "telemetry-test"
 
     metrics = {
-        m.name: m
-        for request in otlp_receiver.metrics
-        for rm in request.resource_metrics
-        for sm in rm.scope_metrics
-        for m in sm.metrics
+        m.name: m for request in otlp_receiver.metrics for rm in request.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
     }
     assert metrics["tasks_completed"].sum.data_points[0].as_int == 4
     assert metrics["tasks_failed"].sum.data_points[0].as_int == 1

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from opentelemetry.trace import StatusCode
+
 from rhapsody import ComputeTask, Session
 from rhapsody.telemetry import TelemetryReader, TelemetrySubscriber
 from rhapsody.telemetry.manager import TelemetryManager

@@ -54,4 +54,4 @@ def start_progress(session: Any) -> Any:
 def report_command(checkpoint: str, output: str | None) -> int:
     from rhapsody_telemetry.report.command import run  # noqa: PLC0415 - only `rhapsody report` needs it
 
-    return run(checkpoint, output)
+    return int(run(checkpoint, output))

@@ -149,7 +149,7 @@ def define_event(name: str, **fields: Any) -> type[BaseEvent]:
         kind, default = spec if isinstance(spec, tuple) else (spec, _ZERO.get(spec))
         own[field_name] = attrs.field(default=default, type=kind)
     cls = attrs.make_class(name.rsplit(".", 1)[-1], own, bases=(BaseEvent,), frozen=True)
-    cls.event_type = name  # type: ignore[misc]
+    cls.event_type = name  # type: ignore[attr-defined,misc]
     cls.__qualname__ = name
     return cls
 

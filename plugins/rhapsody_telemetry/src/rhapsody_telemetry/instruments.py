@@ -48,7 +48,10 @@ class Instruments:
             "task_duration_seconds", unit="s", description="Run time of ended tasks", explicit_bucket_boundaries_advisory=SECONDS_BUCKETS
         )
         self.queue_wait = meter.create_histogram(
-            "task_queue_wait_seconds", unit="s", description="Time from submission to start", explicit_bucket_boundaries_advisory=SECONDS_BUCKETS
+            "task_queue_wait_seconds",
+            unit="s",
+            description="Time from submission to start",
+            explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
         )
         self._labels: dict[str, dict[str, str]] = {}
 

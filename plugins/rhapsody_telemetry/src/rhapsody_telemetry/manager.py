@@ -229,7 +229,7 @@ class TelemetryManager:
         its own task events, like radical.asyncflow, attaches only this.)"""
         if id(backend) in self._pollers or not hasattr(backend, "sample_resources"):
             return
-        name = backend_name or getattr(backend, "name", type(backend).__name__)
+        name = str(backend_name or getattr(backend, "name", None) or type(backend).__name__)
         poller = ResourcePoller(backend, name, session_id or self._session_id, interval, self.emit)
         self._pollers[id(backend)] = poller
         if self._running:

@@ -49,11 +49,11 @@ class TaskSpanMaker:
     def __init__(self, processors: Sequence[SpanProcessor], resource: Any, session_span: Any) -> None:
         self.processors = list(processors)
         self.resource = resource
-        self.root = session_span.get_span_context()
+        self.root: SpanContext = session_span.get_span_context()
 
     def parent_of(self, otel_context: Any) -> SpanContext:
         if otel_context is not None:
-            parent = trace.get_current_span(otel_context).get_span_context()
+            parent: SpanContext = trace.get_current_span(otel_context).get_span_context()
             if parent.is_valid:
                 return parent
         return self.root

@@ -83,7 +83,7 @@ def span_attributes(session_id: str, backend: str, task: Any, state: str, times:
 def transition_event(session_id: str, backend: str, task: Any, state: str, emit_time: float) -> BaseEvent:
     """The event of one hook-observed transition, dated when it happened."""
     cls = EVENT_OF[state]
-    attributes = {"executable": executable(task), "task_type": task_type(task)}
+    attributes: dict[str, Any] = {"executable": executable(task), "task_type": task_type(task)}
     fields: dict[str, Any] = {}
     if state in STATUS:
         times = times_of(task, state)

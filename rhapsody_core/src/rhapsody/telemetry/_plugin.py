@@ -27,7 +27,7 @@ def plugin() -> ModuleType:
         )
     entry_point = next(iter(found))
     try:
-        module = entry_point.load()
+        module: ModuleType = entry_point.load()
     except ImportError as exc:
         raise ModuleNotFoundError(
             f"the RHAPSODY telemetry plugin ({entry_point.value}) is installed but does not import: "
