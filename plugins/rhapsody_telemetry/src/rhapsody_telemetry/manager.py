@@ -163,13 +163,7 @@ class TelemetryManager:
         checkpoint, release the providers. Idempotent; readings stay available."""
         if not self._running:
             return
-        now = time.time()
-        self.emit(
-            make_event(
-                SessionEnded, session_id=self._session_id, backend="rhapsody", event_time=now, duration_seconds=now - self._started_at
-            )
-        )
-        self._running, self._stopped, self._ended_at = False, True, now
+        # Nothing more comes in (no transitions, no samples), then SessionEnded is the last event.
         if get_plugin_manager().get_plugin(self._tap_name) is not None:
             get_plugin_manager().unregister(name=self._tap_name)
         for poller in self._pollers.values():
@@ -182,6 +176,13 @@ class TelemetryManager:
         self._pump_task.cancel()
         await asyncio.gather(self._pump_task, return_exceptions=True)
         self._drain()
+        now = time.time()
+        ended = make_event(
+            SessionEnded, session_id=self._session_id, backend="rhapsody", event_time=now, duration_seconds=now - self._started_at
+        )
+        self.emit(ended)
+        self._drain()
+        self._running, self._stopped, self._ended_at = False, True, now
         self._session_span.end(end_time=_ns(now))
         if self._callbacks:
             await asyncio.wait(self._callbacks, timeout=STOP_TIMEOUT)
