@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rhapsody import ComputeTask, Session
-from rhapsody_concurrent.backend import ConcurrentExecutionBackend
-
 from rhapsody_telemetry.checkpoint import read_checkpoint
 from rhapsody_telemetry.report.command import write_report
+
+from rhapsody import ComputeTask, Session
+from rhapsody_concurrent.backend import ConcurrentExecutionBackend
 
 
 def fails() -> None:
