@@ -16,7 +16,6 @@ body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:960px}
 h1{font-size:20px}h2{font-size:16px;margin-top:28px}
 table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
-.axis{stroke:#444}.grid{stroke:#eee}.tick{font-size:10px;fill:#444}.label{font-size:11px;fill:#222}
 .note{color:#666;font-size:12px}
 """
 
