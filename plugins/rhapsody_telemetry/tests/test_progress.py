@@ -27,7 +27,9 @@ async def _work(session: Session, n: int = 8, seconds: float = 0.05) -> None:
     await session.wait_tasks(tasks, timeout=120)
 
 
-def test_progress_true_writes_log_lines_when_not_on_a_terminal(work_dir: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_progress_true_writes_log_lines_when_not_on_a_terminal(
+    work_dir: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("RHAPSODY_PROGRESS_INTERVAL", "0.1")
 
     async def go() -> None:
@@ -41,7 +43,9 @@ def test_progress_true_writes_log_lines_when_not_on_a_terminal(work_dir: Path, c
     err = capfd.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("rhapsody progress ")]
     assert len(lines) >= 2  # at least one periodic line and the last one
-    assert lines[-1].endswith("local: 8/8 ended (8 done, 0 failed, 0 canceled), 0 running, 0 queued | " + lines[-1].split("| ")[1] + "| ETA 0 s")
+    assert lines[-1].endswith(
+        "local: 8/8 ended (8 done, 0 failed, 0 canceled), 0 running, 0 queued | " + lines[-1].split("| ")[1] + "| ETA 0 s"
+    )
     assert "\x1b[" not in err
 
 
@@ -51,7 +55,10 @@ def test_progress_on_a_terminal_updates_in_place(work_dir: Path) -> None:
     try:
 
         async def go() -> None:
-            session = Session(backends=[await ConcurrentExecutionBackend(name="a", cores=1), await ConcurrentExecutionBackend(name="b", cores=1)], work_dir=work_dir)
+            session = Session(
+                backends=[await ConcurrentExecutionBackend(name="a", cores=1), await ConcurrentExecutionBackend(name="b", cores=1)],
+                work_dir=work_dir,
+            )
             progress = Progress.for_session(session, stream=stream, interval=0.05)
             assert progress.tty
             tasks = [ComputeTask(function=time.sleep, args=(0.05,), backend=name) for name in ("a", "b") * 4]
@@ -71,7 +78,9 @@ def test_progress_on_a_terminal_updates_in_place(work_dir: Path) -> None:
     assert "a: 4/4 ended (4 done" in last and "b: 4/4 ended (4 done" in last
 
 
-def test_progress_from_the_environment_and_off_by_default(work_dir: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
+def test_progress_from_the_environment_and_off_by_default(
+    work_dir: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
     async def go(expected: int) -> None:
         session = Session(backends=["concurrent"], work_dir=work_dir)
         assert len(_progress_plugins()) == expected

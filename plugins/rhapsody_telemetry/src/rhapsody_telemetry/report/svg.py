@@ -58,9 +58,17 @@ class Frame:
         return "".join(parts)
 
 
+#: in every chart, so that one saved on its own looks the same as in the page
+CHART_STYLE = (
+    "<style>.axis{stroke:#444}.grid{stroke:#eee}.tick{font:10px sans-serif;fill:#444}"
+    ".label{font:11px sans-serif;fill:#222}</style><rect width='100%' height='100%' fill='white'/>"
+)
+
+
 def document(body: str, height: int = HEIGHT) -> str:
     return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" height="{height}" role="img">{body}</svg>'
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" height="{height}" role="img">'
+        f"{CHART_STYLE}{body}</svg>"
     )
 
 
