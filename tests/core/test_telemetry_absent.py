@@ -35,12 +35,12 @@ def test_upstream_import_paths_name_the_distribution(module: str) -> None:
 
 
 def test_package_imports_and_its_names_say_what_to_install() -> None:
-    import rhapsody.telemetry  # noqa: PLC0415
+    import rhapsody.telemetry
 
     with pytest.raises(ModuleNotFoundError, match=HINT):
         rhapsody.telemetry.TelemetryManager  # noqa: B018
     with pytest.raises(ImportError, match=HINT):
-        from rhapsody.telemetry import TaskStarted  # noqa: F401, PLC0415
+        from rhapsody.telemetry import TaskStarted  # noqa: F401
 
 
 def test_session_methods_name_the_distribution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -61,5 +61,7 @@ def test_session_methods_name_the_distribution(tmp_path: Path, monkeypatch: pyte
 
 
 def test_report_command_names_the_distribution(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "rhapsody", "report", str(tmp_path / "x.jsonl")], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "rhapsody", "report", str(tmp_path / "x.jsonl")], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 2 and HINT in done.stderr

@@ -10,11 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
+from rhapsody_telemetry.progress import Progress
+
 from rhapsody import ComputeTask, Session
 from rhapsody.registry import get_plugin_manager
 from rhapsody_concurrent.backend import ConcurrentExecutionBackend
-
-from rhapsody_telemetry.progress import Progress
 
 
 def _progress_plugins() -> list[str]:
