@@ -29,7 +29,6 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from rhapsody.log import get_logger
 from rhapsody.registry import get_plugin_manager
@@ -94,6 +93,7 @@ class TelemetryManager:
         self._tap.capture_context = _active_context
         self._tap_name = f"rhapsody-telemetry:{session_id}:{id(self):x}"
         self._emitted: list[tuple[BaseEvent, Any]] = []
+        self._times: list[tuple[str, float | None, float | None]] = []  # of tasks ended since the last drain
         self._flights: dict[str, taskinfo.Flight] = {}
         self._subscribers: list[Callable[[BaseEvent], Any]] = []
         self._enrichers: list[Callable[[BaseEvent], dict[str, Any]]] = []
@@ -132,7 +132,7 @@ class TelemetryManager:
         self._started_at = time.time()
         resource = self._resource or Resource.create({"service.name": "rhapsody", "session_id": self._session_id})
         self._recent = RecentSpans(self._max_spans)
-        processors: list[Any] = [SimpleSpanProcessor(self._recent)]
+        processors: list[Any] = [self._recent]
         if self._checkpoint_dir is not None:
             self._checkpoint = CheckpointWriter(checkpoint_file(self._checkpoint_dir, self._session_id, self._started_at))
             self._checkpoint.write("session", {"session_id": self._session_id, "started": self._started_at, "format": 1})
@@ -305,6 +305,12 @@ class TelemetryManager:
                 _log.error("telemetry.pump_failed", session=self._session_id, error=f"{type(exc).__name__}: {exc}")
 
     def _drain(self) -> None:
+        self._drain_queues()
+        if self._times:
+            self._instruments.queue_times(self._times)
+            self._times = []
+
+    def _drain_queues(self) -> None:
         # emitted events first: SessionStarted precedes the first transitions
         if self._emitted:
             emitted, self._emitted = self._emitted, []
@@ -314,12 +320,10 @@ class TelemetryManager:
             batch, self._tap.queue = self._tap.queue, []
             self._take_transitions(batch)
 
-    def _wants_events(self) -> bool:
-        return bool(self._subscribers or self._checkpoint is not None or self._enrichers)
-
     def _take_transitions(self, batch: list[tuple[Any, Any, Any, Any]]) -> None:
         ledger, sid, now = self._ledger, self._session_id, time.time()
-        want_events = self._wants_events()
+        want_objects = bool(self._subscribers or self._enrichers)
+        checkpoint = self._checkpoint
         for backend, task, old, new in batch:
             name = backend.name
             counts = ledger.of(name)
@@ -333,11 +337,17 @@ class TelemetryManager:
                 if old._value_ == "RUNNING":
                     counts.running -= 1
                 setattr(counts, ENDED_AS[state], getattr(counts, ENDED_AS[state]) + 1)
-            event = taskinfo.transition_event(sid, name, task, state, now) if want_events else None
+            event = None
+            if want_objects or checkpoint is not None:
+                cls, fields = taskinfo.transition_fields(sid, name, task, state, now)
+                if checkpoint is not None:
+                    checkpoint.write("event", {"event_type": cls.event_type, "node_id": None, **fields})
+                if want_objects:
+                    event = cls(**fields)
             if state in ENDED_AS:
                 self._task_ended(name, task, state, event)
             if event is not None:
-                self._deliver(event)
+                self._deliver(event, to_checkpoint=False)
 
     def _task_ended(self, backend: str, task: Any, state: str, event: BaseEvent | None) -> None:
         times = taskinfo.times_of(task, state)
@@ -350,13 +360,11 @@ class TelemetryManager:
         self._spans.emit(attributes, _ns(times.submitted), _ns(times.ended), failed, context)
 
     def _record_times(self, backend: str, run: float | None, wait: float | None) -> None:
-        labels = self._instruments.labels(backend)
         if run is not None:
             self._ledger.run_time.add(run)
-            self._instruments.run_time.record(run, labels)
         if wait is not None:
             self._ledger.queue_wait.add(wait)
-            self._instruments.queue_wait.record(wait, labels)
+        self._times.append((backend, run, wait))
 
     def _enrich(self, event: BaseEvent) -> dict[str, Any]:
         extra: dict[str, Any] = {}
@@ -421,8 +429,8 @@ class TelemetryManager:
         self._record_times(attributes["backend"], run, wait)
         self._spans.emit(attributes, _ns(flight.first), _ns(event.event_time), failed, flight.context)
 
-    def _deliver(self, event: BaseEvent) -> None:
-        if self._checkpoint is not None:
+    def _deliver(self, event: BaseEvent, to_checkpoint: bool = True) -> None:
+        if to_checkpoint and self._checkpoint is not None:
             self._checkpoint.write("event", event.as_dict())
         for callback in self._subscribers:
             try:

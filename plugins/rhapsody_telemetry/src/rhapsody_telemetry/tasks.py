@@ -80,11 +80,19 @@ def span_attributes(session_id: str, backend: str, task: Any, state: str, times:
     return attributes
 
 
-def transition_event(session_id: str, backend: str, task: Any, state: str, emit_time: float) -> BaseEvent:
-    """The event of one hook-observed transition, dated when it happened."""
-    cls = EVENT_OF[state]
+def transition_fields(session_id: str, backend: str, task: Any, state: str, emit_time: float) -> tuple[type[BaseEvent], dict[str, Any]]:
+    """The event class and fields of one hook-observed transition, dated when
+    it happened (the checkpoint writes the fields without building the event)."""
     attributes: dict[str, Any] = {"executable": executable(task), "task_type": task_type(task)}
-    fields: dict[str, Any] = {}
+    fields: dict[str, Any] = {
+        "event_id": new_event_id(),
+        "event_time": task.timestamps.get(state, emit_time),
+        "emit_time": emit_time,
+        "session_id": session_id,
+        "backend": backend,
+        "task_id": task.uid,
+        "attributes": attributes,
+    }
     if state in STATUS:
         times = times_of(task, state)
         fields["duration_seconds"] = times.run
@@ -94,16 +102,7 @@ def transition_event(session_id: str, backend: str, task: Any, state: str, emit_
             fields["error_type"] = attributes["error_type"] = type(task.exception).__name__ if task.exception is not None else "unknown"
         if task.exit_code is not None:
             attributes["exit_code"] = task.exit_code
-    return cls(
-        event_id=new_event_id(),
-        event_time=task.timestamps.get(state, emit_time),
-        emit_time=emit_time,
-        session_id=session_id,
-        backend=backend,
-        task_id=task.uid,
-        attributes=attributes,
-        **fields,
-    )
+    return EVENT_OF[state], fields
 
 
 @attrs.define
