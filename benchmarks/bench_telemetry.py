@@ -38,7 +38,9 @@ async def timed_run(make_backend: Callable[[], Awaitable[Any]], variant: str, ma
     session = Session(backends=[await make_backend()], work_dir=scratch)
     try:
         if variant != "off":
-            await session.start_telemetry(checkpoint_path=f"{scratch}/ckpt" if variant == "telemetry+ckpt" else None, checkpoint_interval=5.0)
+            await session.start_telemetry(
+                checkpoint_path=f"{scratch}/ckpt" if variant == "telemetry+ckpt" else None, checkpoint_interval=5.0
+            )
         await session.start()
         tasks = make_tasks()
         gc.collect()
@@ -73,7 +75,10 @@ async def long_run(n: int, scratch: str) -> Elapsed:
             telemetry.task_count()  # turns what is queued into telemetry now
             rss.append(round(rss_mb(), 1))
         seconds = time.perf_counter() - t0
-        return Elapsed(seconds, {"rss_mb_per_batch": rss, "spans_kept": len(telemetry.read_traces()), "tasks_counted": telemetry.task_count()["completed"]})
+        return Elapsed(
+            seconds,
+            {"rss_mb_per_batch": rss, "spans_kept": len(telemetry.read_traces()), "tasks_counted": telemetry.task_count()["completed"]},
+        )
     finally:
         await session.close()
 
@@ -96,12 +101,17 @@ async def main() -> None:
                 tasks = lambda: [ComputeTask(function=noop) for _ in range(args.n_concurrent_noop)]  # noqa: E731
                 await rec.ab("concurrent_noop", args.n_concurrent_noop, _variants(make, tasks, scratch))
             if rec.wanted("dask_noop") or rec.wanted("dask_true"):
-                cluster = await LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0", asynchronous=True)
+                cluster = await LocalCluster(
+                    n_workers=2, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0", asynchronous=True
+                )
 
                 async def make_dask() -> Any:
                     return await DaskExecutionBackend(cluster=cluster)
 
-                for workload, task in (("dask_noop", lambda: ComputeTask(function=noop)), ("dask_true", lambda: ComputeTask(executable="/bin/true"))):
+                for workload, task in (
+                    ("dask_noop", lambda: ComputeTask(function=noop)),
+                    ("dask_true", lambda: ComputeTask(executable="/bin/true")),
+                ):
                     n = getattr(args, f"n_{workload}")
                     if rec.wanted(workload):
                         await rec.ab(workload, n, _variants(make_dask, lambda n=n, task=task: [task() for _ in range(n)], scratch))
@@ -114,7 +124,9 @@ async def main() -> None:
     _ratios(rec)
 
 
-def _variants(make: Callable[[], Awaitable[Any]], tasks: Callable[[], list[Any]], scratch: str) -> dict[str, Callable[[int], Awaitable[Any]]]:
+def _variants(
+    make: Callable[[], Awaitable[Any]], tasks: Callable[[], list[Any]], scratch: str
+) -> dict[str, Callable[[int], Awaitable[Any]]]:
     return {v: (lambda n, v=v: timed_run(make, v, tasks, scratch)) for v in VARIANTS}
 
 

@@ -42,7 +42,9 @@ async def main(out: Path) -> Path:
     dask = await DaskExecutionBackend(resources={"n_workers": 2, "threads_per_worker": 1}, name="dask")
     async with Session(backends=[local, dask], work_dir=out / "work", progress=True) as session:
         telemetry = await session.start_telemetry(checkpoint_path=out, checkpoint_interval=1.0, resource_poll_interval=0.5)
-        tasks = [ComputeTask(function=simulate, args=(random.uniform(0.05, 0.5),), backend=random.choice(["local", "dask"])) for _ in range(70)]
+        tasks = [
+            ComputeTask(function=simulate, args=(random.uniform(0.05, 0.5),), backend=random.choice(["local", "dask"])) for _ in range(70)
+        ]
         tasks += [ComputeTask(executable="/bin/sleep", arguments=["0.2"], backend="local") for _ in range(6)]
         tasks += [ComputeTask(function=unstable, args=(i,), backend="dask") for i in range(2)]
         tasks += [ComputeTask(executable="/bin/sh", arguments=["-c", "exit 2"], backend="local")]

@@ -10,6 +10,7 @@ from rhapsody_concurrent.backend import ConcurrentExecutionBackend
 
 
 class TestThreadPoolConformance(BackendConformance):
+    samples_resources = True
     concurrency = 2
 
     def make_backend(self) -> ConcurrentExecutionBackend:
@@ -17,6 +18,7 @@ class TestThreadPoolConformance(BackendConformance):
 
 
 class TestProcessPoolConformance(BackendConformance):
+    samples_resources = True
     concurrency = 2
     burst_size = 300
 

@@ -8,6 +8,7 @@ from rhapsody_dask.backend import DaskExecutionBackend
 
 
 class TestDaskLocalClusterConformance(BackendConformance):
+    samples_resources = True
     concurrency = 2
     burst_size = 1000
 
