@@ -23,7 +23,7 @@ _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _OK = Status(StatusCode.UNSET)
 
 
-class RecentSpans(SpanProcessor):
+class RecentSpans(SpanProcessor):  # type: ignore[misc]  # the SDK is untyped where mypy runs without it
     """The last ``limit`` finished spans, for ``read_traces()``: a long run's
     older spans went to the exporters and the checkpoint, not to memory.
     (A processor, not an exporter behind SimpleSpanProcessor: that one sets
@@ -98,7 +98,7 @@ def span_record(span: ReadableSpan) -> dict[str, Any]:
     }
 
 
-class SpansToCheckpoint(SpanProcessor):
+class SpansToCheckpoint(SpanProcessor):  # type: ignore[misc]
     """Writes every finished span into the checkpoint, once."""
 
     def __init__(self, write: Any) -> None:
