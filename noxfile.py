@@ -103,7 +103,7 @@ def _tests_telemetry(session: nox.Session) -> None:
     # the plugin on the OTel SDK, with the real exporters its tests send to, against two real engines
     telemetry = f"{_plugin('telemetry')}[testing]"
     session.install(CORE, _plugin("concurrent"), _plugin("dask"), telemetry, *TEST_TOOLS)
-    _pytest(session, "plugins/rhapsody_telemetry/tests")
+    _pytest(session, "plugins/rhapsody_telemetry/tests", "tests/benchmarks/test_bench_telemetry.py")
 
 
 TYPED_SOURCES = {
