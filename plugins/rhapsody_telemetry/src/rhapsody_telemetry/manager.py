@@ -132,21 +132,22 @@ class TelemetryManager:
         self._started_at = time.time()
         resource = self._resource or Resource.create({"service.name": "rhapsody", "session_id": self._session_id})
         self._recent = RecentSpans(self._max_spans)
-        processors: list[Any] = [self._recent]
-        if self._checkpoint_dir is not None:
-            self._checkpoint = CheckpointWriter(checkpoint_file(self._checkpoint_dir, self._session_id, self._started_at))
-            self._checkpoint.write("session", {"session_id": self._session_id, "started": self._started_at, "format": 1})
-            processors.append(SpansToCheckpoint(self._checkpoint.write))
-        processors.extend(self._extra_processors)
+        processors: list[Any] = [self._recent, *self._extra_processors]
         self._tracer_provider = TracerProvider(resource=resource)
         for processor in processors:
             self._tracer_provider.add_span_processor(processor)
+        if self._checkpoint_dir is not None:
+            self._checkpoint = CheckpointWriter(checkpoint_file(self._checkpoint_dir, self._session_id, self._started_at))
+            self._checkpoint.write("session", {"session_id": self._session_id, "started": self._started_at, "format": 1})
+            # session and workflow spans; task spans write their line themselves (TaskSpanMaker)
+            self._tracer_provider.add_span_processor(SpansToCheckpoint(self._checkpoint.write))
         self._metric_reader = InMemoryMetricReader()
         self._meter_provider = MeterProvider(metric_readers=[self._metric_reader, *self._extra_readers], resource=resource)
         self._instruments = Instruments(self._meter_provider.get_meter("rhapsody"), self._ledger, self._session_id)
         self._tracer = self._tracer_provider.get_tracer("rhapsody")
         self._session_span = self._tracer.start_span("session", attributes={"session_id": self._session_id, "backend": "rhapsody"})
-        self._spans = TaskSpanMaker(processors, resource, self._session_span)
+        record = self._checkpoint.write if self._checkpoint is not None else None
+        self._spans = TaskSpanMaker(processors, resource, self._session_span, record)
         self._running = True
         self._pump_task = loop.create_task(self._pump(), name=f"rhapsody-telemetry-{self._session_id}")
         if self._tap.watched:
