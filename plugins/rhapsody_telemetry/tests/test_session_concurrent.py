@@ -184,3 +184,24 @@ def test_a_backend_without_a_sampler_is_not_an_error(work_dir: Path) -> None:
 
     summary = asyncio.run(go())
     assert summary["tasks"]["completed"] == 3 and summary["resources"] == {}
+
+
+def test_started_while_tasks_run_counts_no_negative_running(work_dir: Path) -> None:
+    async def go() -> dict[str, int]:
+        session = Session(backends=[await ConcurrentExecutionBackend(name="local", cores=2)], work_dir=work_dir)
+        early = [ComputeTask(function=time.sleep, args=(0.3,)) for _ in range(2)]
+        await session.submit_tasks(early)
+        deadline = time.monotonic() + 60
+        while any(t.state.value != "RUNNING" for t in early):
+            assert time.monotonic() < deadline, "concurrent: tasks did not start within 60 s"
+            await asyncio.sleep(0.01)
+        telemetry = await session.start_telemetry()
+        late = [ComputeTask(function=int) for _ in range(3)]
+        await session.submit_tasks(late)
+        await session.wait_tasks(early + late, timeout=120)
+        counts = telemetry.task_count()
+        await session.close()
+        return counts
+
+    counts = asyncio.run(go())
+    assert counts == {"submitted": 3, "started": 3, "completed": 5, "failed": 0, "canceled": 0, "running": 0}

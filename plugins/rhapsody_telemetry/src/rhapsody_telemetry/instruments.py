@@ -43,6 +43,9 @@ MAX_QUEUED_TIMES = 100_000
 class Instruments:
     def __init__(self, meter: Any, ledger: Ledger, session_id: str) -> None:
         self.ledger, self.session_id = ledger, session_id
+        self._labels: dict[str, dict[str, str]] = {}
+        self._times: list[tuple[str, float | None, float | None]] = []
+        self._times_lock = threading.Lock()  # readers collect from their own threads
         for name, (field, description) in COUNTERS.items():
             meter.create_observable_counter(name, [self._counts(field)], unit="{task}", description=description)
         meter.create_observable_up_down_counter("tasks_running", [self._counts("running")], unit="{task}", description="Tasks running now")
@@ -57,9 +60,6 @@ class Instruments:
             description="Time from submission to start",
             explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
         )
-        self._labels: dict[str, dict[str, str]] = {}
-        self._times: list[tuple[str, float | None, float | None]] = []
-        self._times_lock = threading.Lock()  # readers collect from their own threads
 
     def labels(self, backend: str) -> dict[str, str]:
         labels = self._labels.get(backend)

@@ -335,7 +335,8 @@ class TelemetryManager:
                 counts.started += 1
                 counts.running += 1
             else:
-                if old._value_ == "RUNNING":
+                # a task already running when telemetry started was never counted as running
+                if old._value_ == "RUNNING" and task.timestamps.get("RUNNING", 0.0) >= self._started_at:
                     counts.running -= 1
                 setattr(counts, ENDED_AS[state], getattr(counts, ENDED_AS[state]) + 1)
             event = None

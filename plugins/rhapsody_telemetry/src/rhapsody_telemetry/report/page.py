@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import heapq
+from collections.abc import Callable
 from html import escape
 
 from rhapsody_telemetry.report import svg
@@ -77,10 +78,10 @@ def _seconds(value: float) -> str:
     return "-" if value != value else f"{value:.3g} s"  # NaN: no task of that kind
 
 
-def _by_backend(run: Run, measure: object) -> dict[str, list[float]]:
+def _by_backend(run: Run, measure: Callable[[TaskRow], float | None]) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {}
     for task in run.tasks:
-        value = measure(task)  # type: ignore[operator]
+        value = measure(task)
         if value is not None:
             out.setdefault(task.backend, []).append(max(float(value), 0.0))
     return out
