@@ -174,7 +174,7 @@ def bench(session: nox.Session) -> None:
     its own (Dragon's under the ``dragon`` launcher) and merges the results.
     Options after ``--`` go to it, e.g. ``nox -s bench -- --quick --engines dask``.
     """
-    session.install(CORE, *(_plugin(name) for name in ("concurrent", "dask", "dragon", "radical")), "matplotlib")
+    session.install(CORE, *(_plugin(name) for name in ("concurrent", "dask", "dragon", "radical", "telemetry")), "matplotlib")
     bin_dir = str(Path(session.bin))
     env = {
         "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",  # RP and the dragon launcher need the venv's bin/ first
