@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from rhapsody.engine import EngineContext, TaskHandle, core_count
+from rhapsody.engine.sampling import LocalNodeSampler
 from rhapsody.errors import BackendError, ResourceError
 from rhapsody.execution.backend import Backend
-from rhapsody.resources import Capacity
+from rhapsody.resources import Capacity, NodeSample
 from rhapsody_dragon import functions
 from rhapsody_dragon.batch_tasks import BatchEntry
 from rhapsody_dragon.runtime import RuntimeLease, engine_error, scrub
@@ -62,10 +63,18 @@ class BatchEngine:
         self._halt = threading.Event()
         self._threads: list[threading.Thread] = []
         self._lease = RuntimeLease()
+        self._sampler: LocalNodeSampler | None = None
 
     def capacity(self) -> Capacity:
         # A Batch job of more ranks than one node's workers waits forever on one node.
         return Capacity(cores_per_rank=core_count(), ranks=self.num_workers, gpus=0, gpus_per_rank=0)
+
+    async def sample_resources(self) -> list[NodeSample]:
+        """The node this process runs on. On a multi-node runtime the other
+        nodes are not sampled (yet): telemetry shows the head node only."""
+        if self._sampler is None:
+            self._sampler = LocalNodeSampler()
+        return self._sampler.sample()
 
     # ------------------------------------------------------------------ engine
     async def start(self, context: EngineContext) -> None:

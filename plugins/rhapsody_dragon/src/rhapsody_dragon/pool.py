@@ -25,9 +25,10 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from rhapsody.engine import EngineContext, TaskHandle, core_count
+from rhapsody.engine.sampling import LocalNodeSampler
 from rhapsody.errors import BackendError
 from rhapsody.execution.backend import Backend
-from rhapsody.resources import Capacity
+from rhapsody.resources import Capacity, NodeSample
 from rhapsody_dragon import functions, pool_worker
 from rhapsody_dragon.runtime import RuntimeLease
 
@@ -64,10 +65,18 @@ class PoolEngine:
         self._verdicts: dict[str, str] = {}
         self._verdict_cv = threading.Condition(self._lock)
         self._lease = RuntimeLease()
+        self._sampler: LocalNodeSampler | None = None
 
     def capacity(self) -> Capacity:
         # one process per task, on one node
         return Capacity(cores=core_count(), cores_per_rank=core_count(), ranks=1, gpus=0, gpus_per_rank=0)
+
+    async def sample_resources(self) -> list[NodeSample]:
+        """The node this process runs on. On a multi-node runtime the other
+        nodes are not sampled (yet): telemetry shows the head node only."""
+        if self._sampler is None:
+            self._sampler = LocalNodeSampler()
+        return self._sampler.sample()
 
     # ------------------------------------------------------------------ engine
     async def start(self, context: EngineContext) -> None:
