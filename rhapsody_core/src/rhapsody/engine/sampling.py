@@ -11,6 +11,8 @@ from __future__ import annotations
 import socket
 from typing import Any
 
+import attrs
+
 from rhapsody.resources import NodeSample
 
 
@@ -44,7 +46,7 @@ class LocalNodeSampler:
         self._disk, self._net = disk, net
         gpus = _gpu_samples(self._nvml, self.node_id)
         if gpus:
-            node = NodeSample(**{**_fields(node), "gpu_percent": max(g.gpu_percent or 0.0 for g in gpus)})
+            node = attrs.evolve(node, gpu_percent=max(g.gpu_percent or 0.0 for g in gpus))  # the busiest GPU
         return [node, *gpus]
 
 
@@ -52,12 +54,6 @@ def _delta(now: Any, before: Any, field: str) -> float | None:
     if now is None or before is None:
         return None
     return float(getattr(now, field) - getattr(before, field))
-
-
-def _fields(sample: NodeSample) -> dict[str, Any]:
-    import attrs  # noqa: PLC0415
-
-    return attrs.asdict(sample)
 
 
 def _nvml() -> Any:
