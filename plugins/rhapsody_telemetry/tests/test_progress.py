@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -52,13 +53,25 @@ def test_progress_true_writes_log_lines_when_not_on_a_terminal(
 def test_progress_on_a_terminal_updates_in_place(work_dir: Path) -> None:
     master, slave = os.openpty()
     stream = os.fdopen(slave, "w", encoding="utf-8")
+    chunks: list[bytes] = []
+
+    def drain() -> None:  # a terminal's buffer is small: read as it is written, until the slave closes
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the slave side is closed
+                return
+            if not chunk:
+                return
+            chunks.append(chunk)
+
+    reader = threading.Thread(target=drain, name="pty-reader", daemon=True)
+    reader.start()
     try:
 
         async def go() -> None:
-            session = Session(
-                backends=[await ConcurrentExecutionBackend(name="a", cores=1), await ConcurrentExecutionBackend(name="b", cores=1)],
-                work_dir=work_dir,
-            )
+            backends = [await ConcurrentExecutionBackend(name=name, cores=1) for name in ("a", "b")]
+            session = Session(backends=backends, work_dir=work_dir)
             progress = Progress.for_session(session, stream=stream, interval=0.05)
             assert progress.tty
             tasks = [ComputeTask(function=time.sleep, args=(0.05,), backend=name) for name in ("a", "b") * 4]
@@ -68,11 +81,12 @@ def test_progress_on_a_terminal_updates_in_place(work_dir: Path) -> None:
             await session.close()
 
         asyncio.run(go())
-        stream.flush()
-        output = os.read(master, 1 << 20).decode()
     finally:
         stream.close()
+        reader.join(timeout=60)
         os.close(master)
+    assert not reader.is_alive(), "pty reader did not see the terminal close within 60 s"
+    output = b"".join(chunks).decode()
     assert "\x1b[2Fa" in output.replace("\x1b[2K", "")  # the cursor goes back up over the two backend lines
     last = output.rsplit("\x1b[2F", 1)[-1]
     assert "a: 4/4 ended (4 done" in last and "b: 4/4 ended (4 done" in last
