@@ -106,12 +106,20 @@ def _tests_radical(session: nox.Session) -> None:
     _pytest(session, "plugins/rhapsody_radical/tests", "tests/benchmarks/test_bench_radical.py")
 
 
+def _tests_telemetry(session: nox.Session) -> None:
+    # the plugin on the OTel SDK, with the real exporters its tests send to, against two real engines
+    telemetry = f"{_plugin('telemetry')}[testing]"
+    session.install(CORE, _plugin("concurrent"), _plugin("dask"), telemetry, *TEST_TOOLS)
+    _pytest(session, "plugins/rhapsody_telemetry/tests", "tests/benchmarks/test_bench_telemetry.py")
+
+
 TYPED_SOURCES = {
     "rhapsody": "rhapsody_core/src",
     "rhapsody_concurrent": "plugins/rhapsody_concurrent/src",
     "rhapsody_dask": "plugins/rhapsody_dask/src",
     "rhapsody_dragon": "plugins/rhapsody_dragon/src",
     "rhapsody_radical": "plugins/rhapsody_radical/src",
+    "rhapsody_telemetry": "plugins/rhapsody_telemetry/src",
 }
 
 
@@ -133,6 +141,7 @@ COMPONENTS = {
     "dask": _tests_dask,
     "dragon": _tests_dragon,
     "radical": _tests_radical,
+    "telemetry": _tests_telemetry,
 }
 
 
@@ -172,7 +181,7 @@ def bench(session: nox.Session) -> None:
     its own (Dragon's under the ``dragon`` launcher) and merges the results.
     Options after ``--`` go to it, e.g. ``nox -s bench -- --quick --engines dask``.
     """
-    session.install(CORE, *(_plugin(name) for name in ("concurrent", "dask", "dragon", "radical")), "matplotlib")
+    session.install(CORE, *(_plugin(name) for name in ("concurrent", "dask", "dragon", "radical", "telemetry")), "matplotlib")
     bin_dir = str(Path(session.bin))
     env = {
         "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",  # RP and the dragon launcher need the venv's bin/ first

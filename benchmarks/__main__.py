@@ -1,7 +1,7 @@
 """Run every engine's side-by-side benchmark that this environment can run,
 then write one JSON file, one table and one PNG chart.
 
-    python -m benchmarks [--quick] [--engines concurrent,dask,dragon,radical] [--out DIR]
+    python -m benchmarks [--quick] [--engines concurrent,dask,dragon,radical,telemetry] [--out DIR]
 
 Each engine runs in a child process of its own (Dragon's under the ``dragon``
 launcher), so one engine's runtime never disturbs another's figures.
@@ -29,6 +29,7 @@ ENGINES = {  # engine -> plugin package that must be importable
     "dask": "rhapsody_dask",
     "dragon": "rhapsody_dragon",
     "radical": "rhapsody_radical",
+    "telemetry": "rhapsody_telemetry",  # telemetry off vs on (concurrent and Dask), bench_telemetry.py
 }
 
 

@@ -10,6 +10,7 @@ from rhapsody_concurrent.backend import ConcurrentExecutionBackend
 
 
 class TestThreadPoolConformance(BackendConformance):
+    samples_resources = True
     concurrency = 2
 
     def make_backend(self) -> ConcurrentExecutionBackend:
@@ -17,6 +18,7 @@ class TestThreadPoolConformance(BackendConformance):
 
 
 class TestProcessPoolConformance(BackendConformance, WorkerLossChecks):
+    samples_resources = True
     concurrency = 2
     burst_size = 300
     absorbed_deaths = 1  # a broken pool's tasks are rerun alone once, to find which one broke it

@@ -1,4 +1,5 @@
-"""``rhapsody`` command line: ``rhapsody backends``, ``rhapsody journal run.db``, ``rhapsody --version``."""
+"""``rhapsody`` command line: ``rhapsody backends``, ``rhapsody journal run.db``,
+``rhapsody report FILE``, ``rhapsody --version``."""
 
 from __future__ import annotations
 
@@ -60,6 +61,18 @@ def _journal(path: str, as_json: bool, failures: int) -> int:
     return 0
 
 
+def _report(checkpoint: str, output: str | None) -> int:
+    """The HTML report of a telemetry checkpoint, made by the rhapsody-telemetry plugin."""
+    from rhapsody.telemetry._plugin import plugin  # noqa: PLC0415 - only this command needs it
+
+    try:
+        api = plugin()
+    except ModuleNotFoundError as exc:
+        print(f"rhapsody report: {exc}", file=sys.stderr)
+        return 2
+    return int(api.report_command(checkpoint, output))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rhapsody", description="RHAPSODY: one async API for HPC and AI tasks on many engines")
     parser.add_argument("--version", action="version", version=f"rhapsody-core {__version__}")
@@ -71,11 +84,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     journal.add_argument("path", help="the journal file (Session(journal=...))")
     journal.add_argument("--json", action="store_true", help="machine-readable output")
     journal.add_argument("--failures", type=int, default=20, help="how many failed tasks to list (default 20)")
+    report = sub.add_parser("report", help="an HTML report of a telemetry checkpoint (needs rhapsody-telemetry)")
+    report.add_argument("checkpoint", help="the .telemetry.jsonl file session.start_telemetry(checkpoint_path=...) wrote")
+    report.add_argument("-o", "--output", help="where to write the page (default: next to the checkpoint, .html)")
     args = parser.parse_args(argv)
     if args.command == "backends":
         return _backends(args.json, not args.no_check)
     if args.command == "journal":
         return _journal(args.path, args.json, args.failures)
+    if args.command == "report":
+        return _report(args.checkpoint, args.output)
     parser.print_help()
     return 2
 

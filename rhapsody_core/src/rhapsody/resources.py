@@ -89,3 +89,26 @@ class Capacity:
         unknown, see `rhapsody.engine.host.gpu_count`); a task may place one rank per core."""
         total = None if gpus is None else gpus * nodes
         return cls(cores=cores * nodes, cores_per_rank=cores, ranks=cores * nodes, gpus=total, gpus_per_rank=gpus, memory=memory)
+
+
+@attrs.frozen
+class NodeSample:
+    """One look at one node (or worker) a backend runs tasks on, as an engine
+    reports it through its optional ``sample_resources`` method.
+
+    Percentages are point-in-time values (0-100); the ``*_bytes`` fields are
+    what moved since the previous sample of that node. None where the engine
+    cannot tell. ``gpu_id`` set: a per-GPU sample (only ``gpu_percent`` and
+    ``gpu_memory_percent`` filled); unset: the whole node.
+    """
+
+    node_id: str
+    cpu_percent: float | None = None
+    memory_percent: float | None = None
+    gpu_percent: float | None = None
+    gpu_memory_percent: float | None = None
+    gpu_id: int | None = None
+    disk_read_bytes: float | None = None
+    disk_write_bytes: float | None = None
+    net_sent_bytes: float | None = None
+    net_recv_bytes: float | None = None

@@ -19,6 +19,7 @@ from rhapsody.retry import RetryPolicy
 from rhapsody.task import BaseTask
 
 WORK_DIR_ENV = "RHAPSODY_WORK_DIR"
+PROGRESS_ENV = "RHAPSODY_PROGRESS"
 
 
 class Session:
@@ -33,6 +34,8 @@ class Session:
     set on every backend of the session. ``journal``: path of a SQLite file
     recording every task and result; rerunning the program with the same
     journal skips the tasks that already ended DONE (docs/durability.md).
+    ``progress=True`` (or ``$RHAPSODY_PROGRESS=1``) shows live task counts, rate
+    and ETA per backend; it comes with ``pip install rhapsody-telemetry``.
     """
 
     def __init__(
@@ -43,6 +46,7 @@ class Session:
         *,
         retries: int | RetryPolicy | None = None,
         journal: str | os.PathLike[str] | None = None,
+        progress: bool | None = None,
     ) -> None:
         enable_logging_from_env()
         if retries is not None and not isinstance(retries, RetryPolicy):
@@ -56,6 +60,8 @@ class Session:
         # futures of tasks submitted as dicts, by uid: wait_tasks finds them by uid
         self._dict_futures: dict[str, asyncio.Future[BaseTask]] = {}
         self._closed = False
+        self._telemetry: Any = None  # a rhapsody-telemetry TelemetryManager once started
+        self._progress: Any = None
         self.journal: Journal | None = Journal(journal, self.log) if journal is not None else None
         try:
             if backends is None:
@@ -68,6 +74,7 @@ class Session:
             if self.journal is not None:  # no session to close it later: stop its writer now
                 self.journal.abandon()
             raise
+        self._progress = _start_progress(self, progress)
 
     @staticmethod
     def _default_backend() -> Backend:
@@ -97,6 +104,9 @@ class Session:
         backend.is_attached = True
         backend.attached_to.append(self.uid)
         self._backends[backend.name] = backend
+        for watcher in (self._telemetry, self._progress):
+            if watcher is not None:
+                watcher.observe_backend(backend)
         return backend
 
     @property
@@ -252,7 +262,8 @@ class Session:
         return None
 
     async def close(self) -> None:
-        """Shut down every backend, cancelling what still runs. Idempotent."""
+        """Shut down every backend, cancelling what still runs, then stop
+        telemetry and progress (they record those cancellations). Idempotent."""
         if self._closed:
             return
         self._closed = True
@@ -264,3 +275,70 @@ class Session:
             for backend in self._backends.values():
                 backend.remove_end_listener(self.journal.record_end)
             await self.journal.close()
+        if self._progress is not None:
+            self._progress.close()
+        if self._telemetry is not None:
+            await self._telemetry.stop()
+
+    # -------------------------------------------------------------- telemetry
+    async def start_telemetry(
+        self,
+        resource_poll_interval: float = 5.0,
+        checkpoint_interval: float | None = None,
+        checkpoint_path: str | os.PathLike[str] | None = None,
+        span_processors: Sequence[Any] | None = None,
+        metric_readers: Sequence[Any] | None = None,
+        resource: Any = None,
+    ) -> Any:
+        """Start OpenTelemetry traces and metrics of this session's tasks and
+        return the `rhapsody.telemetry.TelemetryManager` (rhapsody-py's API).
+
+        Needs ``pip install rhapsody-telemetry``. Resources of every backend
+        whose engine can sample them are polled every
+        ``resource_poll_interval`` seconds; ``checkpoint_path``: a directory
+        for the JSONL checkpoint, written every ``checkpoint_interval`` seconds
+        (and at the end); ``span_processors`` / ``metric_readers``: your OTel
+        exporters; ``resource``: an OTel ``Resource``. Stops on `close`."""
+        if self._closed:
+            raise SessionError(f"session {self.uid} is closed")
+        if self._telemetry is not None:
+            raise SessionError(f"telemetry of session {self.uid} is already started; use get_telemetry()")
+        from rhapsody.telemetry._plugin import plugin  # noqa: PLC0415 - the plugin only when asked for
+
+        manager = plugin().TelemetryManager(
+            session_id=self.uid,
+            checkpoint_interval=checkpoint_interval,
+            checkpoint_path=None if checkpoint_path is None else os.fspath(checkpoint_path),
+            span_processors=span_processors,
+            metric_readers=metric_readers,
+            resource=resource,
+        )
+        manager.observe_session(self, resource_poll_interval)
+        await manager.start()
+        self._telemetry = manager
+        return manager
+
+    def get_telemetry(self) -> Any:
+        """The `TelemetryManager` `start_telemetry` returned; RuntimeError before."""
+        if self._telemetry is None:
+            raise RuntimeError(f"telemetry of session {self.uid} is not started: call `await session.start_telemetry()` first")
+        return self._telemetry
+
+
+def _start_progress(session: Session, wanted: bool | None) -> Any:
+    """The live progress display, when asked for by argument or environment."""
+    from_env = wanted is None
+    if from_env:
+        wanted = os.environ.get(PROGRESS_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    if not wanted:
+        return None
+    from rhapsody.telemetry._plugin import plugin  # noqa: PLC0415
+
+    try:
+        api = plugin()
+    except ModuleNotFoundError as exc:
+        if not from_env:
+            raise
+        session.log.warning("progress.unavailable", env=PROGRESS_ENV, error=str(exc))
+        return None
+    return api.start_progress(session)

@@ -18,8 +18,9 @@ from typing import Any, cast
 from rhapsody.engine import CallControl, EngineContext, Outcome, TaskHandle, call_function, call_packed, pack_call
 from rhapsody.engine.host import gpu_count
 from rhapsody.engine.process import KILL_GRACE, Command
+from rhapsody.engine.sampling import LocalNodeSampler
 from rhapsody.errors import BackendError
-from rhapsody.resources import Capacity
+from rhapsody.resources import Capacity, NodeSample
 from rhapsody_concurrent.pools import replacement_pool
 from rhapsody_concurrent.threads import DaemonThreadPool
 
@@ -37,9 +38,16 @@ class ConcurrentEngine:
         self._suspects: deque[TaskHandle] = deque()  # ran in a process pool that broke: rerun alone
         self._in_pool = 0
         self._runners: set[asyncio.Task[None]] = set()
+        self._sampler: LocalNodeSampler | None = None
 
     def capacity(self) -> Capacity:
         return Capacity.node(self.cores, gpus=self.gpus)
+
+    async def sample_resources(self) -> list[NodeSample]:
+        """This host, where the pool's tasks run (telemetry polls this)."""
+        if self._sampler is None:
+            self._sampler = LocalNodeSampler()
+        return self._sampler.sample()
 
     async def start(self, context: EngineContext) -> None:
         self._context = context

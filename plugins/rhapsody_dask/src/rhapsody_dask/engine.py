@@ -25,11 +25,12 @@ from rhapsody.engine.handle import TaskHandle
 from rhapsody.engine.outcome import Outcome
 from rhapsody.errors import BackendError, ResourceError, TaskValidationError, WorkerLostError
 from rhapsody.log import get_logger
-from rhapsody.resources import Capacity
+from rhapsody.resources import Capacity, NodeSample
 from rhapsody_dask import worker
 from rhapsody_dask.cluster import CLOSE_CLIENT_TIMEOUT, CLOSE_CLUSTER_TIMEOUT, ClusterSettings, Connection, connect
 from rhapsody_dask.results import GATHER_TIMEOUT, Collector, gather
 from rhapsody_dask.running import listener
+from rhapsody_dask.sampling import worker_samples
 from rhapsody_dask.translate import ACCEPTED_KEYS, Submission, Translator
 from rhapsody_dask.workers import WorkerView
 
@@ -72,6 +73,13 @@ class DaskEngine:
 
     def capacity(self) -> Capacity | None:
         return self.view.capacity if self.connection is not None else None
+
+    async def sample_resources(self) -> list[NodeSample]:
+        """One sample per worker, from the scheduler (telemetry polls this)."""
+        if self.connection is None:
+            return []
+        info = await asyncio.wait_for(self.connection.client.scheduler.identity(n_workers=-1), self.settings.connect_timeout)
+        return worker_samples(info.get("workers") or {})
 
     async def stop(self) -> None:
         for bg in self._background:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import socket
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,8 +17,9 @@ import attrs
 from rhapsody.engine.contract import EngineContext
 from rhapsody.engine.handle import TaskHandle
 from rhapsody.engine.process import preflight
+from rhapsody.engine.sampling import LocalNodeSampler
 from rhapsody.errors import BackendError
-from rhapsody.resources import Capacity
+from rhapsody.resources import Capacity, NodeSample
 from rhapsody.task import ComputeTask
 from rhapsody_radical import descriptions, raptor_call
 from rhapsody_radical.pilot_session import PilotSession
@@ -66,6 +68,7 @@ class RadicalEngine:
         self._stopping = False
         self._work_dir = Path.cwd()
         self._log: Any = None
+        self._sampler: LocalNodeSampler | None = None
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, context: EngineContext) -> None:
@@ -79,6 +82,15 @@ class RadicalEngine:
 
     def capacity(self) -> Capacity | None:
         return self.pilot.capacity()
+
+    async def sample_resources(self) -> list[NodeSample]:
+        """The pilot's node, when the pilot runs on this machine (a ``local.*``
+        resource). A remote pilot is not sampled: nothing of ours runs there to ask."""
+        if not self.pilot.local or self.pilot.pilot is None:
+            return []
+        if self._sampler is None:
+            self._sampler = LocalNodeSampler(node_id=f"{self.pilot.pilot.uid}@{socket.gethostname()}")
+        return self._sampler.sample()
 
     async def stop(self) -> None:
         self._stopping = True

@@ -44,7 +44,11 @@ class Engine(Protocol):
       beyond core's ``cwd`` / ``env`` / ``shell`` (default none); a task with any
       other key FAILS with a `TaskValidationError` naming it;
     - ``start_timeout`` / ``stop_timeout``: seconds `start` / `stop` may take
-      before core gives up with a `BackendError` (default 300 / 120).
+      before core gives up with a `BackendError` (default 300 / 120);
+    - ``async def sample_resources() -> Sequence[NodeSample]``: what its nodes or
+      workers use now (`rhapsody.resources.NodeSample`; telemetry polls it, see
+      `rhapsody.engine.sampling.LocalNodeSampler` for the local host). An engine
+      without it has no resource samples, which is not an error.
 
     Every coroutine runs on the backend's event loop. Nothing may block it: run
     blocking engine calls in a thread (``asyncio.to_thread``).

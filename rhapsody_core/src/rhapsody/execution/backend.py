@@ -24,7 +24,7 @@ from rhapsody.execution import admission
 from rhapsody.execution.tracker import TaskTracker
 from rhapsody.log import get_logger
 from rhapsody.registry.manager import get_plugin_manager
-from rhapsody.resources import Capacity
+from rhapsody.resources import Capacity, NodeSample
 from rhapsody.retry import RetryPolicy
 from rhapsody.serialize import task_from_dict
 from rhapsody.states import StateMap, TaskState
@@ -112,6 +112,23 @@ class Backend:
         if not isinstance(policy, RetryPolicy):
             raise TypeError(f"retry_policy must be a rhapsody.retry.RetryPolicy, got {type(policy).__name__}")
         self._tracker.retry_policy = policy
+
+    async def sample_resources(self, timeout: float = 30.0) -> list[NodeSample]:
+        """What the engine's nodes / workers use now, if the engine can tell
+        (its optional ``sample_resources`` method); an empty list otherwise.
+        Raises `BackendError` naming the engine if it does not answer within
+        ``timeout`` seconds."""
+        sampler = getattr(self.engine, "sample_resources", None)
+        if sampler is None or self._lifecycle is not BackendState.RUNNING:
+            return []
+        t0 = time.monotonic()
+        try:
+            return list(await asyncio.wait_for(sampler(), timeout))
+        except asyncio.TimeoutError:
+            raise BackendError(
+                f"{self._label} backend {self._name!r}: sampling resources did not finish within {timeout:g} s "
+                f"(waited {time.monotonic() - t0:.1f} s)"
+            ) from None
 
     def get_task(self, uid: str) -> BaseTask | None:
         """The task ``uid`` if it is in flight here."""

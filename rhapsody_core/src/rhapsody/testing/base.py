@@ -31,6 +31,8 @@ class ConformanceBase:
     runs_executables: bool = True
     #: whether multi-rank executables run (``Resources(ranks=2)``); if not, they must FAIL, not run wrongly
     runs_multi_rank: bool = True
+    #: the engine implements ``sample_resources`` (telemetry's resource samples)
+    samples_resources: bool = False
 
     def make_backend(self) -> Backend:
         raise NotImplementedError("override make_backend() to return an unstarted backend")

@@ -12,6 +12,7 @@ from __future__ import annotations
 from rhapsody.testing.control_checks import ControlChecks
 from rhapsody.testing.executable_checks import ExecutableChecks
 from rhapsody.testing.function_checks import FunctionChecks
+from rhapsody.testing.sampling_checks import SamplingChecks
 from rhapsody.testing.waiting import (
     LoopRunner,
     await_task,
@@ -34,7 +35,8 @@ __all__ = [
 ]
 
 
-class BackendConformance(ExecutableChecks, FunctionChecks, ControlChecks):
+class BackendConformance(ExecutableChecks, FunctionChecks, ControlChecks, SamplingChecks):
     """Subclass, override `make_backend`, and set the class attributes
     (`concurrency`, `runs_functions`, `runs_executables`, `runs_multi_rank`,
-    `burst_size`, `deadline`, `start_timeout`) to what the engine really offers."""
+    `burst_size`, `deadline`, `start_timeout`, `samples_resources`) to what the
+    engine really offers."""

@@ -1,0 +1,1 @@
+"""``rhapsody report FILE``: a self-contained HTML page of a telemetry checkpoint."""
