@@ -138,7 +138,7 @@ def task_from_dict(data: dict[str, Any]) -> BaseTask:
             if value:
                 metadata[key] = value
     for key, value in items.items():
-        if key == "kind" or key in RESULT_FIELDS or key == "response":
+        if key == "kind" or key in RESULT_FIELDS or key in ("response", "metrics"):
             continue
         if key not in init_fields:
             metadata[key] = value
@@ -166,6 +166,7 @@ def task_from_dict(data: dict[str, Any]) -> BaseTask:
             task.exception = _exception_from_dict(data["exception"])
         if isinstance(task, AITask):
             task.response = _unplain(data.get("response"))
+            task.metrics = data.get("metrics")
     return task
 
 

@@ -57,6 +57,11 @@ class TaskHandle:
         exception's traceback text is stored there."""
         self._tracker.post(self._tracker.set_failed, self.task, exception, exit_code, stdout, stderr, None)
 
+    def answered(self, response: Any, metrics: dict[str, Any] | None = None) -> None:
+        """An AI task finished: DONE with its ``response`` (one text per prompt:
+        a str for a str prompt, a list for a list) and the backend's ``metrics``."""
+        self._tracker.post(self._tracker.set_answered, self.task, response, metrics)
+
     def canceled(self) -> None:
         """The engine stopped the task on its own account."""
         self._tracker.post(self._tracker.set_canceled, self.task)
