@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import httpx
+
 from rhapsody.execution.backend import Backend
 from rhapsody_inference.client import RetryPolicy
 from rhapsody_inference.endpoints import Endpoint
@@ -23,7 +25,9 @@ class InferenceBackend(Backend):
     ``backoff``: further attempts after HTTP 429/503 or a dropped connection,
     waiting ``backoff`` seconds doubling; ``max_tokens``: the cap for tasks
     that set none (chat requests have no server default on some servers);
-    ``stream``: stream answers (measures the time to first token)."""
+    ``stream``: stream answers (measures the time to first token);
+    ``http_transport``: an httpx transport for every request (a proxy, a
+    custom network stack, fault injection in tests)."""
 
     def __init__(
         self,
@@ -37,6 +41,7 @@ class InferenceBackend(Backend):
         backoff: float = 0.5,
         max_tokens: int = 256,
         stream: bool = True,
+        http_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         servers = [servers] if isinstance(servers, ManagedServer) else list(servers)
         given = [e if isinstance(e, Endpoint) else Endpoint(e) for e in endpoints]
@@ -50,6 +55,7 @@ class InferenceBackend(Backend):
         engine = InferenceEngine(
             given, servers, request_timeout=float(request_timeout), connect_timeout=float(connect_timeout),
             retry=RetryPolicy(retries=retries, backoff=backoff), max_tokens=int(max_tokens), stream=stream,
+            transport=http_transport,
         )  # fmt: skip
         super().__init__(engine, name)
 

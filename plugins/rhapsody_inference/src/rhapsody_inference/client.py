@@ -43,9 +43,10 @@ class RetryPolicy:
 @attrs.define
 class Reply:
     answer: Answer
-    latency: float
-    first_token: float | None
+    latency: float  # seconds from the first attempt to the last byte
+    first_token: float | None  # seconds from the first attempt to the first text (streamed only)
     attempts: int
+    started_at: float  # epoch seconds, for lining requests up across endpoints
 
 
 class _Retryable(Exception):
@@ -77,12 +78,12 @@ class Sender:
         ``on_drop`` is awaited after a failed connection before retrying (a
         managed server waits there while it restarts)."""
         url = state.url + PATHS[api]
-        t0 = time.monotonic()
+        t0, started_at = time.monotonic(), time.time()
         for attempt in range(self.retry.retries + 1):
             answer = Answer(api)
             try:
                 first = await self._attempt(http, url, body, answer, t0)
-                return Reply(answer, time.monotonic() - t0, first, attempt + 1)
+                return Reply(answer, time.monotonic() - t0, first, attempt + 1, started_at)
             except _Retryable as busy:
                 if attempt == self.retry.retries:
                     waited = time.monotonic() - t0

@@ -8,6 +8,8 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+import httpx
+
 from rhapsody.errors import BackendError, TaskValidationError
 from rhapsody.task import AITask
 from rhapsody_inference.client import Reply, RetryPolicy, Sender
@@ -40,7 +42,9 @@ class InferenceEngine:
         retry: RetryPolicy,
         max_tokens: int,
         stream: bool,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        self.transport = transport
         self.endpoints, self.servers = list(endpoints), list(servers)
         self.request_timeout, self.connect_timeout = request_timeout, connect_timeout
         self.sender = Sender(timeout=request_timeout, retry=retry)
@@ -61,7 +65,9 @@ class InferenceEngine:
         await asyncio.gather(*(server.start(context.work_dir / "servers", self.log) for server in self.servers))
         self.by_url = {server.url: server for server in self.servers}
         endpoints = [*self.endpoints, *(server.endpoint() for server in self.servers)]
-        self.router = Router(endpoints, timeout=self.request_timeout, connect_timeout=self.connect_timeout, backend=context.name)
+        self.router = Router(
+            endpoints, timeout=self.request_timeout, connect_timeout=self.connect_timeout, backend=context.name, transport=self.transport
+        )
         await self.router.refresh_models(self.router.states, self.log)
 
     async def stop(self) -> None:
@@ -149,12 +155,25 @@ class InferenceEngine:
             extra=options.get("extra_body", {}),
         )
         server = self.by_url.get(state.url)
-        reply = await self.sender.send(state, self.router.http[state.url], api, body, None if server is None else server.wait_up)
+        on_drop = None if server is None else _restart_waiter(server, task.uid)
+        reply = await self.sender.send(state, self.router.http[state.url], api, body, on_drop)
         return reply, state.url, api
 
     def _death(self, state: EndpointState) -> str | None:
         server = self.by_url.get(state.url)
         return None if server is None else server.death
+
+
+def _restart_waiter(server: ManagedServer, uid: str) -> Callable[[], Awaitable[None]]:
+    """After a dropped connection to a managed server: wait out its restart,
+    and stop retrying at once if it is gone for good."""
+
+    async def wait() -> None:
+        await server.wait_up()
+        if server.death is not None:
+            raise InferenceError(f"task {uid}: {server.death}", url=server.url)
+
+    return wait
 
 
 def _options(task: AITask) -> dict[str, Any]:

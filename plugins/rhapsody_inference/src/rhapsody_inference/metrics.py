@@ -17,6 +17,8 @@ def request_metrics(reply: Reply, url: str, api: str) -> dict[str, Any]:
         "time_to_first_token_s": None if reply.first_token is None else round(reply.first_token, 6),
         "finish_reason": reply.answer.finish_reason,
         "attempts": reply.attempts,
+        "started_at": reply.started_at,
+        "ended_at": reply.started_at + reply.latency,
     }
 
 

@@ -16,8 +16,16 @@ from rhapsody_inference.errors import InferenceError
 class Router:
     """The backend's endpoints, each with its HTTP connection pool."""
 
-    def __init__(self, endpoints: Sequence[Endpoint], *, timeout: float, connect_timeout: float, backend: str) -> None:
-        self.timeout, self.connect_timeout, self.backend = timeout, connect_timeout, backend
+    def __init__(
+        self,
+        endpoints: Sequence[Endpoint],
+        *,
+        timeout: float,
+        connect_timeout: float,
+        backend: str,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.timeout, self.connect_timeout, self.backend, self.transport = timeout, connect_timeout, backend, transport
         self.states: list[EndpointState] = []
         self.http: dict[str, httpx.AsyncClient] = {}
         for endpoint in endpoints:
@@ -28,7 +36,7 @@ class Router:
         headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
         limits = httpx.Limits(max_connections=endpoint.concurrency, max_keepalive_connections=endpoint.concurrency)
         timeout = httpx.Timeout(self.timeout, connect=self.connect_timeout)
-        self.http[state.url] = httpx.AsyncClient(timeout=timeout, limits=limits, headers=headers)
+        self.http[state.url] = httpx.AsyncClient(timeout=timeout, limits=limits, headers=headers, transport=self.transport)
         self.states.append(state)
         return state
 
