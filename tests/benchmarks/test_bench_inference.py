@@ -14,7 +14,20 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_inference_benchmark_reports_both_variants(tmp_path: Path) -> None:
     out = tmp_path / "bench.jsonl"
-    cmd = [sys.executable, "-m", "benchmarks.bench_inference", "--requests", "4", "--concurrency", "1", "2", "--rounds", "1", "--json", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.bench_inference",
+        "--requests",
+        "4",
+        "--concurrency",
+        "1",
+        "2",
+        "--rounds",
+        "1",
+        "--json",
+        str(out),
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900, start_new_session=True)
     assert proc.returncode == 0, f"benchmark exited {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
