@@ -47,6 +47,7 @@ class Reply:
     first_token: float | None  # seconds from the first attempt to the first text (streamed only)
     attempts: int
     started_at: float  # epoch seconds, for lining requests up across endpoints
+    ended_at: float
 
 
 class _Retryable(Exception):
@@ -83,7 +84,7 @@ class Sender:
             answer = Answer(api)
             try:
                 first = await self._attempt(http, url, body, answer, t0)
-                return Reply(answer, time.monotonic() - t0, first, attempt + 1, started_at)
+                return Reply(answer, time.monotonic() - t0, first, attempt + 1, started_at, time.time())
             except _Retryable as busy:
                 if attempt == self.retry.retries:
                     waited = time.monotonic() - t0

@@ -18,7 +18,7 @@ def request_metrics(reply: Reply, url: str, api: str) -> dict[str, Any]:
         "finish_reason": reply.answer.finish_reason,
         "attempts": reply.attempts,
         "started_at": reply.started_at,
-        "ended_at": reply.started_at + reply.latency,
+        "ended_at": reply.ended_at,
     }
 
 
