@@ -34,6 +34,7 @@ def test_managed_server_serves_then_leaves_nothing(run: LoopRunner, gguf: Path, 
 
     async def go() -> tuple[int, int]:
         async with Session(backends=[backend], work_dir=tmp_path) as session:
+            await session.start()
             (server,) = backend.servers
             assert server.process is not None and server.port is not None
             await session.submit_tasks([t])
@@ -51,6 +52,7 @@ def test_killed_server_is_restarted_once_then_tasks_fail_saying_so(run: LoopRunn
 
     async def go() -> tuple[AITask, AITask, list[int]]:
         async with Session(backends=[backend], work_dir=tmp_path) as session:
+            await session.start()
             (server,) = backend.servers
             assert server.process is not None
             first_pid = server.process.pid

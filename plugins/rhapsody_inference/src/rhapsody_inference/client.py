@@ -50,6 +50,14 @@ class Reply:
     ended_at: float
 
 
+class _CutShort(Exception):
+    """A stream ended without a finish reason or ``[DONE]``."""
+
+
+def _unstreamed(body: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in body.items() if key not in ("stream", "stream_options")}
+
+
 class _Retryable(Exception):
     def __init__(self, error: InferenceError, retry_after: float | None = None, *, dropped: bool = False) -> None:
         super().__init__(str(error))
@@ -80,22 +88,27 @@ class Sender:
         managed server waits there while it restarts)."""
         url = state.url + PATHS[api]
         t0, started_at = time.monotonic(), time.time()
-        for attempt in range(self.retry.retries + 1):
+        attempts = retried = 0
+        while True:
             answer = Answer(api)
+            attempts += 1
             try:
                 first = await self._attempt(http, url, body, answer, t0)
-                return Reply(answer, time.monotonic() - t0, first, attempt + 1, started_at, time.time())
+                return Reply(answer, time.monotonic() - t0, first, attempts, started_at, time.time())
+            except _CutShort:
+                # llama.cpp answers a streamed request it rejects (prompt too long) with an
+                # empty 200 stream: asked again without streaming, it gives its own error.
+                body = _unstreamed(body)  # (once: the new body does not stream)
             except _Retryable as busy:
-                if attempt == self.retry.retries:
-                    waited = time.monotonic() - t0
+                if retried == self.retry.retries:
                     raise InferenceError(
-                        f"{busy.error} (gave up after {attempt + 1} attempts over {waited:.1f} s)",
+                        f"{busy.error} (gave up after {attempts} attempts over {time.monotonic() - t0:.1f} s)",
                         url=url, status=busy.error.status, code=busy.error.code,
                     ) from None  # fmt: skip
+                retried += 1
                 if busy.dropped and on_drop is not None:
                     await on_drop()
-                await asyncio.sleep(self.retry.delay(attempt, busy.retry_after))
-        raise AssertionError("unreachable")  # the loop returns or raises
+                await asyncio.sleep(self.retry.delay(retried - 1, busy.retry_after))
 
     async def _attempt(self, http: httpx.AsyncClient, url: str, body: dict[str, Any], answer: Answer, t0: float) -> float | None:
         try:
@@ -122,7 +135,10 @@ class Sender:
             if "text/event-stream" not in response.headers.get("content-type", ""):
                 answer.take_whole(json.loads(await response.aread()))
                 return None
-            return await _read_stream(response, answer, t0, url)
+            first = await _read_stream(response, answer, t0, url)
+            if not answer.complete and "stream" in body:
+                raise _CutShort
+            return first
 
 
 async def _read_stream(response: httpx.Response, answer: Answer, t0: float, url: str) -> float | None:
@@ -132,6 +148,7 @@ async def _read_stream(response: httpx.Response, answer: Answer, t0: float, url:
             continue  # blank separators, comments, keep-alives
         data = line[5:].strip()
         if data == "[DONE]":
+            answer.complete = True
             break
         chunk = json.loads(data)
         if "error" in chunk:

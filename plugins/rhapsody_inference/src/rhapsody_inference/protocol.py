@@ -48,6 +48,7 @@ class Answer:
     finish_reason: str | None = None
     usage: dict[str, Any] | None = None
     chunks_with_text: int = 0
+    complete: bool = False  # a finish reason or the end-of-stream marker was seen
 
     @property
     def text(self) -> str:
@@ -64,6 +65,7 @@ class Answer:
             else:
                 text += choice.get("text") or ""
             self.finish_reason = choice.get("finish_reason") or self.finish_reason
+        self.complete = self.complete or self.finish_reason is not None
         if text:
             self.parts.append(text)
             self.chunks_with_text += 1
@@ -77,6 +79,7 @@ class Answer:
         else:
             self.parts = [choice.get("text") or ""]
         self.finish_reason = choice.get("finish_reason")
+        self.complete = True
         self.usage = data.get("usage") if isinstance(data.get("usage"), dict) else None
 
     def tokens(self) -> dict[str, int | None]:
