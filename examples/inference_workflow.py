@@ -38,6 +38,7 @@ async def main(model_path: str | None) -> None:
     compute = ConcurrentExecutionBackend(name="hpc")
     inference = InferenceBackend(servers=llama_cpp_server(gguf, MODEL), name="llm", max_tokens=40)
     async with Session(backends=[compute, inference]) as session:
+        await session.start()  # starts the llama.cpp server and waits until it answers
         print(f"llama.cpp server at {inference.servers[0].url} (managed, model {MODEL})")
 
         sims = [ComputeTask(function=simulate, args=(i,), backend="hpc") for i in range(4)]
@@ -71,7 +72,9 @@ async def main(model_path: str | None) -> None:
         print(f"[ai verdict] {verdict.response.strip()!r}")
         m = verdict.metrics
         print(
-            f"[ai metrics] prompt {m['prompt_tokens']} / completion {m['completion_tokens']} tokens, first token {m['time_to_first_token_s']} s, latency {m['latency_s']:.2f} s"
+            print(
+                f"[ai metrics] {m['completion_tokens']} tokens, first after {m['time_to_first_token_s']:.2f} s, all after {m['latency_s']:.2f} s"
+            )
         )
         print(f"[hpc] the model wrote {words.stdout.strip()} words in all")
     print(f"done in {time.perf_counter() - t0:.1f} s; server stopped with the session")
