@@ -74,6 +74,7 @@ def _retry_after(response: httpx.Response) -> float | None:
 class Sender:
     def __init__(self, *, timeout: float, retry: RetryPolicy) -> None:
         self.timeout, self.retry = timeout, retry
+        self.log: Any = None  # the backend's structlog logger, set when the engine starts
 
     async def send(
         self,
@@ -82,6 +83,7 @@ class Sender:
         api: str,
         body: dict[str, Any],
         on_drop: Callable[[], Awaitable[None]] | None = None,
+        uid: str | None = None,
     ) -> Reply:
         """One prompt's answer from ``state``'s server, or an `InferenceError`.
         ``on_drop`` is awaited after a failed connection before retrying (a
@@ -99,6 +101,8 @@ class Sender:
                 # llama.cpp answers a streamed request it rejects (prompt too long) with an
                 # empty 200 stream: asked again without streaming, it gives its own error.
                 body = _unstreamed(body)  # (once: the new body does not stream)
+                if self.log is not None:
+                    self.log.info("request.stream_cut_short", task=uid, url=url)
             except _Retryable as busy:
                 if retried == self.retry.retries:
                     raise InferenceError(
@@ -106,6 +110,8 @@ class Sender:
                         url=url, status=busy.error.status, code=busy.error.code,
                     ) from None  # fmt: skip
                 retried += 1
+                if self.log is not None:
+                    self.log.warning("request.retry", task=uid, url=url, attempt=attempts, status=busy.error.status, error=str(busy.error))
                 if busy.dropped and on_drop is not None:
                     await on_drop()
                 await asyncio.sleep(self.retry.delay(retried - 1, busy.retry_after))

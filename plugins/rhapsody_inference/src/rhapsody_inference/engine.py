@@ -61,7 +61,7 @@ class InferenceEngine:
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, context: EngineContext) -> None:
-        self.log = context.log
+        self.log = self.sender.log = context.log
         await asyncio.gather(*(server.start(context.work_dir / "servers", self.log) for server in self.servers))
         self.by_url = {server.url: server for server in self.servers}
         endpoints = [*self.endpoints, *(server.endpoint() for server in self.servers)]
@@ -156,7 +156,7 @@ class InferenceEngine:
         )
         server = self.by_url.get(state.url)
         on_drop = None if server is None else _restart_waiter(server, task.uid)
-        reply = await self.sender.send(state, self.router.http[state.url], api, body, on_drop)
+        reply = await self.sender.send(state, self.router.http[state.url], api, body, on_drop, task.uid)
         return reply, state.url, api
 
     def _death(self, state: EndpointState) -> str | None:
