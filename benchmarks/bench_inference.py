@@ -164,6 +164,7 @@ def main() -> None:
     parser.add_argument("--url", help="an already running server's base URL (default: start llama.cpp with SmolLM2)")
     parser.add_argument("--json", type=Path, help="append the rows as JSON lines here")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: the finally below stops the server
     proc = None
     with tempfile.TemporaryDirectory(prefix="rhapsody-bench-llama-") as tmp:
         if args.url is None:
