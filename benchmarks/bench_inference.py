@@ -87,6 +87,7 @@ async def through_rhapsody(url: str, n: int, concurrency: int, max_tokens: int, 
     tasks = [AITask(prompt=PROMPTS[i % len(PROMPTS)], model=MODEL, max_tokens=max_tokens, temperature=0.0) for i in range(n)]
     with tempfile.TemporaryDirectory(prefix="rhapsody-bench-inference-") as work_dir:
         async with Session(backends=[backend], work_dir=work_dir) as session:
+            await session.start()  # as the direct side builds its client before the clock starts
             t0 = time.monotonic()
             await session.submit_tasks(tasks)
             await asyncio.gather(*tasks)
