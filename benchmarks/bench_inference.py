@@ -35,7 +35,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-def summary(variant: str, concurrency: int, wall: float, latencies: list[float], tokens: int) -> dict[str, Any]:
+def summary(variant: str, concurrency: int, wall: float, latencies: list[float], tokens: int, cpu: float) -> dict[str, Any]:
     return {
         "variant": variant,
         "concurrency": concurrency,
@@ -45,6 +45,8 @@ def summary(variant: str, concurrency: int, wall: float, latencies: list[float],
         "p50_s": round(statistics.median(latencies), 4),
         "p95_s": round(percentile(latencies, 95), 4),
         "completion_tokens": tokens,
+        # CPU this (client) process spent per request: what RHAPSODY adds, hardly moved by a busy box
+        "client_cpu_ms_per_request": round(cpu / len(latencies) * 1000, 3),
     }
 
 
@@ -73,10 +75,10 @@ async def direct(url: str, n: int, concurrency: int, max_tokens: int, stream: bo
                     tokens += reply.usage.completion_tokens if reply.usage else 0
                 latencies.append(time.monotonic() - t0)
 
-        t0 = time.monotonic()
+        t0, c0 = time.monotonic(), time.process_time()
         await asyncio.gather(*(one(i) for i in range(n)))
-        wall = time.monotonic() - t0
-    return summary("openai-direct", concurrency, wall, latencies, tokens)
+        wall, cpu = time.monotonic() - t0, time.process_time() - c0
+    return summary("openai-direct", concurrency, wall, latencies, tokens, cpu)
 
 
 async def through_rhapsody(url: str, n: int, concurrency: int, max_tokens: int, stream: bool) -> dict[str, Any]:
@@ -88,12 +90,13 @@ async def through_rhapsody(url: str, n: int, concurrency: int, max_tokens: int, 
     with tempfile.TemporaryDirectory(prefix="rhapsody-bench-inference-") as work_dir:
         async with Session(backends=[backend], work_dir=work_dir) as session:
             await session.start()  # as the direct side builds its client before the clock starts
-            t0 = time.monotonic()
+            t0, c0 = time.monotonic(), time.process_time()
             await session.submit_tasks(tasks)
             await asyncio.gather(*tasks)
-            wall = time.monotonic() - t0
+            wall, cpu = time.monotonic() - t0, time.process_time() - c0
     requests = [t.metrics["requests"][0] for t in tasks]  # type: ignore[index]
-    return summary("rhapsody", concurrency, wall, [r["latency_s"] for r in requests], sum(r["completion_tokens"] or 0 for r in requests))
+    latencies = [r["latency_s"] for r in requests]
+    return summary("rhapsody", concurrency, wall, latencies, sum(r["completion_tokens"] or 0 for r in requests), cpu)
 
 
 def start_server(port: int, log: Path) -> subprocess.Popen[bytes]:
@@ -144,14 +147,18 @@ async def measure(url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| concurrency | variant | requests/s (median of rounds) | p50 latency s | p95 latency s |", "|---|---|---|---|---|"]
+    lines = [
+        "| concurrency | variant | requests/s (median of rounds) | p50 latency s | p95 latency s | client CPU ms/request |",
+        "|---|---|---|---|---|---|",
+    ]
     for concurrency in sorted({r["concurrency"] for r in rows}):
         for variant in ("openai-direct", "rhapsody"):
             mine = [r for r in rows if r["concurrency"] == concurrency and r["variant"] == variant]
             rate = statistics.median(r["requests_per_s"] for r in mine)
             p50 = statistics.median(r["p50_s"] for r in mine)
             p95 = statistics.median(r["p95_s"] for r in mine)
-            lines.append(f"| {concurrency} | {variant} | {rate:.3f} | {p50:.3f} | {p95:.3f} |")
+            cpu = statistics.median(r["client_cpu_ms_per_request"] for r in mine)
+            lines.append(f"| {concurrency} | {variant} | {rate:.3f} | {p50:.3f} | {p95:.3f} | {cpu:.2f} |")
     return "\n".join(lines)
 
 

@@ -36,5 +36,5 @@ def test_inference_benchmark_reports_both_variants(tmp_path: Path) -> None:
     for r in rows:
         assert r["requests"] == 4 and r["requests_per_s"] > 0, r
         assert 0 < r["p50_s"] <= r["p95_s"], r
-        assert r["completion_tokens"] > 0, r
+        assert r["completion_tokens"] > 0 and r["client_cpu_ms_per_request"] > 0, r
     assert "| rhapsody |" in proc.stdout and "| openai-direct |" in proc.stdout
