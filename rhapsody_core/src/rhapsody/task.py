@@ -332,7 +332,7 @@ class ComputeTask(BaseTask):
 @attrs.define(kw_only=True, eq=False, init=False, slots=True, getstate_setstate=False, on_setattr=attrs.setters.NO_OP)
 class AITask(BaseTask):  # type: ignore[override]
     """An inference request (one prompt, or a list of them); the answer lands
-    in ``response``. The target is ``model``, ``inference_endpoint`` or, alone,
+    in ``response``, the backend's measurements in ``metrics``. The target is ``model``, ``inference_endpoint`` or, alone,
     the ``backend`` it is routed to."""
 
     prompt: str | list[str]
@@ -344,7 +344,11 @@ class AITask(BaseTask):  # type: ignore[override]
     top_p: float | None = None
     top_k: int | None = None
     stop_sequences: list[str] | None = None
+    #: the model's answer: one text for a str prompt, a list of texts (in prompt order) for a list
     response: Any = attrs.field(default=None, init=False)
+    #: what the inference backend measured: tokens (prompt / completion / total), latency and time
+    #: to first token in seconds, the endpoint; per request under ``requests`` for a list of prompts
+    metrics: dict[str, Any] | None = attrs.field(default=None, init=False)
 
     kind: ClassVar[str] = "ai"
     positional_fields: ClassVar[tuple[str, ...]] = (

@@ -73,6 +73,11 @@ class TaskHandle:
         was lost, e.g. "the Dask worker tcp://... died"."""
         self.failed(WorkerLostError(f"task {self.task.uid}: {reason}"), stdout=stdout, stderr=stderr if stderr is not None else reason)
 
+    def answered(self, response: Any, metrics: dict[str, Any] | None = None) -> None:
+        """An AI task finished: DONE with its ``response`` (one text per prompt:
+        a str for a str prompt, a list for a list) and the backend's ``metrics``."""
+        self._tracker.post(self._tracker.set_answered, self, response, metrics)
+
     def canceled(self) -> None:
         """The engine stopped the task on its own account."""
         self._tracker.post(self._tracker.set_canceled, self)

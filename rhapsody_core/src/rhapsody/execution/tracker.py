@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 # what a dict submitter (radical.asyncflow) reads back from its own dict
 _RESULT_KEYS = ("stdout", "stderr", "exit_code", "return_value", "exception")
+_AI_RESULT_KEYS = (*_RESULT_KEYS, "response", "metrics")
 _TAIL = 2000
 
 
@@ -147,6 +148,10 @@ class TaskTracker:
             stderr = tb if tb is not None else "".join(traceback.format_exception(exc))
         self.set_state(task, TaskState.FAILED, exception=exc, exit_code=exit_code, stdout=stdout, stderr=stderr)
 
+    def set_answered(self, handle: TaskHandle, response: Any, metrics: dict[str, Any] | None) -> None:
+        if self._current(handle):
+            self.set_state(handle.task, TaskState.DONE, response=response, metrics=metrics)
+
     def set_canceled(self, handle: TaskHandle) -> None:
         if self._current(handle):
             self.set_state(handle.task, TaskState.CANCELED)
@@ -183,7 +188,7 @@ class TaskTracker:
             self._notify(task, old, new)
         origin = task._origin
         if origin is not None:  # a dict submitter reads results from its dict
-            for key in _RESULT_KEYS:
+            for key in _AI_RESULT_KEYS if task.kind == "ai" else _RESULT_KEYS:
                 origin[key] = getattr(task, key)
             origin["state"] = new._value_
         if self.callbacks:

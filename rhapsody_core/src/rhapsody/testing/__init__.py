@@ -8,6 +8,8 @@ functions that every engine's workers can import.
         def make_backend(self):
             return MyBackend(name="mine")
 
+Backends that run `AITask`s subclass ``AIBackendConformance`` instead.
+
 ``rhapsody.testing.tasks`` needs nothing but the standard library, so workers
 and benchmarks can import it without pytest; the suite is loaded on first use.
 """
@@ -16,10 +18,14 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["BackendConformance", "LoopRunner", "WorkerLossChecks"]
+__all__ = ["AIBackendConformance", "BackendConformance", "LoopRunner", "WorkerLossChecks"]
 
 
 def __getattr__(name: str) -> Any:
+    if name == "AIBackendConformance":
+        from rhapsody.testing import ai_checks  # noqa: PLC0415 - imports pytest
+
+        return ai_checks.AIBackendConformance
     if name in __all__:
         from rhapsody.testing import conformance, worker_loss  # noqa: PLC0415 - imports pytest
 
