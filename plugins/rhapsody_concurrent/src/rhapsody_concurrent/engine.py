@@ -58,7 +58,9 @@ class ConcurrentEngine:
     async def submit(self, handles: Sequence[TaskHandle]) -> None:
         multi_rank = [h for h in handles if h.launch is None and h.task.resources.ranks > 1]
         for handle in multi_rank:
-            handle.failed(BackendError(f"{self._context.name}: multi-rank function tasks need an MPI-capable backend (dragon, radical_pilot)"))
+            handle.failed(
+                BackendError(f"{self._context.name}: multi-rank function tasks need an MPI-capable backend (dragon, radical_pilot)")
+            )
         self._queue.put(h for h in handles if h.launch is not None or h.task.resources.ranks == 1)
         self._dispatch()
 
