@@ -27,16 +27,43 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from benchmarks.common import Recorder, parse_args, rss_mb
 from benchmarks.rhapsody_py import QUICK_SKIP, RhapsodyPy
 from rhapsody import ComputeTask, Session
+from rhapsody.execution.noop import NoopExecutionBackend
 from rhapsody.testing.tasks import noop
 from rhapsody_concurrent.backend import ConcurrentExecutionBackend
 
 WORKERS = 2
-DEFAULT_N = {"noop": 10_000, "true": 1_000, "stdout_1mb": 100, "mixed": 1_000, "latency": 200, "burst": 100_000, "journal": 10_000}
-QUICK_N = {"noop": 500, "true": 50, "stdout_1mb": 5, "mixed": 60, "latency": 20, "burst": 2_000, "journal": 500}
+DEFAULT_N = {
+    "noop": 10_000,
+    "true": 1_000,
+    "stdout_1mb": 100,
+    "mixed": 1_000,
+    "latency": 200,
+    "burst": 100_000,
+    "hot_noop": 10_000,
+    "hot_noop_100k": 100_000,
+    "hot_roundtrip": 1_000,
+    "noop_backend": 100_000,
+    "journal": 10_000,
+}
+QUICK_N = {
+    "noop": 500,
+    "true": 50,
+    "stdout_1mb": 5,
+    "mixed": 60,
+    "latency": 20,
+    "burst": 2_000,
+    "hot_noop": 500,
+    "hot_noop_100k": 2_000,
+    "hot_roundtrip": 50,
+    "noop_backend": 2_000,
+    "journal": 500,
+}
+HOT_WORKERS = 8  # the hot-path figures: one pool of 8 threads for raw, RHAPSODY and rhapsody-py
 ONE_MB = "head -c 1048576 /dev/zero"
 
 
@@ -218,11 +245,71 @@ async def main() -> None:
         await rec.ab("latency", args.n_latency, with_old("latency", args.n_latency, {"raw": raw_latency, "rhapsody": rh_latency}))
     if rec.wanted("journal"):
         await journal_cost(rec, args.n_journal)
+    await hot_path(rec, args)
     if old is not None:
         await old.close()
     await session.close()
     pool.shutdown()
     rec.finish()
+
+
+async def hot_path(rec: Recorder, args: Any) -> None:
+    """No-op throughput and one-at-a-time round trip on one 8-thread pool, and
+    the NoopExecutionBackend alone."""
+    names = ("hot_noop", "hot_noop_100k", "hot_roundtrip", "noop_backend")
+    if not any(rec.wanted(name) for name in names):
+        return
+    pool = cf.ThreadPoolExecutor(max_workers=HOT_WORKERS)
+    backend = await ConcurrentExecutionBackend(pool, "hot")
+    session = Session(backends=[backend], work_dir="/tmp/rhapsody-bench")
+    loop = asyncio.get_running_loop()
+    old = None if args.quick else RhapsodyPy("concurrent", HOT_WORKERS)
+
+    async def raw_noop(n: int) -> None:
+        futures = [pool.submit(noop) for _ in range(n)]
+        cf.wait(futures)
+
+    async def rh_noop(n: int) -> None:
+        await run_session(session, [ComputeTask(function=noop) for _ in range(n)])
+
+    async def raw_roundtrip(n: int) -> None:
+        for _ in range(n):
+            await loop.run_in_executor(pool, noop)
+
+    async def rh_roundtrip(n: int) -> None:
+        for _ in range(n):
+            t = ComputeTask(function=noop)
+            await session.submit_tasks([t])
+            await t
+
+    def variants(workload: str, old_workload: str, n: int, raw: Any, mine: Any) -> dict[str, Any]:
+        found = {"raw": raw, "rhapsody": mine}
+        if old is None:
+            rec.skip(workload, "rhapsody-py", n, QUICK_SKIP)
+        else:
+            found["rhapsody-py"] = lambda n: old.run(old_workload, n, max(300.0, n * 0.05))
+        return found
+
+    for name, old_name, raw, mine in (
+        ("hot_noop", "noop", raw_noop, rh_noop),
+        ("hot_noop_100k", "noop", raw_noop, rh_noop),
+        ("hot_roundtrip", "latency", raw_roundtrip, rh_roundtrip),
+    ):
+        if rec.wanted(name):
+            n = getattr(args, f"n_{name}")
+            await rec.ab(name, n, variants(name, old_name, n, raw, mine))
+    if rec.wanted("noop_backend"):
+        noop_session = Session(backends=[await NoopExecutionBackend(name="noop")], work_dir="/tmp/rhapsody-bench")
+        await rec.ab(
+            "noop_backend",
+            args.n_noop_backend,
+            {"rhapsody": lambda n: run_session(noop_session, [ComputeTask(function=noop) for _ in range(n)])},
+        )
+        await noop_session.close()
+    if old is not None:
+        await old.close()
+    await session.close()
+    pool.shutdown()
 
 
 if __name__ == "__main__":

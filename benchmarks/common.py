@@ -10,8 +10,11 @@ records them with `Recorder`. Output: a table on stdout and JSON lines that
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
 import json
 import os
+import pstats
 import resource
 import statistics
 import sys
@@ -73,6 +76,11 @@ def parse_args(description: str, default_n: dict[str, int], quick_n: dict[str, i
     parser.add_argument("--repeats", type=int, default=3, help="A/B rounds per workload (default 3)")
     parser.add_argument("--json", type=Path, default=None, help="append JSON lines here")
     parser.add_argument("--workloads", default="", help="comma list to run (default: all)")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="after each workload's timed rounds, run its rhapsody variant once more under cProfile and print where the time went",
+    )
     for name, n in default_n.items():
         parser.add_argument(f"--n-{name.replace('_', '-')}", type=int, default=None, dest=f"n_{name}", help=f"N for {name} (default {n})")
     args = parser.parse_args()
@@ -119,6 +127,7 @@ class Recorder:
     def __init__(self, engine: str, args: argparse.Namespace) -> None:
         self.engine, self.args = engine, args
         self.results: dict[tuple[str, str], Result] = {}
+        self.profiles: list[str] = []
 
     def wanted(self, workload: str) -> bool:
         return not self.args.selected or workload in self.args.selected
@@ -150,6 +159,24 @@ class Recorder:
                     res.extra.update(value.extra)
                 res.seconds.append(seconds)
                 print(f"  {workload:<16}{variant:<13}{n:>8}{seconds:>10.3f} s", file=sys.stderr, flush=True)
+        if getattr(self.args, "profile", False) and "rhapsody" in variants:
+            await self.profile(workload, n, variants["rhapsody"])
+
+    async def profile(self, workload: str, n: int, fn: Callable[[int], Awaitable[Any]]) -> None:
+        """One untimed extra run under cProfile (the event loop's thread only:
+        pool threads are not seen), its top functions by own time printed."""
+        profiler = cProfile.Profile()
+        profiler.enable()
+        try:
+            await fn(n)
+        finally:
+            profiler.disable()
+        out = io.StringIO()
+        stats = pstats.Stats(profiler, stream=out).strip_dirs().sort_stats("tottime")
+        out.write(f"-- profile: {self.engine}/{workload}/rhapsody, N={n} (event-loop thread) --\n")
+        stats.print_stats(20)
+        self.profiles.append(out.getvalue())
+        print(out.getvalue(), file=sys.stderr, flush=True)
 
     def record(self, workload: str, variant: str, n: int, seconds: float, **extra: Any) -> None:
         res = self.result(workload, variant, n)

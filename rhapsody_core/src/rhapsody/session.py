@@ -238,11 +238,9 @@ class Session:
         for task in tasks:
             future = task.future if isinstance(task, BaseTask) else None
             futures.append(future if future is not None else self._future_of(task))
-        pending: set[Any] = set()
-        if futures:
-            _, pending = await asyncio.wait(futures, timeout=timeout)
-        if pending:
-            raise WaitTimeoutError(f"{len(pending)} of {len(tasks)} tasks had not ended after {timeout} s")
+        waiting = await _wait_in_turn(futures, timeout)
+        if waiting:
+            raise WaitTimeoutError(f"{waiting} of {len(tasks)} tasks had not ended after {timeout} s")
         return tasks
 
     async def cancel_tasks(self, tasks: Iterable[BaseTask]) -> list[bool]:
@@ -342,3 +340,20 @@ def _start_progress(session: Session, wanted: bool | None) -> Any:
         session.log.warning("progress.unavailable", env=PROGRESS_ENV, error=str(exc))
         return None
     return api.start_progress(session)
+
+
+async def _wait_in_turn(futures: list[asyncio.Future[Any]], timeout: float | None) -> int:
+    """Wait for every future, one at a time in the order given; returns how many
+    had not ended when ``timeout`` passed. Tasks end in batches, so most futures
+    are done by the time their turn comes: no callback is added to them, where
+    ``asyncio.wait`` adds one to every future (a scheduled call per task)."""
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
+    for i, future in enumerate(futures):
+        if future.done():
+            continue
+        left = None if deadline is None else max(0.0, deadline - loop.time())
+        await asyncio.wait((future,), timeout=left)
+        if not future.done():
+            return sum(1 for f in futures[i:] if not f.done())
+    return 0

@@ -21,6 +21,7 @@ from rhapsody.engine.process import KILL_GRACE, Command
 from rhapsody.engine.sampling import LocalNodeSampler
 from rhapsody.errors import BackendError
 from rhapsody.resources import Capacity, NodeSample
+from rhapsody_concurrent.cores import CoreQueue
 from rhapsody_concurrent.pools import replacement_pool
 from rhapsody_concurrent.threads import DaemonThreadPool
 
@@ -33,11 +34,12 @@ class ConcurrentEngine:
         self._owns_executor = executor is None
         self.cores = cores
         self.gpus = gpu_count()  # once: nvidia-smi is not cheap, and a node's GPUs do not change
-        self._free = cores
-        self._queue: deque[TaskHandle] = deque()
+        self._queue = CoreQueue(cores)
+        self._drainers = 0  # pool jobs running thread functions (see _drain); guarded by the queue's lock
         self._suspects: deque[TaskHandle] = deque()  # ran in a process pool that broke: rerun alone
         self._in_pool = 0
         self._runners: set[asyncio.Task[None]] = set()
+        self._stopping = False
         self._sampler: LocalNodeSampler | None = None
 
     def capacity(self) -> Capacity:
@@ -58,82 +60,114 @@ class ConcurrentEngine:
     def _pickles(self) -> bool:
         return isinstance(self.executor, ProcessPoolExecutor)
 
+    def _in_thread(self, handle: TaskHandle) -> bool:
+        """Whether a pool thread runs this task itself (a function on a thread pool)."""
+        return handle.launch is None and not self._pickles
+
     # ---------------------------------------------------------------- dispatch
     async def submit(self, handles: Sequence[TaskHandle]) -> None:
-        self._queue.extend(handles)
+        multi_rank = [h for h in handles if h.launch is None and h.task.resources.ranks > 1]
+        for handle in multi_rank:
+            handle.failed(
+                BackendError(f"{self._context.name}: multi-rank function tasks need an MPI-capable backend (dragon, radical_pilot)")
+            )
+        self._queue.put(h for h in handles if h.launch is not None or h.task.resources.ranks == 1)
         self._dispatch()
 
     def _dispatch(self) -> None:
+        """On the loop: start what fits; thread functions are left to pool jobs
+        (`_drain`), started here only as many as there is work for."""
         if self._suspects:  # a broken pool is being diagnosed: one suspect at a time, alone
             if self._in_pool == 0:
                 self._start_function(self._suspects.popleft())
             return
-        while self._queue:
-            handle = self._queue[0]
-            need = handle.task.resources.cores
-            if need > self._free:
-                return
-            self._queue.popleft()
-            self._free -= need
-            if handle.launch is not None:
-                runner = asyncio.ensure_future(self._run_command(handle))
-                self._runners.add(runner)
-                runner.add_done_callback(self._runners.discard)
-            else:
-                self._start_function(handle)
+        queue, spawn = self._queue, 0
+        while True:
+            with queue.lock:
+                head = queue.head_fits_locked()
+                if head is None:
+                    break
+                if self._in_thread(head):
+                    spawn = min(self.cores - self._drainers, len(queue.waiting))
+                    self._drainers += spawn
+                    break
+                queue.take_locked()
+            self._start_on_loop(head)
+        for _ in range(spawn):
+            self._spawn_drainer()
+
+    def _start_on_loop(self, handle: TaskHandle) -> None:
+        if handle.launch is not None:
+            runner = asyncio.ensure_future(self._run_command(handle))
+            self._runners.add(runner)
+            runner.add_done_callback(self._runners.discard)
+        else:
+            self._start_function(handle)
 
     def _release(self, handle: TaskHandle) -> None:
-        self._free += handle.task.resources.cores
+        self._queue.release(handle.task.resources.cores)
         self._dispatch()
 
-    # ---------------------------------------------------------------- functions
+    # ---------------------------------------------------------------- functions on threads
+    def _spawn_drainer(self) -> None:
+        assert self.executor is not None
+        try:
+            self.executor.submit(self._drain)
+        except Exception as exc:  # noqa: BLE001 - the pool is shut down: the functions waiting for it say so
+            with self._queue.lock:
+                self._drainers -= 1
+                stranded = [h for h in self._queue.waiting if self._in_thread(h)]
+                for handle in stranded:
+                    self._queue.waiting.remove(handle)
+            for handle in stranded:
+                handle.failed(BackendError(f"{self._context.name}: the executor refused the task: {type(exc).__name__}: {exc}"))
+
+    def _drain(self) -> None:
+        """A pool job: run thread functions from the queue until none fits. Other
+        tasks met at the head are handed to the loop to start."""
+        queue, released = self._queue, 0
+        while True:
+            to_loop: list[TaskHandle] = []
+            with queue.lock:
+                queue.free += released
+                handle = queue.head_fits_locked()
+                while handle is not None and not self._in_thread(handle):
+                    to_loop.append(queue.take_locked())
+                    handle = queue.head_fits_locked()
+                if handle is None or self._stopping:
+                    self._drainers -= 1
+                else:
+                    queue.take_locked()
+                    handle.engine_data = control = CallControl()
+            for other in to_loop:
+                self._context.call_soon(self._start_on_loop, other)
+            if handle is None or self._stopping:
+                return
+            released = handle.task.resources.cores
+            if handle.cancel_requested:  # cancelled while waiting: already reported
+                continue
+            handle.running()  # only now: the task's timeout counts from its real start
+            task: Any = handle.task
+            handle.finish(call_function(task.function, task.args, task.kwargs, control))
+
+    # ---------------------------------------------------------------- functions in processes
     def _start_function(self, handle: TaskHandle) -> None:
         task: Any = handle.task
-        if task.resources.ranks > 1:
-            self._release(handle)
-            handle.failed(
-                BackendError(f"{self._context.name}: multi-rank function tasks need an MPI-capable backend (dragon, radical_pilot)")
-            )
-            return
         assert self.executor is not None
-        future: Future[Any]
-        # a suspect rerun alone keeps its mark: if it breaks this pool too, it is the culprit
-        alone = "alone" if isinstance(handle.engine_data, tuple) and handle.engine_data[1] == "alone" else None
         try:
-            if self._pickles:
-                future = self.executor.submit(call_packed, pack_call(task.function, task.args, task.kwargs, task.uid))
-                self._in_pool += 1
-                handle.running()
-                future.add_done_callback(lambda f: self._context.call_soon(self._pool_call_ended, handle, f))
-            else:
-                control = CallControl()
-                future = self.executor.submit(self._call_in_thread, handle, control)
-                handle.engine_data = (future, control)
-                return
+            future: Future[bytes] = self.executor.submit(call_packed, pack_call(task.function, task.args, task.kwargs, task.uid))
         except Exception as exc:  # noqa: BLE001 - unpicklable call, pool shut down: this task says so
             self._release(handle)
             handle.failed(exc)
             return
-        handle.engine_data = (future, alone)
-
-    def _call_in_thread(self, handle: TaskHandle, control: CallControl) -> None:
-        # a pool thread: report RUNNING only when the call really starts
-        if handle.cancel_requested:
-            self._context.call_soon(self._thread_call_ended, handle, None)
-            return
+        self._in_pool += 1
         handle.running()
-        task: Any = handle.task
-        outcome = call_function(task.function, task.args, task.kwargs, control)
-        self._context.call_soon(self._thread_call_ended, handle, outcome)
-
-    def _thread_call_ended(self, handle: TaskHandle, outcome: Outcome | None) -> None:
-        self._release(handle)
-        if outcome is not None:
-            handle.finish(outcome)
+        handle.engine_data = (future, None) if handle.engine_data is None else (future, handle.engine_data[1])
+        future.add_done_callback(lambda f: self._context.call_soon(self._pool_call_ended, handle, f))
 
     def _pool_call_ended(self, handle: TaskHandle, future: Future[bytes]) -> None:
         self._in_pool -= 1
-        self._free += handle.task.resources.cores
+        self._queue.release(handle.task.resources.cores)
         if future.cancelled():
             self._dispatch()
             return
@@ -159,7 +193,8 @@ class ConcurrentEngine:
             handle.lost("the worker process running it died (killed, crashed or exited); the pool was replaced")
             return
         handle.engine_data = (None, "alone")
-        self._free -= handle.task.resources.cores
+        with self._queue.lock:
+            self._queue.free -= handle.task.resources.cores
         self._suspects.append(handle)
 
     # ---------------------------------------------------------------- executables
@@ -182,8 +217,7 @@ class ConcurrentEngine:
 
     # ---------------------------------------------------------------- cancel, stop
     async def cancel(self, handle: TaskHandle) -> bool:
-        if handle in self._queue:
-            self._queue.remove(handle)
+        if self._queue.remove(handle):
             return True
         if handle in self._suspects:
             self._suspects.remove(handle)
@@ -193,18 +227,19 @@ class ConcurrentEngine:
         if isinstance(data, Command):
             data.stop(KILL_GRACE)
             return True
-        if isinstance(data, tuple) and isinstance(data[0], Future):
+        if isinstance(data, CallControl):
             # A running sync function cannot be interrupted: it is reported
             # CANCELED now, its late result is dropped, and its cores stay
             # counted as busy until the call really returns.
-            future, control = data
-            future.cancel()
-            if isinstance(control, CallControl):
-                control.cancel()
+            data.cancel()
+            return True
+        if isinstance(data, tuple) and isinstance(data[0], Future):
+            data[0].cancel()
             return True
         return False
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._runners:
             await asyncio.wait(list(self._runners), timeout=KILL_GRACE * 2)
         if self._owns_executor and self.executor is not None:
