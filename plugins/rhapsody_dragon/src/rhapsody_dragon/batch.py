@@ -28,7 +28,6 @@ from rhapsody.engine.sampling import LocalNodeSampler
 from rhapsody.errors import BackendError, ResourceError, TaskValidationError
 from rhapsody.execution.backend import Backend
 from rhapsody.resources import Capacity, NodeSample
-from rhapsody_dragon import functions
 from rhapsody_dragon.batch_tasks import BatchEntry
 from rhapsody_dragon.runtime import RuntimeLease, StepTimeout, bounded, call_bounded, engine_error, node_gpus, scrub, scrubbed, wait_bounded
 from rhapsody_dragon.wrapper import setsid_problem

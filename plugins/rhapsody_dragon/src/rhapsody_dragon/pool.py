@@ -26,7 +26,6 @@ from typing import Any, ClassVar
 
 from rhapsody.engine import EngineContext, TaskHandle, core_count
 from rhapsody.engine.sampling import LocalNodeSampler
-from rhapsody.errors import BackendError
 from rhapsody.execution.backend import Backend
 from rhapsody.resources import Capacity, NodeSample
 from rhapsody_dragon import functions, pool_worker
