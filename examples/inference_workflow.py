@@ -72,9 +72,7 @@ async def main(model_path: str | None) -> None:
         print(f"[ai verdict] {verdict.response.strip()!r}")
         m = verdict.metrics
         print(
-            print(
-                f"[ai metrics] {m['completion_tokens']} tokens, first after {m['time_to_first_token_s']:.2f} s, all after {m['latency_s']:.2f} s"
-            )
+            f"[ai metrics] {m['completion_tokens']} tokens, first after {m['time_to_first_token_s']:.2f} s, all after {m['latency_s']:.2f} s"
         )
         print(f"[hpc] the model wrote {words.stdout.strip()} words in all")
     print(f"done in {time.perf_counter() - t0:.1f} s; server stopped with the session")

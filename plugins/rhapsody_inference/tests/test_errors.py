@@ -119,3 +119,10 @@ def test_bad_constructor_arguments_raise() -> None:
         Endpoint("http://h:1", concurrency=0)
     with pytest.raises(ValueError, match="retries"):
         InferenceBackend(["http://h:1"], retries=-1)
+
+
+def test_one_bad_prompt_in_a_list_fails_the_task_with_its_reason(run: LoopRunner, llama_url: str, tmp_path: Any) -> None:
+    t = AITask(prompt=["Name a colour.", "word " * 2000, "Name a fruit."], model=MODEL, max_tokens=8)
+    run_tasks(run, InferenceBackend([Endpoint(llama_url, chat=True, concurrency=1)]), t, tmp_path=tmp_path)
+    assert t.state is TaskState.FAILED and t.response is None
+    assert isinstance(t.exception, InferenceError) and t.exception.code == "context_length_exceeded"
