@@ -55,7 +55,7 @@ async def main(model_path: str | None) -> None:
         await session.submit_tasks([comments, verdict])
         await asyncio.gather(comments, verdict)
 
-        text = "\n".join([*comments.response, verdict.response])
+        text = "\n".join([*comments.response, *verdict.response])
         words = ComputeTask(
             executable="/bin/sh",
             arguments=["-c", 'printf "%s" "$TEXT" | wc -w'],
@@ -69,7 +69,7 @@ async def main(model_path: str | None) -> None:
             print(
                 f"[sim] L={r['length_m']} m T={r['period_s']} s -> [ai] {answer.strip()!r} ({req['completion_tokens']} tokens, {req['latency_s']:.2f} s)"
             )
-        print(f"[ai verdict] {verdict.response.strip()!r}")
+        print(f"[ai verdict] {verdict.response[0].strip()!r}")
         m = verdict.metrics
         print(
             f"[ai metrics] {m['completion_tokens']} tokens, first after {m['time_to_first_token_s']:.2f} s, all after {m['latency_s']:.2f} s"

@@ -43,7 +43,7 @@ def test_managed_server_serves_then_leaves_nothing(run: LoopRunner, gguf: Path, 
 
     pid, port = run(go())
     assert t.state is TaskState.DONE, t.exception
-    assert isinstance(t.response, str) and t.metrics["endpoints"] == [f"http://127.0.0.1:{port}/v1"]
+    assert isinstance(t.response, list) and len(t.response) == 1 and t.metrics["endpoints"] == [f"http://127.0.0.1:{port}/v1"]
     assert not pid_alive(pid) and not port_in_use("127.0.0.1", port)
 
 

@@ -47,7 +47,7 @@ def chat_backend(llama_url: str) -> Callable[..., InferenceBackend]:
 def test_chat_answer_with_usage_and_timings(run: LoopRunner, chat_backend: Any, tmp_path: Any) -> None:
     (t,) = run_tasks(run, chat_backend(), ai(max_tokens=12), tmp_path=tmp_path)
     assert t.state is TaskState.DONE, t.exception
-    assert isinstance(t.response, str) and t.response.strip()
+    assert isinstance(t.response, list) and len(t.response) == 1 and t.response[0].strip()
     m = t.metrics
     (req,) = m["requests"]
     assert req["api"] == "chat"

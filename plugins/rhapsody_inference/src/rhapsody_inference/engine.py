@@ -121,9 +121,9 @@ class InferenceEngine:
         except Exception as exc:  # noqa: BLE001 - any other surprise fails this task, not the backend
             handle.failed(BackendError(f"inference backend: task {task.uid}: {type(exc).__name__}: {exc}"))
             return
+        # a list for one prompt too, as rhapsody-py gives it: code written for it reads response[0]
         texts = [reply.answer.text for reply, _, _ in replies]
-        response: str | list[str] = texts if isinstance(task.prompt, list) else texts[0]
-        handle.answered(response, task_metrics(replies, time.monotonic() - t0))
+        handle.answered(texts, task_metrics(replies, time.monotonic() - t0))
 
     async def _one(self, task: AITask, prompt: str, options: dict[str, Any], running: Any) -> tuple[Reply, str, str]:
         assert self.router is not None

@@ -75,7 +75,8 @@ class TaskHandle:
 
     def answered(self, response: Any, metrics: dict[str, Any] | None = None) -> None:
         """An AI task finished: DONE with its ``response`` (one text per prompt:
-        a str for a str prompt, a list for a list) and the backend's ``metrics``."""
+        a list, also for a single prompt, as rhapsody-py gives it) and the
+        backend's ``metrics``."""
         self._tracker.post(self._tracker.set_answered, self, response, metrics)
 
     def canceled(self) -> None:

@@ -81,7 +81,7 @@ class AIBackendConformance:
     def test_one_prompt_one_text(self, submit: Any) -> None:
         (t,) = submit(self.ai("Name a colour."))
         assert t.state is TaskState.DONE, t.exception
-        assert isinstance(t.response, str) and t.response.strip()
+        assert isinstance(t.response, list) and len(t.response) == 1 and t.response[0].strip()
         assert isinstance(t.metrics, dict)
         assert t.metrics["latency_s"] > 0
 
@@ -95,7 +95,7 @@ class AIBackendConformance:
     def test_system_prompt_and_sampling_fields(self, submit: Any) -> None:
         (t,) = submit(self.ai("Hello", system_prompt="Answer briefly.", temperature=0.2, top_p=0.9, top_k=20, stop_sequences=["\n\n"]))
         assert t.state is TaskState.DONE, t.exception
-        assert isinstance(t.response, str)
+        assert isinstance(t.response, list) and isinstance(t.response[0], str)
 
     def test_many_tasks_at_once(self, submit: Any) -> None:
         batch = [self.ai(f"Say the number {i}.", max_tokens=4) for i in range(6)]
@@ -133,7 +133,7 @@ class AIBackendConformance:
 
         t = run(go())
         assert t.state is TaskState.DONE, t.exception
-        assert desc["state"] == "DONE" and isinstance(desc["response"], str) and isinstance(desc["metrics"], dict)
+        assert desc["state"] == "DONE" and isinstance(desc["response"], list) and isinstance(desc["metrics"], dict)
 
     # ------------------------------------------------------------------ cancel, timeout, shutdown
     def test_cancel_running_request(self, run: LoopRunner, session: Session) -> None:
