@@ -74,6 +74,10 @@ def _start(tmp_path: Path, mark: str, *extra: str) -> subprocess.Popen[bytes]:
     # run from inside a launched Dragon test session, the benchmark must bring up a runtime of its own
     env = {k: v for k, v in os.environ.items() if not (ENGINE == "dragon" and k.startswith("DRAGON_"))}
     env.update({TEST_MARK: mark, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")})
+    if ENGINE == "dask":  # the killed workers' dask-scratch-space stays in this test's temp dir (Dragon: its own choice)
+        scratch = tmp_path / "tmp"
+        scratch.mkdir()
+        env["TMPDIR"] = str(scratch)
     log = (tmp_path / "aggregator.log").open("wb")
     cmd = [sys.executable, "-m", "benchmarks", "--engines", ENGINE, "--out", str(tmp_path / "out"), *extra]
     # a session of its own: if the test fails, its own cleanup below can still find the group

@@ -30,7 +30,17 @@ async def main():
     made = await DaskExecutionBackend.create({"n_workers": 1, "threads_per_worker": 1}, "made")
     print(f"create positional {made.name} {await run_one(made, 2, 3)}")
 
-    async with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=":0", asynchronous=True) as cluster:
+    # scratch space in the working directory: Dask's default, /tmp/dask-scratch-space, outlives the cluster
+    scratch = "dask-scratch"
+    async with LocalCluster(
+        n_workers=1,
+        threads_per_worker=1,
+        dashboard_address="127.0.0.1:0",
+        host="127.0.0.1",
+        local_directory=scratch,
+        scheduler_kwargs={"local_directory": scratch},
+        asynchronous=True,
+    ) as cluster:
         on_cluster = await DaskExecutionBackend(None, "on_cluster", cluster)
         print(f"positional cluster {on_cluster.name} {await run_one(on_cluster, 3, 4)}")
 
