@@ -192,6 +192,7 @@ class Writer:
     def __init__(self, path: str | os.PathLike[str], run: int, log: Any) -> None:
         self.path, self.run, self.log = Path(path), run, log
         self.error: BaseException | None = None
+        self._closing = threading.Event()
         self._queue: queue.SimpleQueue[Sequence[Record] | None] = queue.SimpleQueue()
         self._conn = connect(path)  # opened here: a bad path fails the Session, not the thread
         self._thread = threading.Thread(target=self._run, name="rhapsody-journal", daemon=True)
@@ -202,6 +203,7 @@ class Writer:
 
     def close(self, timeout: float) -> None:
         """Write what is queued, then stop; raises `JournalError` if that takes over ``timeout`` s."""
+        self._closing.set()  # no more waiting for neighbours: write what is there now
         self._queue.put(None)
         self._thread.join(timeout)
         if self._thread.is_alive():
@@ -213,8 +215,8 @@ class Writer:
             stop = False
             while not stop:
                 batches = [self._queue.get()]
-                if batches[0] is not None:
-                    time.sleep(COMMIT_INTERVAL)  # let this wake-up's neighbours join the transaction
+                if batches[0] is not None:  # let this wake-up's neighbours join the transaction, unless closing
+                    self._closing.wait(COMMIT_INTERVAL)
                 while True:  # everything else already waiting
                     try:
                         batches.append(self._queue.get_nowait())
