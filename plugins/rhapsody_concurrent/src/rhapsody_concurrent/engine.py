@@ -19,7 +19,7 @@ from rhapsody.engine import CallControl, EngineContext, Outcome, TaskHandle, cal
 from rhapsody.engine.host import gpu_count
 from rhapsody.engine.process import KILL_GRACE, Command
 from rhapsody.engine.sampling import LocalNodeSampler
-from rhapsody.errors import BackendError
+from rhapsody.errors import BackendError, ResourceError
 from rhapsody.resources import Capacity, NodeSample
 from rhapsody_concurrent.cores import CoreQueue
 from rhapsody_concurrent.pools import replacement_pool
@@ -67,9 +67,9 @@ class ConcurrentEngine:
     # ---------------------------------------------------------------- dispatch
     async def submit(self, handles: Sequence[TaskHandle]) -> None:
         multi_rank = [h for h in handles if h.launch is None and h.task.resources.ranks > 1]
-        for handle in multi_rank:
+        for handle in multi_rank:  # ResourceError, not BackendError: a retry would fail the same way
             handle.failed(
-                BackendError(f"{self._context.name}: multi-rank function tasks need an MPI-capable backend (dragon, radical_pilot)")
+                ResourceError(f"{self._context.name}: multi-rank function tasks need an MPI-capable backend (dragon, radical_pilot)")
             )
         self._queue.put(h for h in handles if h.launch is not None or h.task.resources.ranks == 1)
         self._dispatch()
