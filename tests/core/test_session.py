@@ -70,8 +70,7 @@ def test_unknown_backend_fails_fast_and_submits_nothing(recorder: Recorder, tmp_
 
 def test_session_without_backends_uses_concurrent(tmp_path: Path) -> None:
     session = Session(work_dir=tmp_path)
-    (backend,) = session.backends.values()
-    assert isinstance(backend, ConcurrentExecutionBackend) and backend.name == "concurrent"
+    assert session.backends == {}  # until a task needs one: add_backend may still come first
     t = ComputeTask(function=fn.add, args=(2, 5))
 
     async def go() -> None:
@@ -80,7 +79,9 @@ def test_session_without_backends_uses_concurrent(tmp_path: Path) -> None:
             await t
 
     run(go())
-    assert t.return_value == 7
+    (backend,) = session.backends.values()
+    assert isinstance(backend, ConcurrentExecutionBackend) and backend.name == "concurrent"
+    assert t.return_value == 7 and t.backend == "concurrent"
 
 
 def test_session_without_default_backend_says_what_to_install(monkeypatch: pytest.MonkeyPatch, fresh_plugins: None) -> None:
@@ -88,8 +89,24 @@ def test_session_without_default_backend_says_what_to_install(monkeypatch: pytes
     from rhapsody.registry import reset_plugins
 
     reset_plugins()
+    session = Session()  # rhapsody-py's shape: Session(), then add_backend(...)
     with pytest.raises(BackendNotFoundError, match="pip install rhapsody-concurrent"):
-        Session()
+        run(session.submit_tasks([ComputeTask(function=pow, args=(2, 3))]))
+
+
+def test_session_without_backends_then_add_backend_routes_there(tmp_path: Path) -> None:
+    """rhapsody-py's ``Session()`` + ``add_backend(b)``: tasks go to ``b``, no default backend appears."""
+    session = Session(work_dir=tmp_path)
+    session.add_backend(Backend(AsyncioEngine(), "mine"))
+    task = ComputeTask(function=pow, args=(2, 3))
+
+    async def go() -> None:
+        await session.submit_tasks([task])
+        await task
+        await session.close()
+
+    run(go())
+    assert task.backend == "mine" and task.return_value == 8 and list(session.backends) == ["mine"]
 
 
 def test_backend_names_in_a_session(tmp_path: Path) -> None:
@@ -108,7 +125,6 @@ def test_work_dir_layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("RHAPSODY_WORK_DIR", str(tmp_path / "from-env"))
     session = Session(uid="s-env")
     assert session.work_dir == tmp_path / "from-env" / "s-env"
-    assert session.backends["concurrent"].work_dir == session.work_dir
     explicit = Session(uid="s-arg", work_dir=tmp_path / "given", backends=[ConcurrentExecutionBackend(cores=1)])
     assert explicit.work_dir == tmp_path / "given" / "s-arg"
     monkeypatch.delenv("RHAPSODY_WORK_DIR")
@@ -123,6 +139,7 @@ def test_work_dir_layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
             await t
 
     run(go())
+    assert session.backends["concurrent"].work_dir == session.work_dir  # the default, added at the first task
     out = tmp_path / "from-env" / "s-env" / "cap.stdout"
     assert t.stdout == str(out) and out.read_text() == "out\n"
     assert Path(t.stderr).read_text() == "err\n"

@@ -25,8 +25,9 @@ PROGRESS_ENV = "RHAPSODY_PROGRESS"
 class Session:
     """Routes tasks to backends by ``task.backend`` (default: the first backend).
 
-    ``backends``: backend objects (awaited or not) or backend names; None means
-    the default local backend. Task artifacts go to ``<work_dir>/<uid>/``, where
+    ``backends``: backend objects (awaited or not) or backend names; None: the
+    backends `add_backend` adds, else, at the first submission or `start`, the
+    default local backend (``concurrent``). Task artifacts go to ``<work_dir>/<uid>/``, where
     ``work_dir`` defaults to ``$RHAPSODY_WORK_DIR``, else the current directory.
 
     ``retries``: the default for tasks that set no ``retries`` of their own (an
@@ -63,9 +64,12 @@ class Session:
         self._telemetry: Any = None  # a rhapsody-telemetry TelemetryManager once started
         self._progress: Any = None
         self.journal: Journal | None = Journal(journal, self.log) if journal is not None else None
+        # rhapsody-py's ``Session()`` then ``add_backend(b)`` must route to ``b``:
+        # the default backend comes only when the first task finds no backend at all
+        self._wants_default = backends is None
         try:
             if backends is None:
-                backends = [self._default_backend()]
+                backends = []
             elif isinstance(backends, (Backend, str)):
                 backends = [backends]
             for backend in backends:
@@ -113,8 +117,13 @@ class Session:
     def backends(self) -> dict[str, Backend]:
         return dict(self._backends)
 
+    def _add_default_if_none(self) -> None:
+        if not self._backends and self._wants_default:
+            self.add_backend(self._default_backend())
+
     async def start(self) -> Session:
         """Start every backend (also done on first submit)."""
+        self._add_default_if_none()
         await asyncio.gather(*(b.start() for b in self._backends.values()))
         return self
 
@@ -136,6 +145,7 @@ class Session:
         if isinstance(tasks, (BaseTask, dict)):
             tasks = [tasks]
         tasks = list(tasks)
+        self._add_default_if_none()
         if not self._backends:
             raise BackendNotFoundError(f"session {self.uid} has no backends")
         default = next(iter(self._backends))
