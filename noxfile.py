@@ -77,9 +77,11 @@ def _tests_dragon(session: nox.Session) -> None:
         "DRAGON_DEFAULT_SEG_SZ": "268435456",
         "DRAGON_INF_SEG_SZ": "134217728",
     }
-    # Plain python first (no launcher): programs that start Dragon's local runtime themselves.
-    plain = str(PLUGINS / "rhapsody_dragon" / "tests" / "test_plain_python.py")
-    _pytest(session, plain, env=env)
+    # Plain pytest first (no launcher): programs that start Dragon's local runtime themselves, and
+    # programs each run by a `dragon` launcher of their own (one started from inside another
+    # launcher's runtime hung).
+    plain = [str(PLUGINS / "rhapsody_dragon" / "tests" / f"test_{name}.py") for name in ("plain_python", "upstream_programs")]
+    _pytest(session, *plain, env=env)
     basetemp = _basetemp(session)  # resolved here, before the chdir below
     # The launcher writes runtime files into its working directory: run it in a temp dir.
     with tempfile.TemporaryDirectory(prefix="rhapsody-dragon-") as tmp, session.chdir(tmp):
@@ -93,7 +95,7 @@ def _tests_dragon(session: nox.Session) -> None:
             "-ra",
             basetemp,
             str(PLUGINS / "rhapsody_dragon" / "tests"),
-            f"--ignore={plain}",
+            *(f"--ignore={path}" for path in plain),
             str(ROOT / "tests" / "benchmarks" / "test_bench_dragon.py"),
             # kills `python -m benchmarks` mid-way through a Dragon run: the launcher's runtime must go too
             str(ROOT / "tests" / "benchmarks" / "test_aggregator_cleanup.py"),

@@ -57,6 +57,7 @@ def _run(tmp_path: Path, body: Callable[[DragonBatchExecutionBackend], Coroutine
 
     async def go() -> Any:
         async with Session([backend], work_dir=tmp_path):
+            await backend.start()  # a Session starts its backends on first use; these bodies may not submit first
             return await body(backend)
 
     try:

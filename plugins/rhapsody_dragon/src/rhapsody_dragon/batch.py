@@ -315,7 +315,9 @@ class BatchEngine:
             return
         if e.wrapped is not None:  # Batch stopped the wrapper (timeout): its program's group is stopped here
             e.wrapped.stop(_NO_WAIT)
-        if isinstance(exc, TimeoutError) and e.timeout is not None:
+        # Batch ends a timed-out process task with an exit code (handled in finish) or, seen
+        # under load, with an internal error of its own: past the timeout, the timeout did it.
+        if e.timeout is not None and (isinstance(exc, TimeoutError) or time.monotonic() - e.created_at >= e.timeout):
             handle.failed(TimeoutError(f"task {handle.uid}: Dragon Batch stopped it at its timeout of {e.timeout:g} s"))
             return
         env = handle.launch.env if handle.launch else None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from typing import Any
 
 from rhapsody.engine import TaskHandle
@@ -36,6 +37,7 @@ class BatchEntry:
         self.handle, self.base = handle, base
         self.dtask: Any = None
         self.started = False
+        self.created_at = time.monotonic()
         kw = handle.task.task_backend_specific_kwargs
         self.timeout = _timeout(handle, kw.get("timeout"))
         # per-rank cwd / env / policy: an executable's ranks, or a function's processes

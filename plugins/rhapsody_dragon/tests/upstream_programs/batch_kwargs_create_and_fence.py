@@ -46,8 +46,10 @@ async def main():
     print("ddict", store["answer"])
     store.destroy()
 
+    from dragon.native.machine import Node, System
+
     capacity = backend.capacity()
-    print("gpus", capacity.gpus)
+    print("gpus", capacity.gpus, "dragon sees", sum(Node(h).num_gpus for h in System().nodes))
     await session.close()
 
 
