@@ -69,7 +69,8 @@ def _tests_dask(session: nox.Session) -> None:
 
 
 def _tests_dragon(session: nox.Session) -> None:
-    session.install(CORE, _plugin("dragon"), *TEST_TOOLS)
+    # with rhapsody-telemetry: its end-to-end test on this engine lives in the Dragon suite
+    session.install(CORE, _plugin("dragon"), _plugin("telemetry"), *TEST_TOOLS)
     bin_dir = str(Path(session.bin))
     env = {
         "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -106,7 +107,8 @@ def _tests_dragon(session: nox.Session) -> None:
 
 
 def _tests_radical(session: nox.Session) -> None:
-    session.install(CORE, _plugin("radical"), *TEST_TOOLS)
+    # with rhapsody-telemetry: its end-to-end test on this engine lives in the RP suite
+    session.install(CORE, _plugin("radical"), _plugin("telemetry"), *TEST_TOOLS)
     _pytest(session, "plugins/rhapsody_radical/tests", "tests/benchmarks/test_bench_radical.py")
 
 
