@@ -15,7 +15,7 @@ from rhapsody_dragon.pool import DragonPoolExecutionBackend
 from rhapsody_dragon.processes import DragonProcessExecutionBackend
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "rhapsody_telemetry" / "tests"))
-from engine_run import check_run, telemetry_run  # noqa: E402
+from engine_run import check_run, telemetry_run
 
 
 def _tasks() -> list[ComputeTask]:

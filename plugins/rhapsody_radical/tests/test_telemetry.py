@@ -11,7 +11,7 @@ from rhapsody.testing.conformance import LoopRunner
 from rhapsody_radical.backend import RadicalExecutionBackend
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "rhapsody_telemetry" / "tests"))
-from engine_run import check_run, telemetry_run  # noqa: E402
+from engine_run import check_run, telemetry_run
 
 
 def test_pilot_session_telemetry(tmp_path: Path) -> None:
