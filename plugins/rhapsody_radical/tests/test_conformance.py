@@ -25,7 +25,7 @@ class TestRadicalPilotConformance(BackendConformance, WorkerLossChecks):
 
     def make_backend(self) -> RadicalExecutionBackend:
         return RadicalExecutionBackend(
-            resources={"resource": "local.localhost", "runtime": 15, "cores": 4},
+            resources={"resource": "local.localhost", "runtime": 45, "cores": 4},
             local_cores=4,
             raptor={"eager": True},
         )
