@@ -27,7 +27,8 @@ async def fetch_and_scale(value: float, factor: float) -> float:
 
 async def main() -> None:
     t0 = time.perf_counter()
-    async with Session() as session:  # no backends named: the embedded default
+    async with Session() as session:  # no backends named: the embedded default...
+        await session.start()  # ...joins here (or at the first task), unless add_backend came first
         backend = next(iter(session.backends.values()))
         print(f"session {session.uid} on backend {backend.name!r}; artifacts in {session.work_dir}")
 

@@ -321,3 +321,16 @@ def test_close_survives_a_backend_whose_stop_hangs(tmp_path: Path, caplog: pytes
     assert stuck.stopped == 1 and fine.stopped == 1
     logged = "\n".join(str(r.msg) for r in caplog.records if r.name.startswith("rhapsody"))
     assert "stuck" in logged and "did not finish within 0.3 s" in logged
+
+
+def test_session_start_without_backends_adds_the_default(tmp_path: Path) -> None:
+    """``await Session().start()`` brings the default backend in, as the demo relies on."""
+    session = Session(work_dir=tmp_path)
+
+    async def go() -> list[str]:
+        await session.start()
+        names = list(session.backends)
+        await session.close()
+        return names
+
+    assert run(go()) == ["concurrent"]
