@@ -114,6 +114,7 @@ def _run_engines(
             status[engine] = f"not run: {ENGINES[engine]} is not installed in this environment"
             continue
         print(f"--- {engine}", flush=True)
+        shm_before = children.shm_entries()
         try:
             # Each engine in a session of its own. Not Dragon's: its launcher calls
             # setsid() itself and hangs silently when it is already a session leader;
@@ -134,7 +135,7 @@ def _run_engines(
         except subprocess.TimeoutExpired:
             status[engine] = f"killed after {args.timeout:g} s (--timeout)"
         finally:
-            children.stop(proc, mark)
+            children.stop(proc, mark, shm_before)
 
 
 def main() -> int:

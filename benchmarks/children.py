@@ -16,6 +16,11 @@ or an engine run times out:
 
 A SIGKILL of this process cannot be caught: then the children get
 ``PR_SET_PDEATHSIG`` (the direct child only; its own children are the engine's).
+
+Killed engine processes cannot unlink their shared memory: Dragon's pools
+(``/dev/shm/DD*``) and the named semaphores of Python's multiprocessing
+(``/dev/shm/sem.mp-*``, used by Dask's nannies) stay behind. `stop` removes the
+``/dev/shm`` entries that appeared during the run and no live process holds.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ MARK_VARIABLE = "RHAPSODY_RUN_MARK"
 GRACE = 10.0
 #: seconds the sweep may take before it gives up naming what is left
 SWEEP_DEADLINE = 30.0
+SHM = Path("/dev/shm")
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -112,15 +118,58 @@ def _signal(pids: list[int], sig: int) -> None:
             os.kill(pid, sig)
 
 
-def stop(proc: subprocess.Popen[Any], mark: str, grace: float = GRACE) -> None:
+def shm_entries() -> set[str]:
+    """Names in ``/dev/shm`` owned by this user: take them before starting a child, for `stop`."""
+    names = set()
+    with contextlib.suppress(OSError):
+        for entry in SHM.iterdir():
+            with contextlib.suppress(OSError):
+                if entry.stat().st_uid == os.getuid():
+                    names.add(entry.name)
+    return names
+
+
+def _shm_in_use() -> set[str]:
+    """Names in ``/dev/shm`` that a live process has mapped or open (ours: others' are unreadable)."""
+    used, prefix = set(), f"{SHM}/"
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for line in (entry / "maps").read_text().splitlines():
+                _, found, rest = line.partition(prefix)
+                if found:
+                    used.add(rest.split(" ")[0])
+        with contextlib.suppress(OSError):
+            for fd in (entry / "fd").iterdir():
+                with contextlib.suppress(OSError):
+                    target = os.readlink(fd)
+                    if target.startswith(prefix):
+                        used.add(target[len(prefix) :].split(" ")[0])
+    return used
+
+
+def remove_orphaned_shm(before: set[str]) -> list[str]:
+    """Unlink the ``/dev/shm`` entries of ours that are not in ``before`` and
+    that no live process holds: what the run's killed processes left. Returns their names."""
+    orphans = sorted(shm_entries() - before - _shm_in_use())
+    for name in orphans:
+        with contextlib.suppress(FileNotFoundError):
+            (SHM / name).unlink()
+    return orphans
+
+
+def stop(proc: subprocess.Popen[Any], mark: str, shm_before: set[str], grace: float = GRACE) -> None:
     """Stop ``proc`` and every process carrying ``mark``: SIGTERM to its group
     first (a launcher tears its runtime down), SIGKILL to all that remain after
-    ``grace`` seconds. Raises `LeftBehind` naming what survived. Another
-    SIGTERM / SIGINT meanwhile waits until the sweep is done."""
+    ``grace`` seconds; then remove the shared memory they left (``shm_before``:
+    `shm_entries` before ``proc`` started). Raises `LeftBehind` naming what
+    survived. Another SIGTERM / SIGINT meanwhile waits until the sweep is done."""
     blocked = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
     try:
         _stop(proc, mark, grace)
+        remove_orphaned_shm(shm_before)
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 

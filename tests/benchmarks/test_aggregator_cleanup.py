@@ -7,7 +7,8 @@ worker processes; Dragon: the launcher starts its runtime, which leaves the
 aggregator's process groups), and is killed once those grandchildren exist. Every process of the run inherits
 a mark of this test's own in its environment, whatever session or process
 group it puts itself in, so the test finds them without relying on the code
-under test.
+under test. Nor may the killed processes' shared memory stay in ``/dev/shm``
+(Dragon's pools, the semaphores of Dask's nannies).
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ def _parent(pid: int) -> int | None:
         return int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
     except (OSError, ValueError, IndexError):
         return None
+
+
+def _shm() -> set[str]:
+    return set(os.listdir("/dev/shm"))
 
 
 def _engine() -> str:
@@ -115,7 +120,7 @@ def _log(tmp_path: Path) -> str:
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 128 + signal.SIGTERM), (signal.SIGINT, 130)])
 def test_killed_aggregator_takes_the_engine_processes_with_it(tmp_path: Path, sig: signal.Signals, code: int) -> None:
-    mark = uuid.uuid4().hex
+    mark, shm_before = uuid.uuid4().hex, _shm()
     proc = _start(tmp_path, mark, *LONG_RUN)
     try:
         engine_pids = _wait_for_grandchildren(proc, mark)
@@ -127,12 +132,13 @@ def test_killed_aggregator_takes_the_engine_processes_with_it(tmp_path: Path, si
         left = _marked(mark)
         assert left == [], f"after {sig.name} these processes of the run remain: {left} (engine pids were {engine_pids})\n{_log(tmp_path)}"
         assert proc.returncode == code, _log(tmp_path)
+        assert _shm() - shm_before == set(), "the killed engine's shared memory was left in /dev/shm"
     finally:
         _cleanup(proc, mark)
 
 
 def test_engine_run_timing_out_leaves_nothing(tmp_path: Path) -> None:
-    mark = uuid.uuid4().hex
+    mark, shm_before = uuid.uuid4().hex, _shm()
     proc = _start(tmp_path, mark, *LONG_RUN, "--timeout", "90")
     try:
         _wait_for_grandchildren(proc, mark)
@@ -143,5 +149,6 @@ def test_engine_run_timing_out_leaves_nothing(tmp_path: Path) -> None:
         left = _marked(mark)
         assert left == [], f"after the timeout these processes of the run remain: {left}\n{_log(tmp_path)}"
         assert f"{ENGINE}: killed after 90 s (--timeout)" in _log(tmp_path)
+        assert _shm() - shm_before == set(), "the killed engine's shared memory was left in /dev/shm"
     finally:
         _cleanup(proc, mark)
