@@ -25,6 +25,10 @@ def test_core_names_are_the_plugins() -> None:
     assert {TelemetryReader.__name__, TelemetrySubscriber.__name__} == {"TelemetryReader", "TelemetrySubscriber"}
     for name in rhapsody.telemetry.__all__:
         assert getattr(rhapsody.telemetry, name) is not None
+    for name in core_events.__all__:
+        assert getattr(core_events, name) is getattr(events, name)
+    with pytest.raises(AttributeError, match="no attribute 'TaskExploded'"):
+        _ = core_events.TaskExploded
 
 
 def test_make_event_fills_ids_and_times() -> None:

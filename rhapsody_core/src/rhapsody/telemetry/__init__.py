@@ -13,33 +13,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from rhapsody.telemetry._plugin import INSTALL_HINT, plugin
+from rhapsody.telemetry._plugin import INSTALL_HINT, NAMES, plugin
 
-__all__ = [
-    "BaseEvent",
-    "ResourceUpdate",
-    "SessionEnded",
-    "SessionStarted",
-    "TaskCanceled",
-    "TaskCompleted",
-    "TaskCreated",
-    "TaskFailed",
-    "TaskQueued",
-    "TaskStarted",
-    "TaskSubmitted",
-    "TelemetryManager",
-    "TelemetryReader",
-    "TelemetrySubscriber",
-    "define_event",
-    "make_event",
-]
+__all__ = sorted(NAMES)
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
+    if name in NAMES:
         return getattr(plugin(), name)
     raise AttributeError(f"module 'rhapsody.telemetry' has no attribute {name!r} (telemetry comes from: {INSTALL_HINT})")
 
 
 def __dir__() -> list[str]:
-    return sorted(__all__)
+    return sorted(NAMES)

@@ -10,6 +10,24 @@ from types import ModuleType
 ENTRY_POINT_GROUP = "rhapsody.telemetry"
 ENTRY_POINT_NAME = "telemetry"
 INSTALL_HINT = "pip install rhapsody-telemetry"
+#: what ``rhapsody.telemetry.events`` forwards (rhapsody-py 0.6's names)
+EVENT_NAMES = (
+    "BaseEvent",
+    "ResourceUpdate",
+    "SessionEnded",
+    "SessionStarted",
+    "TaskCanceled",
+    "TaskCompleted",
+    "TaskCreated",
+    "TaskFailed",
+    "TaskQueued",
+    "TaskStarted",
+    "TaskSubmitted",
+    "define_event",
+    "make_event",
+)
+#: what ``rhapsody.telemetry`` forwards
+NAMES = (*EVENT_NAMES, "TelemetryManager", "TelemetryReader", "TelemetrySubscriber")
 
 _loaded: list[ModuleType] = []
 

@@ -5,35 +5,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from rhapsody.telemetry._plugin import plugin
+from rhapsody.telemetry._plugin import EVENT_NAMES, plugin
 
-_api = plugin()  # raises ModuleNotFoundError naming what to install
-BaseEvent: Any = _api.BaseEvent
-ResourceUpdate: Any = _api.ResourceUpdate
-SessionEnded: Any = _api.SessionEnded
-SessionStarted: Any = _api.SessionStarted
-TaskCanceled: Any = _api.TaskCanceled
-TaskCompleted: Any = _api.TaskCompleted
-TaskCreated: Any = _api.TaskCreated
-TaskFailed: Any = _api.TaskFailed
-TaskQueued: Any = _api.TaskQueued
-TaskStarted: Any = _api.TaskStarted
-TaskSubmitted: Any = _api.TaskSubmitted
-define_event: Any = _api.define_event
-make_event: Any = _api.make_event
+_api = plugin()  # importing this module without the plugin raises ModuleNotFoundError naming what to install
 
-__all__ = [
-    "BaseEvent",
-    "ResourceUpdate",
-    "SessionEnded",
-    "SessionStarted",
-    "TaskCanceled",
-    "TaskCompleted",
-    "TaskCreated",
-    "TaskFailed",
-    "TaskQueued",
-    "TaskStarted",
-    "TaskSubmitted",
-    "define_event",
-    "make_event",
-]
+__all__ = sorted(EVENT_NAMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name in EVENT_NAMES:
+        return getattr(_api, name)
+    raise AttributeError(f"module 'rhapsody.telemetry.events' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(EVENT_NAMES)
