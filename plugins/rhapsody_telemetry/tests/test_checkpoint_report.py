@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -80,6 +81,15 @@ def test_checkpoint_holds_events_spans_and_metrics(run_checkpoint: tuple[Path, d
     assert kinds.count("TaskCompleted") == 10 and kinds.count("TaskFailed") == 1 and kinds.count("TaskCanceled") == 1
     assert kinds[-1] == "SessionEnded" and "ResourceUpdate" in kinds
     assert sections["metric"][-1]["backends"]["local"]["completed"] == 10
+    # where each task ran: a pool thread of this host, or the sleeper's own process
+    host = socket.gethostname()
+    ran = [s["attributes"] for s in tasks if "started_at" in s["attributes"]]
+    assert len(ran) >= 11 and all("worker" not in s["attributes"] for s in tasks if "started_at" not in s["attributes"])
+    threads = {a["worker"] for a in ran if a["executable"] != "/bin/sleep"}
+    assert threads and threads <= {f"{host}/rhapsody-local-0", f"{host}/rhapsody-local-1"}, threads
+    assert all(re.fullmatch(rf"{re.escape(host)}/pid \d+", a["worker"]) for a in ran if a["executable"] == "/bin/sleep")
+    started = [e for e in sections["event"] if e["event_type"] == "TaskStarted"]
+    assert len(started) == len(ran) and all(e["attributes"]["worker"].startswith(host + "/") for e in started)
 
 
 def test_rhapsody_report_command_makes_a_self_contained_page(run_checkpoint: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
@@ -105,6 +115,9 @@ def test_rhapsody_report_command_makes_a_self_contained_page(run_checkpoint: tup
     assert page.count("<title>task.") == 12  # one timeline bar per task, its uid in the tooltip
     assert "OSError" in page and "12 tasks" in page
     assert "<td>local</td><td>12</td><td>10</td><td>1</td><td>1</td>" in page
+    workers = {s["attributes"]["worker"] for s in read_checkpoint(path) if s["section"] == "span" and "worker" in s["attributes"]}
+    for worker in workers:  # one group of timeline rows per worker, labelled with it
+        assert f"<title>local {worker}</title>" in page
 
 
 def test_report_of_a_checkpoint_cut_by_a_crash(run_checkpoint: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
