@@ -13,6 +13,7 @@ from rhapsody_dragon import DragonBatchExecutionBackend, DragonPoolExecutionBack
 
 class TestDragonPool(BackendConformance, WorkerLossChecks):
     samples_resources = True
+    reports_worker = True
     concurrency = 2
     burst_size = 1000
     runs_multi_rank = False  # one worker process per task
@@ -23,6 +24,7 @@ class TestDragonPool(BackendConformance, WorkerLossChecks):
 
 class TestDragonProcess(BackendConformance, WorkerLossChecks):
     samples_resources = True
+    reports_worker = True
     concurrency = 2
     burst_size = 20  # a Python process per task: ~0.4 s each idle, several s on a loaded 2-core box
 
@@ -57,6 +59,7 @@ class TestDragonBatch(BackendConformance):
     """Batch runs ~4 function tasks/s here: small burst, generous deadlines."""
 
     samples_resources = True
+    reports_worker = True
     concurrency = 1  # Batch: one worker per physical core, one on a 2-vCPU box
     burst_size = 24
     deadline = 300.0
