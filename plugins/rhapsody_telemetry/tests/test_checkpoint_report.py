@@ -145,3 +145,28 @@ def test_report_refuses_a_file_that_is_no_checkpoint(tmp_path: Path) -> None:
     )
     assert missing.returncode == 1 and "FileNotFoundError" in missing.stderr
     assert json.loads('{"ok": true}')["ok"]
+
+
+def test_report_groups_workers_of_one_task_each(tmp_path: Path) -> None:
+    """Ten executables on the local pool are ten processes, each a worker of
+    one task: the timeline draws them as one group (with a pool thread that
+    happened to run one function only), next to the pool's threads."""
+
+    async def go() -> Path:
+        async with Session(backends=[await ConcurrentExecutionBackend(name="local", cores=2)], work_dir=tmp_path) as session:
+            telemetry = await session.start_telemetry(checkpoint_path=tmp_path / "telemetry")
+            tasks = [ComputeTask(executable="/bin/true") for _ in range(10)] + [
+                ComputeTask(function=time.sleep, args=(0.01,)) for _ in range(6)
+            ]
+            await session.submit_tasks(tasks)
+            await session.wait_tasks(tasks, timeout=120)
+        return Path(telemetry.checkpoint_file)
+
+    page = write_report(asyncio.run(go())).read_text()
+    labels = re.findall(r'class="tick" text-anchor="end">[^<]*<title>([^<]*)</title>', page)
+    host = socket.gethostname()
+    *threads, merged = labels
+    assert merged in ("local: 10 workers of one task each", "local: 11 workers of one task each"), labels
+    assert 1 <= len(threads) <= 12 - int(merged.split()[1]), labels  # a thread that ran one function is in the merged group
+    assert all(re.fullmatch(rf"local {re.escape(host)}/rhapsody-local-[01]", t) for t in threads), labels
+    assert page.count("<title>task.") == 16

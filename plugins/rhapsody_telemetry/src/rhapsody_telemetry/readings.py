@@ -52,7 +52,7 @@ class Readings(Intake):
             record["duration_seconds"] = round(((span.end_time or 0) - (span.start_time or 0)) / 1e9, 6)
             record["span_id"] = f"{span.context.span_id:016x}"
             record["trace_id"] = f"{span.context.trace_id:032x}"
-            for key in ("error_type", "exit_code", "incomplete_lifecycle", "run_seconds", "queue_wait_seconds"):
+            for key in ("error_type", "exit_code", "incomplete_lifecycle", "run_seconds", "queue_wait_seconds", "worker"):
                 if key in attributes:
                     record[key] = attributes[key]
             out.append(record)

@@ -11,6 +11,7 @@ from rhapsody_telemetry.report import svg
 from rhapsody_telemetry.report.load import Run, TaskRow
 
 MAX_TIMELINE_TASKS = 3000  # per backend and worker: more bars than this only make the page slow
+MAX_WORKER_GROUPS = 8  # per backend, before workers of one task each share a group
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:960px}
@@ -93,11 +94,7 @@ def _timeline(run: Run, t0: float) -> str:
     task ran; tasks it said nothing about share their backend's group)."""
     lanes: list[tuple[str, list[tuple[float, float, str, str]]]] = []
     notes = []
-    groups: dict[tuple[str, str], list[TaskRow]] = {}
-    for task in run.tasks:
-        groups.setdefault((task.backend, task.worker or ""), []).append(task)
-    for (backend, worker), mine in sorted(groups.items()):
-        name = f"{backend} {worker}" if worker else backend
+    for name, mine in _worker_groups(run.tasks):
         mine.sort(key=lambda t: t.started if t.started is not None else t.ended)
         if len(mine) > MAX_TIMELINE_TASKS:
             notes.append(f"{name}: {MAX_TIMELINE_TASKS} of {len(mine)} tasks drawn (evenly spread)")
@@ -106,6 +103,24 @@ def _timeline(run: Run, t0: float) -> str:
         lanes.extend((name if i == 0 else "", bars) for i, bars in enumerate(_slots(mine, t0)))
     note = "".join(f"<p class='note'>{escape(n)}</p>" for n in notes)
     return note + svg.timeline(lanes, run.t1 - t0, "seconds since start")
+
+
+def _worker_groups(tasks: list[TaskRow]) -> list[tuple[str, list[TaskRow]]]:
+    """(label, tasks) per backend and worker, in name order. A backend with
+    more than `MAX_WORKER_GROUPS` workers gets those that ran one task each
+    (a process per task: an executable's, a Dragon V1 process) as one group."""
+    groups: dict[tuple[str, str], list[TaskRow]] = {}
+    for task in tasks:
+        groups.setdefault((task.backend, task.worker or ""), []).append(task)
+    out: list[tuple[str, list[TaskRow]]] = []
+    for backend in sorted({b for b, _ in groups}):
+        mine = {w: ts for (b, w), ts in groups.items() if b == backend}
+        single = [w for w, ts in mine.items() if w and len(ts) == 1] if len(mine) > MAX_WORKER_GROUPS else []
+        for worker in sorted(set(mine) - set(single)):
+            out.append((f"{backend} {worker}" if worker else backend, mine[worker]))
+        if single:
+            out.append((f"{backend}: {len(single)} workers of one task each", [mine[w][0] for w in single]))
+    return out
 
 
 def _slots(tasks: list[TaskRow], t0: float) -> list[list[tuple[float, float, str, str]]]:
