@@ -51,7 +51,7 @@ class TaskHandle:
         """The engine started the task. Report it when the task really starts
         executing: the task's timeout counts from here. ``worker`` says where it
         runs (a non-empty str the engine picks: a Dask worker address, a host
-        and pid, a Dragon node, an RP node/slot); it lands in ``task.worker``."""
+        and pid, a Dragon process, an RP pilot); it lands in ``task.worker``."""
         if worker is not None and (type(worker) is not str or not worker):
             raise TypeError(f"task {self.task.uid}: running(worker=...) takes a non-empty str or None, got {worker!r}")
         self._tracker.post(self._tracker.set_running, self, worker)
