@@ -35,6 +35,7 @@ from rhapsody.backends import BackendState
 from rhapsody.engine import EngineContext, TaskHandle
 from rhapsody.registry import get_plugin_manager
 from rhapsody.testing import tasks as fn
+from rhapsody.testing.waiting import wait_for_state
 
 HERE = Path(__file__).parent
 
@@ -526,3 +527,35 @@ def test_engines_and_tests_use_no_private_name() -> None:
     everything, through public names only."""
     files = [HERE / "toys.py", HERE / "conftest.py", *sorted(HERE.glob("test_*.py"))]
     assert [u for f in files for u in _private_uses(f)] == []
+
+
+def test_worker_reported_at_running_lands_on_the_task() -> None:
+    """``handle.running(worker)`` from an engine thread: the task says where it
+    ran from RUNNING on; a bad value is refused where the engine made it, and
+    nothing is lost (the task still runs to its end)."""
+
+    async def go() -> tuple[ComputeTask, Any, list[str]]:
+        backend, engine = manual_backend("m")
+        async with backend:
+            t = ComputeTask(executable="/bin/true")
+            await backend.submit_tasks([t])
+            handle = engine.handles[t.uid]
+            refused: list[str] = []
+            for bad in ("", 7, b"node1"):
+                try:
+                    handle.running(bad)  # type: ignore[arg-type]
+                except TypeError as exc:
+                    refused.append(str(exc))
+            worker = threading.Thread(target=handle.running, args=("node1/pid 42",))
+            worker.start()
+            worker.join()
+            await wait_for_state(t, TaskState.RUNNING, timeout=30)
+            at_running = t.worker
+            handle.done(exit_code=0)
+            await asyncio.wait([t.future], timeout=30)  # type: ignore[list-item]
+            return t, at_running, refused
+
+    t, at_running, refused = run(go())
+    assert len(refused) == 3 and all(t.uid in r and "non-empty str" in r for r in refused)
+    assert at_running == t.worker == "node1/pid 42" and t.state is TaskState.DONE
+    assert dict(t)["worker"] == "node1/pid 42"

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from rhapsody import AITask, ComputeTask, Resources, TaskState, TaskTimeoutError, TaskValidationError
 from rhapsody.errors import TaskExecutionError
-from rhapsody.serialize import task_from_dict, task_from_json, task_to_dict, task_to_json
+from rhapsody.serialize import result_fields, result_to_dict, task_from_dict, task_from_json, task_to_dict, task_to_json
 from rhapsody.testing import tasks as fn
 
 _text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=10)
@@ -120,15 +120,18 @@ def test_json_round_trip_of_descriptions(task: Any) -> None:
     values,
     st.none() | _text,
     st.none() | st.integers(-255, 255),
+    st.none() | _text.filter(bool),
 )
-def test_json_round_trip_of_results(task: ComputeTask, state: TaskState, value: Any, out: Any, code: Any) -> None:
-    task.state, task.return_value, task.stdout, task.exit_code = state, value, out, code
+def test_json_round_trip_of_results(task: ComputeTask, state: TaskState, value: Any, out: Any, code: Any, worker: Any) -> None:
+    task.state, task.return_value, task.stdout, task.exit_code, task.worker = state, value, out, code, worker
     task.timestamps[state.value] = 123.5
     if state is TaskState.FAILED:
         task.exception = TaskExecutionError(task.uid, "it broke", 3, "stderr text")
     back = task_from_json(task_to_json(task))
     assert back.state is state
     assert back.return_value == value and back.stdout == out and back.exit_code == code
+    assert back.worker == worker
+    assert result_fields(json.loads(json.dumps(result_to_dict(task))))["worker"] == worker  # what a journal keeps
     assert back.timestamps == task.timestamps
     if state is TaskState.FAILED:
         assert isinstance(back.exception, TaskExecutionError)

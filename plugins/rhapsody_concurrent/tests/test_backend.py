@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
@@ -112,6 +113,7 @@ def test_process_pool_runs_lambdas_and_closures(tmp_path: Path) -> None:
         run(go())
         assert closure.return_value == 42
         assert pid.return_value != os.getpid()
+        assert closure.worker == pid.worker == f"{socket.gethostname()}/process pool"
         # the user's pool is theirs: still usable after the backend shut down
         assert pool.submit(int, "7").result(timeout=30) == 7
     finally:
@@ -134,6 +136,24 @@ def test_user_thread_pool_sets_the_core_count(tmp_path: Path) -> None:
     run(go())
     pool.shutdown()
     assert all(t.state is TaskState.DONE for t in tasks)
+
+
+def test_worker_names_the_thread_or_the_process(tmp_path: Path) -> None:
+    """``task.worker``: this host and the pool thread that ran a function; the
+    pid of an executable's process (the pid the program itself sees)."""
+    pid_file = tmp_path / "pid"
+    threaded = [ComputeTask(function=sleep, args=(0.2,)) for _ in range(2)]
+    program = ComputeTask(executable="/bin/sh", arguments=["-c", f"echo $$ > {pid_file}"])
+
+    async def go() -> None:
+        async with Session(backends=[ConcurrentExecutionBackend(cores=2, name="here")], work_dir=tmp_path) as s:
+            await s.submit_tasks([*threaded, program])
+            await s.wait_tasks([*threaded, program])
+
+    run(go())
+    host = socket.gethostname()
+    assert {t.worker for t in threaded} <= {f"{host}/rhapsody-here-0", f"{host}/rhapsody-here-1"}  # a pool of two threads
+    assert program.worker == f"{host}/pid {int(pid_file.read_text())}"
 
 
 def test_bad_constructor_arguments() -> None:

@@ -11,6 +11,7 @@ from rhapsody_concurrent.backend import ConcurrentExecutionBackend
 
 class TestThreadPoolConformance(BackendConformance):
     samples_resources = True
+    reports_worker = True
     concurrency = 2
 
     def make_backend(self) -> ConcurrentExecutionBackend:
@@ -19,6 +20,7 @@ class TestThreadPoolConformance(BackendConformance):
 
 class TestProcessPoolConformance(BackendConformance, WorkerLossChecks):
     samples_resources = True
+    reports_worker = True
     concurrency = 2
     burst_size = 300
     absorbed_deaths = 1  # a broken pool's tasks are rerun alone once, to find which one broke it

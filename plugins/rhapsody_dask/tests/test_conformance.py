@@ -9,6 +9,7 @@ from rhapsody_dask.backend import DaskExecutionBackend
 
 class TestDaskLocalClusterConformance(BackendConformance, WorkerLossChecks):
     samples_resources = True
+    reports_worker = True
     concurrency = 2
     burst_size = 1000
     # a worker lost before the task's RUNNING event reached the client is not charged to

@@ -455,8 +455,10 @@ def test_background_child_ends_with_its_program_and_output_is_kept(run: LoopRunn
 def test_running_is_reported_for_short_and_long_tasks(run: LoopRunner, sync_cluster: LocalCluster, tmp_path: Path) -> None:
     """Workers batch RUNNING announcements and drop those of tasks that end
     first: every task still passes through RUNNING, long ones while they run
-    (the sync_cluster worker has two threads: both sleepers start together)."""
+    (the sync_cluster worker has two threads: both sleepers start together),
+    and says which worker ran it (``task.worker``: the cluster's one worker)."""
     backend = DaskExecutionBackend(cluster=sync_cluster)
+    (worker,) = sync_cluster.scheduler_info["workers"]
 
     async def go() -> None:
         session = Session(backends=[backend], work_dir=tmp_path)
@@ -467,10 +469,12 @@ def test_running_is_reported_for_short_and_long_tasks(run: LoopRunner, sync_clus
             for t in quick:
                 assert t.state is TaskState.DONE, t.exception
                 assert t.timestamps["SUBMITTED"] <= t.timestamps["RUNNING"] <= t.timestamps["DONE"]
+                assert t.worker == worker, (t.uid, t.worker)
             slow = [ComputeTask(function=fn.sleep, args=(1.5,)), ComputeTask(executable="/bin/sleep", arguments=["1.5"])]
             await session.submit_tasks(slow)
             for t in slow:
                 await wait_state(t, TaskState.RUNNING)  # before the end, not synthesized with the result
+                assert t.worker == worker, (t.uid, t.worker)
             await session.wait_tasks(slow, timeout=DEADLINE)
             assert all(t.state is TaskState.DONE for t in slow), [t.exception for t in slow]
         finally:

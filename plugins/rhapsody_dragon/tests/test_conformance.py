@@ -3,6 +3,7 @@ Run under the launcher: ``dragon python -m pytest -p no:cacheprovider <this dir>
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from rhapsody import ComputeTask, ResourceError, Resources, Session, TaskState
@@ -13,6 +14,7 @@ from rhapsody_dragon import DragonBatchExecutionBackend, DragonPoolExecutionBack
 
 class TestDragonPool(BackendConformance, WorkerLossChecks):
     samples_resources = True
+    reports_worker = True
     concurrency = 2
     burst_size = 1000
     runs_multi_rank = False  # one worker process per task
@@ -23,6 +25,7 @@ class TestDragonPool(BackendConformance, WorkerLossChecks):
 
 class TestDragonProcess(BackendConformance, WorkerLossChecks):
     samples_resources = True
+    reports_worker = True
     concurrency = 2
     burst_size = 20  # a Python process per task: ~0.4 s each idle, several s on a loaded 2-core box
 
@@ -57,6 +60,7 @@ class TestDragonBatch(BackendConformance):
     """Batch runs ~4 function tasks/s here: small burst, generous deadlines."""
 
     samples_resources = True
+    reports_worker = True
     concurrency = 1  # Batch: one worker per physical core, one on a 2-vCPU box
     burst_size = 24
     deadline = 300.0
@@ -65,6 +69,15 @@ class TestDragonBatch(BackendConformance):
 
     def make_backend(self) -> DragonBatchExecutionBackend:
         return DragonBatchExecutionBackend(name="dragon", num_workers=1)
+
+    def test_worker_is_the_process_that_ran_it(self, submit) -> None:
+        """``task.worker``: this host and the pid the function (in Batch's
+        worker) or the program itself saw."""
+        call, program = submit(ComputeTask(function=fn.getpid), ComputeTask(executable="/bin/sh", arguments=["-c", "echo $$"]))
+        assert call.state is TaskState.DONE and program.state is TaskState.DONE, (call.exception, program.stderr)
+        host = socket.gethostname()
+        assert call.worker == f"{host}/pid {call.return_value}"
+        assert program.worker == f"{host}/pid {int(program.stdout)}"
 
     def test_ranks_beyond_batch_capacity_fail_at_once(self, submit) -> None:
         (t,) = submit(ComputeTask(executable="/bin/true", resources=Resources(ranks=8)))

@@ -17,6 +17,7 @@ from rhapsody_radical.backend import RadicalExecutionBackend
 
 class TestRadicalPilotConformance(BackendConformance, WorkerLossChecks):
     samples_resources = True
+    reports_worker = True
     concurrency = 2
     burst_size = 100
     deadline = 300.0

@@ -3,6 +3,8 @@ pilot: task spans and counts, resource samples of the pilot's node."""
 
 from __future__ import annotations
 
+import re
+import socket
 import sys
 from pathlib import Path
 
@@ -23,5 +25,9 @@ def test_pilot_session_telemetry(tmp_path: Path) -> None:
         telemetry, samples = runner(telemetry_run(backend, tmp_path, tasks))
     finally:
         runner.close()
-    check_run(telemetry, samples, "radical_pilot", done=5, failed=1, error_type="TaskExecutionError")
+    host = re.escape(socket.gethostname())
+    workers = check_run(
+        telemetry, samples, "radical_pilot", done=5, failed=1, error_type="TaskExecutionError", worker=rf"pilot\.\d+@{host}"
+    )
     assert all("@" in e.node_id for e in samples), [e.node_id for e in samples]  # <pilot uid>@<host>
+    assert set(workers.values()) == {e.node_id for e in samples}  # the tasks ran on the pilot whose node was sampled

@@ -4,6 +4,8 @@ suites (they run it from their own components, where those engines are)."""
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +34,11 @@ async def telemetry_run(backend: Backend, work_dir: Path, tasks: list[ComputeTas
     return telemetry, samples
 
 
-def check_run(telemetry: Any, samples: list[Any], backend: str, done: int, failed: int, error_type: str) -> None:
+def check_run(telemetry: Any, samples: list[Any], backend: str, done: int, failed: int, error_type: str, worker: str) -> dict[str, str]:
     """What every engine's run must show: counts, one span per task with its
-    backend and error type, well-formed samples, a non-empty checkpoint."""
+    backend, error type and worker (matching the regex ``worker``, in the
+    checkpoint too), well-formed samples, a non-empty checkpoint. Returns
+    each task's worker by uid."""
     counts = telemetry.task_count()
     assert (counts["submitted"], counts["completed"], counts["failed"]) == (done + failed, done, failed), counts
     spans = [s for s in telemetry.read_traces() if s.name == "task"]
@@ -42,3 +46,11 @@ def check_run(telemetry: Any, samples: list[Any], backend: str, done: int, faile
     assert [s.attributes["error_type"] for s in spans if s.attributes["status"] == "failed"] == [error_type] * failed
     assert all(e.cpu_percent is not None and 0 <= e.memory_percent <= 100 for e in samples), samples
     assert telemetry.checkpoint_file is not None and telemetry.checkpoint_file.stat().st_size > 0
+    workers = {s.attributes["task_id"]: s.attributes.get("worker") for s in spans}
+    assert all(isinstance(w, str) and re.fullmatch(worker, w) for w in workers.values()), workers
+    lines = [json.loads(line) for line in telemetry.checkpoint_file.read_text().splitlines()]
+    saved = {
+        r["attributes"]["task_id"]: r["attributes"].get("worker") for r in lines if r.get("section") == "span" and r.get("name") == "task"
+    }
+    assert saved == workers
+    return workers

@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -80,6 +81,15 @@ def test_checkpoint_holds_events_spans_and_metrics(run_checkpoint: tuple[Path, d
     assert kinds.count("TaskCompleted") == 10 and kinds.count("TaskFailed") == 1 and kinds.count("TaskCanceled") == 1
     assert kinds[-1] == "SessionEnded" and "ResourceUpdate" in kinds
     assert sections["metric"][-1]["backends"]["local"]["completed"] == 10
+    # where each task ran: a pool thread of this host, or the sleeper's own process
+    host = socket.gethostname()
+    ran = [s["attributes"] for s in tasks if "started_at" in s["attributes"]]
+    assert len(ran) >= 11 and all("worker" not in s["attributes"] for s in tasks if "started_at" not in s["attributes"])
+    threads = {a["worker"] for a in ran if a["executable"] != "/bin/sleep"}
+    assert threads and threads <= {f"{host}/rhapsody-local-0", f"{host}/rhapsody-local-1"}, threads
+    assert all(re.fullmatch(rf"{re.escape(host)}/pid \d+", a["worker"]) for a in ran if a["executable"] == "/bin/sleep")
+    started = [e for e in sections["event"] if e["event_type"] == "TaskStarted"]
+    assert len(started) == len(ran) and all(e["attributes"]["worker"].startswith(host + "/") for e in started)
 
 
 def test_rhapsody_report_command_makes_a_self_contained_page(run_checkpoint: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
@@ -105,6 +115,9 @@ def test_rhapsody_report_command_makes_a_self_contained_page(run_checkpoint: tup
     assert page.count("<title>task.") == 12  # one timeline bar per task, its uid in the tooltip
     assert "OSError" in page and "12 tasks" in page
     assert "<td>local</td><td>12</td><td>10</td><td>1</td><td>1</td>" in page
+    workers = {s["attributes"]["worker"] for s in read_checkpoint(path) if s["section"] == "span" and "worker" in s["attributes"]}
+    for worker in workers:  # one group of timeline rows per worker, labelled with it
+        assert f"<title>local {worker}</title>" in page
 
 
 def test_report_of_a_checkpoint_cut_by_a_crash(run_checkpoint: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
@@ -132,3 +145,28 @@ def test_report_refuses_a_file_that_is_no_checkpoint(tmp_path: Path) -> None:
     )
     assert missing.returncode == 1 and "FileNotFoundError" in missing.stderr
     assert json.loads('{"ok": true}')["ok"]
+
+
+def test_report_groups_workers_of_one_task_each(tmp_path: Path) -> None:
+    """Ten executables on the local pool are ten processes, each a worker of
+    one task: the timeline draws them as one group (with a pool thread that
+    happened to run one function only), next to the pool's threads."""
+
+    async def go() -> Path:
+        async with Session(backends=[await ConcurrentExecutionBackend(name="local", cores=2)], work_dir=tmp_path) as session:
+            telemetry = await session.start_telemetry(checkpoint_path=tmp_path / "telemetry")
+            tasks = [ComputeTask(executable="/bin/true") for _ in range(10)] + [
+                ComputeTask(function=time.sleep, args=(0.01,)) for _ in range(6)
+            ]
+            await session.submit_tasks(tasks)
+            await session.wait_tasks(tasks, timeout=120)
+        return Path(telemetry.checkpoint_file)
+
+    page = write_report(asyncio.run(go())).read_text()
+    labels = re.findall(r'class="tick" text-anchor="end">[^<]*<title>([^<]*)</title>', page)
+    host = socket.gethostname()
+    *threads, merged = labels
+    assert merged in ("local: 10 workers of one task each", "local: 11 workers of one task each"), labels
+    assert 1 <= len(threads) <= 12 - int(merged.split()[1]), labels  # a thread that ran one function is in the merged group
+    assert all(re.fullmatch(rf"local {re.escape(host)}/rhapsody-local-[01]", t) for t in threads), labels
+    assert page.count("<title>task.") == 16

@@ -43,6 +43,8 @@ def test_dask_session_telemetry(work_dir: Path) -> None:
     assert [s.attributes["error_type"] for s in spans if s.attributes["status"] == "failed"] == ["ValueError"]
     workers = {e.node_id for e in resource_events}
     assert len(workers) == 2 and all(w.startswith("tcp://127.0.0.1:") for w in workers)
+    assert {s.attributes["worker"] for s in spans} <= workers  # each task's span names the worker that ran it
+    assert {r["worker"] for r in telemetry.task_spans()} <= workers
     assert all(e.cpu_percent is not None and 0 <= e.memory_percent <= 100 for e in resource_events)
     assert {r["node_id"] for r in telemetry.summary()["resources"].values()} == workers
     assert telemetry.checkpoint_file is not None and telemetry.checkpoint_file.stat().st_size > 0

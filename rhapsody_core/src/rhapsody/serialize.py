@@ -167,7 +167,7 @@ def task_from_dict(data: dict[str, Any]) -> BaseTask:
     task = cls(**kwargs)
     if "state" in data:
         task.state = TaskState(data["state"])
-        for name in ("stdout", "stderr", "exit_code", "timestamps", "attempt"):
+        for name in ("stdout", "stderr", "exit_code", "timestamps", "attempt", "worker"):
             if data.get(name) is not None:
                 setattr(task, name, data[name])
         task.return_value = _unplain(data.get("return_value"))
@@ -186,7 +186,7 @@ def result_to_dict(task: BaseTask) -> dict[str, Any]:
     at their defaults (None, the first attempt) are left out: it is written
     once per task."""
     data: dict[str, Any] = {"state": task.state._value_, "timestamps": task.timestamps}
-    for name in ("stdout", "stderr", "exit_code"):
+    for name in ("stdout", "stderr", "exit_code", "worker"):
         value = getattr(task, name)
         if value is not None:
             data[name] = value
@@ -205,7 +205,7 @@ def result_to_dict(task: BaseTask) -> dict[str, Any]:
 
 def result_fields(data: dict[str, Any]) -> dict[str, Any]:
     """The task fields `result_to_dict` output stands for, decoded."""
-    fields: dict[str, Any] = {name: data.get(name) for name in ("stdout", "stderr", "exit_code")}
+    fields: dict[str, Any] = {name: data.get(name) for name in ("stdout", "stderr", "exit_code", "worker")}
     fields["return_value"] = _unplain(data.get("return_value"))
     fields["exception"] = _exception_from_dict(data["exception"]) if data.get("exception") else None
     fields["attempt"] = data.get("attempt") or 1

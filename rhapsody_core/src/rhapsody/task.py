@@ -54,7 +54,7 @@ def _to_resources(value: Any) -> Any:  # a Resources, or the bad value for _vali
 
 # Fields a backend fills in; they are not part of the description and are never
 # accepted from the user's constructor call.
-RESULT_FIELDS = ("state", "stdout", "stderr", "exit_code", "return_value", "exception", "timestamps", "attempt", "attempt_errors")
+RESULT_FIELDS = ("state", "stdout", "stderr", "exit_code", "return_value", "exception", "timestamps", "attempt", "attempt_errors", "worker")
 
 _NEW = TaskState.NEW.value  # (an Enum's .value is a property: too slow for every construction)
 #: task_backend_specific_kwargs keys core itself resolves for executables
@@ -109,6 +109,9 @@ class BaseTask(FieldAccess):
     attempt: int = attrs.field(default=0, init=False)
     #: the error of every earlier attempt that failed and was retried, in order
     attempt_errors: list[BaseException] = attrs.field(factory=list, init=False)
+    #: where the engine ran the current (or last) attempt, as it reported it: e.g. a Dask worker
+    #: address, "<host>/pid <n>"; None when the engine does not say (see TaskHandle.running)
+    worker: str | None = attrs.field(default=None, init=False)
 
     # -- bookkeeping, never serialised --
     _future: asyncio.Future[BaseTask] | None = attrs.field(default=None, init=False, repr=False)

@@ -9,6 +9,8 @@ being overtaken forever).
 from __future__ import annotations
 
 import asyncio
+import socket
+import threading
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
@@ -24,6 +26,9 @@ from rhapsody.resources import Capacity, NodeSample
 from rhapsody_concurrent.cores import CoreQueue
 from rhapsody_concurrent.pools import replacement_pool
 from rhapsody_concurrent.threads import DaemonThreadPool
+
+#: this node's name: where every task of this engine runs (``task.worker`` starts with it)
+HOST = socket.gethostname()
 
 
 class ConcurrentEngine:
@@ -146,7 +151,7 @@ class ConcurrentEngine:
             released = handle.task.resources.cores
             if handle.cancel_requested:  # cancelled while waiting: already reported
                 continue
-            handle.running()  # only now: the task's timeout counts from its real start
+            handle.running(f"{HOST}/{threading.current_thread().name}")  # only now: the timeout counts from the real start
             task: Any = handle.task
             handle.finish(call_function(task.function, task.args, task.kwargs, control))
 
@@ -161,7 +166,7 @@ class ConcurrentEngine:
             handle.failed(exc)
             return
         self._in_pool += 1
-        handle.running()
+        handle.running(f"{HOST}/process pool")  # which pool process takes it is not known here
         handle.engine_data = (future, None) if handle.engine_data is None else (future, handle.engine_data[1])
         future.add_done_callback(lambda f: self._context.call_soon(self._pool_call_ended, handle, f))
 
@@ -207,7 +212,7 @@ class ConcurrentEngine:
             if failure is not None:
                 handle.finish(failure)
                 return
-            handle.running()
+            handle.running(f"{HOST}/pid {command.procs[0].pid}")
             handle.finish(await command.wait_async())
         except Exception as exc:  # noqa: BLE001 - whatever broke, this task says so
             command.stop()

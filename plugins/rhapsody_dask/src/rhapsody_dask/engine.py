@@ -124,7 +124,7 @@ class DaskEngine:
         sub = self.in_flight.get(key)
         if sub is not None and sub.handle is not None:
             sub.worker = worker_address
-            sub.handle.running()
+            sub.handle.running(worker_address)
 
     async def _deliver(self, futures: list[Any]) -> None:
         subs = [s for s in (self.in_flight.pop(f.key, None) for f in futures) if s is not None]
@@ -146,9 +146,10 @@ class DaskEngine:
             else:  # cancelled, not by this backend
                 self._fail(sub, f"Dask reports the task as {status} (scheduler restarted, or cancelled by another client)")
 
-    def _settle(self, sub: Submission, value: bytes | None) -> None:
+    def _settle(self, sub: Submission, result: tuple[str | None, bytes | None]) -> None:
         handle = sub.handle
         assert handle is not None
+        address, value = result
         if value is None:  # an executable stopped before it started, by a cancel
             self._forget(sub)
             handle.canceled()
@@ -163,7 +164,7 @@ class DaskEngine:
             self._resubmit(sub, retry=True)
             return
         self._forget(sub)
-        handle.running()  # it ran: a task shorter than the announcement delay ends before its RUNNING event
+        handle.running(address)  # it ran: a task shorter than the announcement delay ends before its RUNNING event
         handle.finish(outcome)
 
     async def _on_error(self, sub: Submission) -> None:

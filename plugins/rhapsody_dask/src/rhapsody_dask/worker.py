@@ -14,6 +14,8 @@ client of the same scheduler, or a task rebuilt with the uid of an old one).
 
 from __future__ import annotations
 
+from typing import Any
+
 from rhapsody.engine.calls import call_packed
 from rhapsody.engine.launch import LaunchSpec
 from rhapsody.engine.process import CommandTable
@@ -23,25 +25,33 @@ from rhapsody_dask.running import announce, retract
 _commands = CommandTable()
 
 
-def run_function(topic: str, key: str, payload: bytes) -> bytes:
-    """Call a function packed by `rhapsody.engine.calls.pack_call`; returns
-    the packed `Outcome` (the function's own error travels inside it)."""
+# Each wrapper returns ``(worker address, packed Outcome)``: the address says
+# where it ran also for a task that ended before its RUNNING announcement went out.
+
+
+def run_function(topic: str, key: str, payload: bytes) -> tuple[str | None, bytes]:
+    """Call a function packed by `rhapsody.engine.calls.pack_call`; the packed
+    `Outcome` carries the function's own error."""
     worker = announce(topic, key)
     try:
-        return call_packed(payload)
+        return _address(worker), call_packed(payload)
     finally:
         retract(worker, topic, key)
 
 
-def run_executable(topic: str, key: str, spec: LaunchSpec) -> bytes | None:
-    """Run an executable (``spec.uid`` is the Dask key); returns the packed
-    `Outcome`, or None when it was stopped before it started."""
+def run_executable(topic: str, key: str, spec: LaunchSpec) -> tuple[str | None, bytes | None]:
+    """Run an executable (``spec.uid`` is the Dask key); the packed `Outcome`
+    is None when it was stopped before it started."""
     worker = announce(topic, key)
     try:
         outcome = _commands.run(spec)
-        return None if outcome is None else outcome.pack()
+        return _address(worker), None if outcome is None else outcome.pack()
     finally:
         retract(worker, topic, key)
+
+
+def _address(worker: Any) -> str | None:
+    return None if worker is None else str(worker.address)
 
 
 def stop(keys: list[str]) -> int:

@@ -293,9 +293,10 @@ class BatchEngine:
         with self._lock:
             waiting = [e for e in self._entries.values() if not e.started and e.dtask is not None]
         for e in waiting:
-            if e.has_started():
+            where = e.started_where()
+            if where is not None:
                 e.started = True
-                e.handle.running()
+                e.handle.running(where)
 
     def _finish(self, e: BatchEntry) -> None:
         handle = e.handle

@@ -57,12 +57,13 @@ class BatchEntry:
     def result_path(self, rank: int) -> str:
         return f"{self.base}.{rank}.result"
 
-    def has_started(self) -> bool:
+    def started_where(self) -> str | None:
         """Batch has no "started" event: a function writes a mark file, an
-        executable's wrapper its pid file."""
+        executable's wrapper its pid file; each says where it runs
+        (``<host>/pid <pid>``). None: not started yet."""
         if self.wrapped is not None:
-            return self.wrapped.started()
-        return os.path.exists(self.base + ".started")
+            return self.wrapped.where()
+        return functions.read_mark(self.base + ".started")
 
     def make(self, batch: Any) -> Any:
         """Batch's task for this entry; None when it cannot run (then it has ended already)."""

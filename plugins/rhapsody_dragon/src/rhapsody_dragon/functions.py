@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 from typing import TYPE_CHECKING, Any
 
 from rhapsody.engine.calls import call_packed, pack_call
@@ -49,10 +50,9 @@ def process_main(payload: bytes, result_path: str, started_mark: str | None = No
     The packed `Outcome` goes to ``result_path`` (written whole, then renamed
     into place), which the client reads once the process has exited: no queue
     to attach to here, none to poll there. ``started_mark``: a file to create
-    first (V3: Batch has no "started" event)."""
+    first (V3: Batch has no "started" event), saying where the call runs."""
     if started_mark is not None:
-        with contextlib.suppress(OSError), open(started_mark, "w"):
-            pass
+        write_mark(started_mark)
     data = call_packed(payload)
     tmp = f"{result_path}.tmp"
     with open(tmp, "wb") as fh:
@@ -94,7 +94,23 @@ def read_outcome(result_path: str) -> Outcome | None:
 # ---------------------------------------------------------------- V3: a Batch function task
 def batch_main(payload: bytes, started_mark: str) -> bytes:
     """A Batch function task. Batch has no "started" event: the mark file
-    tells the client the call began."""
-    with contextlib.suppress(OSError), open(started_mark, "w"):
-        pass
+    tells the client the call began, and where."""
+    write_mark(started_mark)
     return call_packed(payload)
+
+
+def write_mark(path: str) -> None:
+    """The started mark: ``<host>/pid <pid>`` and a newline (the reader takes
+    a mark without its newline as not written yet)."""
+    with contextlib.suppress(OSError), open(path, "w") as fh:
+        fh.write(f"{socket.gethostname()}/pid {os.getpid()}\n")
+
+
+def read_mark(path: str) -> str | None:
+    """Where the call of a started mark runs; None until the mark is written."""
+    try:
+        with open(path) as fh:
+            text = fh.read()
+    except OSError:
+        return None
+    return text.strip() if text.endswith("\n") and text.strip() else None

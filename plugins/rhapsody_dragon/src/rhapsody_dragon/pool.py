@@ -244,7 +244,7 @@ class PoolEngine:
         if handle is None:
             return
         if event[0] == "start":
-            handle.running()
+            handle.running(event[2])
             return
         self._forget(uid, self._where.get(uid))
         if event[2]:

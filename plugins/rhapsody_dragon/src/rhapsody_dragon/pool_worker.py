@@ -4,7 +4,7 @@ arrive as arguments.
 
 Messages in: ``("tasks", [spec, ...])``, ``("cancel", uid)``, ``None`` (stop).
 A spec is ``("f", uid, packed call)`` or ``("x", uid, LaunchSpec)``. Events out,
-in batches ``(wid, [event, ...])``: ``("start", uid)``, ``("done", uid, packed
+in batches ``(wid, [event, ...])``: ``("start", uid, where)`` (``<host>/pid <pid>`` of this worker), ``("done", uid, packed
 Outcome)``, ``("cancel", uid, verdict)``.
 
 Who reads the inbox: the main thread, with a blocking ``get``, while it has
@@ -23,7 +23,9 @@ group is stopped, at once or the moment it exists, and the worker lives on) or
 
 from __future__ import annotations
 
+import os
 import queue
+import socket
 import threading
 import time
 from collections import deque
@@ -87,6 +89,7 @@ class PoolWorker:
         self.current: tuple[Any, ...] | None = None  # the spec running now
         self.closing = False
         self.busy = threading.Event()  # a task runs: the watcher reads the inbox
+        self.where = f"{socket.gethostname()}/pid {os.getpid()}"  # every task of this worker runs here
 
     def serve(self) -> None:
         threading.Thread(target=self.outbox.run_flusher, daemon=True, name="rhapsody-flusher").start()
@@ -122,7 +125,7 @@ class PoolWorker:
                     self.skipped.discard(spec[1])
                     continue
                 self.current = spec
-                self.outbox.emit(("start", spec[1]))
+                self.outbox.emit(("start", spec[1], self.where))
                 return spec
         return None
 

@@ -29,6 +29,7 @@ import collections
 import contextlib
 import functools
 import os
+import socket
 import threading
 import time
 from collections.abc import Sequence
@@ -48,6 +49,19 @@ from rhapsody_dragon.wrapper import PID_PATIENCE, WrappedRanks, setsid_problem
 
 #: seconds `stop` waits for the slot threads to let go of their tasks
 SLOT_PATIENCE = 30.0
+
+
+def _where(job: _Job) -> str | None:
+    """``<host>/puid <puid>`` of a single-rank task's Dragon process, from what
+    its start returned (no query): this host by name, another one by Dragon's
+    node index. None for a multi-rank group (its ranks may be on several nodes)."""
+    proc = job.proc
+    if proc is None:
+        return None
+    from dragon.utils import host_id  # noqa: PLC0415 - Dragon is loaded once the process started
+
+    host = socket.gethostname() if proc.h_uid == host_id() else f"dragon node {proc.node}"
+    return f"{host}/puid {proc.puid}"
 
 
 class _Job:
@@ -221,7 +235,7 @@ class DragonProcessEngine:
         if job.kill_asked.is_set():  # cancelled while starting (the canceller may not have seen it started)
             self._stop_started(job)
         else:
-            handle.running()
+            handle.running(_where(job))
         codes = self._join_group(job) if job.group is not None else [self._join_single(job)]
         codes += [-1] * (job.ranks - len(codes))
         self._finish(job, codes)

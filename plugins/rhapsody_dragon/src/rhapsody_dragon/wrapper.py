@@ -86,6 +86,16 @@ class WrappedRanks:
         """Whether rank 0's program has been started."""
         return os.path.exists(self._path(0, "pid"))
 
+    def where(self) -> str | None:
+        """``<host>/pid <pid>`` of rank 0's program; None until its pid file is written whole."""
+        try:
+            with open(self._path(0, "pid")) as fh:
+                text = fh.read()
+        except OSError:
+            return None
+        fields = text.split()
+        return f"{fields[1]}/pid {fields[0]}" if text.endswith("\n") and len(fields) == 2 else None
+
     def group(self, rank: int) -> int | None:
         """The process group of ``rank`` when it runs on this host and has started."""
         try:

@@ -69,6 +69,7 @@ class RadicalEngine:
         self._work_dir = Path.cwd()
         self._log: Any = None
         self._sampler: LocalNodeSampler | None = None
+        self._where = ""  # task.worker of tasks on the pilot (set once it is active)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, context: EngineContext) -> None:
@@ -77,6 +78,10 @@ class RadicalEngine:
         base = self._work_dir / f"radical.{context.name}"
         await asyncio.to_thread(self.pilot.open, base, self.pilot_timeout, self._on_pilot_state, self._on_task_state)
         self._log.info("radical.pilot_active", sid=self.pilot.sid, pilot=self.pilot.pilot.uid, path=str(base))
+        # The pilot and its host, as the resource samples name it. Not the slot: RP 1.103
+        # sends a task's slots only with its final state, after RUNNING was reported.
+        host = socket.gethostname() if self.pilot.local else str(self.pilot.description.get("resource") or "remote")
+        self._where = f"{self.pilot.pilot.uid}@{host}"
         if self.raptor_options.eager:
             await self._ensure_raptor()
 
@@ -234,7 +239,7 @@ class RadicalEngine:
             if state == rp.AGENT_EXECUTING or (state == rp.AGENT_SCHEDULING and entry.is_function):
                 # RP 1.103 publishes no executing state for raptor tasks: a
                 # function counts as running once raptor has accepted it
-                handle.running()
+                handle.running(f"{self._where}/raptor" if entry.is_function else self._where)
             elif final:
                 self._ended(handle, entry, rp_task, state)
         except Exception as exc:  # noqa: BLE001 - never let a translation bug hang a task

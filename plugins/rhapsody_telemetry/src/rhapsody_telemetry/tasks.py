@@ -77,6 +77,9 @@ def span_attributes(session_id: str, backend: str, task: Any, state: str, times:
         attributes["exit_code"] = task.exit_code
     if state == "FAILED":
         attributes["error_type"] = type(task.exception).__name__ if task.exception is not None else "unknown"
+    worker = getattr(task, "worker", None)  # where the engine said it ran (rhapsody-core >= the one with task.worker)
+    if worker is not None:
+        attributes["worker"] = worker
     return attributes
 
 
@@ -84,6 +87,9 @@ def transition_fields(session_id: str, backend: str, task: Any, state: str, emit
     """The event class and fields of one hook-observed transition, dated when
     it happened (the checkpoint writes the fields without building the event)."""
     attributes: dict[str, Any] = {"executable": executable(task), "task_type": task_type(task)}
+    worker = getattr(task, "worker", None)
+    if worker is not None and state != "SUBMITTED":
+        attributes["worker"] = worker
     fields: dict[str, Any] = {
         "event_id": new_event_id(),
         "event_time": task.timestamps.get(state, emit_time),

@@ -47,10 +47,14 @@ class TaskHandle:
         already ended: an engine about to start it should not."""
         return self._tracker.stop_wanted(self.task)
 
-    def running(self) -> None:
+    def running(self, worker: str | None = None) -> None:
         """The engine started the task. Report it when the task really starts
-        executing: the task's timeout counts from here."""
-        self._tracker.post(self._tracker.set_running, self)
+        executing: the task's timeout counts from here. ``worker`` says where it
+        runs (a non-empty str the engine picks: a Dask worker address, a host
+        and pid, a Dragon process, an RP pilot); it lands in ``task.worker``."""
+        if worker is not None and (type(worker) is not str or not worker):
+            raise TypeError(f"task {self.task.uid}: running(worker=...) takes a non-empty str or None, got {worker!r}")
+        self._tracker.post(self._tracker.set_running, self, worker)
 
     def done(self, return_value: Any = None, *, exit_code: int | None = None, stdout: str | None = None, stderr: str | None = None) -> None:
         """The task finished: DONE, unless ``exit_code`` is non-zero (then

@@ -120,10 +120,10 @@ class TaskTracker:
     def _current(self, handle: TaskHandle) -> bool:
         return self.handles.get(handle.task.uid) is handle
 
-    def set_running(self, handle: TaskHandle) -> None:
+    def set_running(self, handle: TaskHandle, worker: str | None = None) -> None:
         task = handle.task
         if task.state is TaskState.SUBMITTED and self._current(handle):
-            self.set_state(task, TaskState.RUNNING)
+            self.set_state(task, TaskState.RUNNING, worker=worker)
 
     def set_done(self, handle: TaskHandle, value: Any, exit_code: int | None, stdout: str | None, stderr: str | None) -> None:
         if not self._current(handle):

@@ -33,6 +33,8 @@ class ConformanceBase:
     runs_multi_rank: bool = True
     #: the engine implements ``sample_resources`` (telemetry's resource samples)
     samples_resources: bool = False
+    #: the engine says where each task ran (``TaskHandle.running(worker)`` -> ``task.worker``)
+    reports_worker: bool = False
 
     def make_backend(self) -> Backend:
         raise NotImplementedError("override make_backend() to return an unstarted backend")

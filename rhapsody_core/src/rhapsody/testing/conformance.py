@@ -22,6 +22,7 @@ from rhapsody.testing.waiting import (
     wait_for_state,
     wait_until_gone,
 )
+from rhapsody.testing.worker_checks import WorkerChecks
 
 __all__ = [
     "BackendConformance",
@@ -35,8 +36,8 @@ __all__ = [
 ]
 
 
-class BackendConformance(ExecutableChecks, FunctionChecks, ControlChecks, SamplingChecks):
+class BackendConformance(ExecutableChecks, FunctionChecks, ControlChecks, SamplingChecks, WorkerChecks):
     """Subclass, override `make_backend`, and set the class attributes
     (`concurrency`, `runs_functions`, `runs_executables`, `runs_multi_rank`,
-    `burst_size`, `deadline`, `start_timeout`, `samples_resources`) to what the
+    `burst_size`, `deadline`, `start_timeout`, `samples_resources`, `reports_worker`) to what the
     engine really offers."""

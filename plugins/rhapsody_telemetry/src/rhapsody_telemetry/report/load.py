@@ -19,6 +19,7 @@ class TaskRow:
     started: float | None
     ended: float
     error_type: str | None = None
+    worker: str | None = None  # where the engine said it ran; None: it did not say
 
 
 @attrs.frozen
@@ -80,6 +81,7 @@ def _task(record: dict[str, Any]) -> TaskRow:
         started=attributes.get("started_at"),
         ended=float(record["end_time_s"]),
         error_type=attributes.get("error_type"),
+        worker=attributes.get("worker"),
     )
 
 

@@ -10,7 +10,8 @@ from html import escape
 from rhapsody_telemetry.report import svg
 from rhapsody_telemetry.report.load import Run, TaskRow
 
-MAX_TIMELINE_TASKS = 3000  # per backend: more bars than this only make the page slow
+MAX_TIMELINE_TASKS = 3000  # per backend and worker: more bars than this only make the page slow
+MAX_WORKER_GROUPS = 8  # per backend, before workers of one task each share a group
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:960px}
@@ -24,7 +25,7 @@ th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
 def render(run: Run, source: str) -> str:
     t0 = run.t0
     sections = [
-        ("Task timeline per backend", _timeline(run, t0)),
+        ("Task timeline per backend and worker", _timeline(run, t0)),
         ("Tasks running over time", _running(run, t0)),
         ("Tasks by final state", _states(run)),
         (
@@ -70,7 +71,8 @@ def _summary(run: Run, source: str) -> str:
         f"<p>Started {started}; {run.t1 - run.t0:.1f} s covered; {state}. {len(run.tasks)} tasks, "
         f"{len(run.samples)} resource samples of {nodes} nodes/workers.</p>{table}"
         f"<p class='note'>From {escape(source)}. Times in seconds from the start of the run. "
-        "Timeline rows are slots: each task is drawn in the first row free when it started.</p>"
+        "Timeline: one group of rows per backend and worker (where the engine said the task ran); within a group, "
+        "each task is drawn in the first row free when it started.</p>"
     )
 
 
@@ -88,17 +90,37 @@ def _by_backend(run: Run, measure: Callable[[TaskRow], float | None]) -> dict[st
 
 
 def _timeline(run: Run, t0: float) -> str:
+    """One group of rows per backend and worker (where the engine said each
+    task ran; tasks it said nothing about share their backend's group)."""
     lanes: list[tuple[str, list[tuple[float, float, str, str]]]] = []
     notes = []
-    for backend in sorted({t.backend for t in run.tasks}):
-        mine = sorted((t for t in run.tasks if t.backend == backend), key=lambda t: t.started if t.started is not None else t.ended)
+    for name, mine in _worker_groups(run.tasks):
+        mine.sort(key=lambda t: t.started if t.started is not None else t.ended)
         if len(mine) > MAX_TIMELINE_TASKS:
-            notes.append(f"{backend}: {MAX_TIMELINE_TASKS} of {len(mine)} tasks drawn (evenly spread)")
+            notes.append(f"{name}: {MAX_TIMELINE_TASKS} of {len(mine)} tasks drawn (evenly spread)")
             step = len(mine) / MAX_TIMELINE_TASKS
             mine = [mine[int(i * step)] for i in range(MAX_TIMELINE_TASKS)]
-        lanes.extend((f"{backend}/{i}", bars) for i, bars in enumerate(_slots(mine, t0)))
+        lanes.extend((name if i == 0 else "", bars) for i, bars in enumerate(_slots(mine, t0)))
     note = "".join(f"<p class='note'>{escape(n)}</p>" for n in notes)
     return note + svg.timeline(lanes, run.t1 - t0, "seconds since start")
+
+
+def _worker_groups(tasks: list[TaskRow]) -> list[tuple[str, list[TaskRow]]]:
+    """(label, tasks) per backend and worker, in name order. A backend with
+    more than `MAX_WORKER_GROUPS` workers gets those that ran one task each
+    (a process per task: an executable's, a Dragon V1 process) as one group."""
+    groups: dict[tuple[str, str], list[TaskRow]] = {}
+    for task in tasks:
+        groups.setdefault((task.backend, task.worker or ""), []).append(task)
+    out: list[tuple[str, list[TaskRow]]] = []
+    for backend in sorted({b for b, _ in groups}):
+        mine = {w: ts for (b, w), ts in groups.items() if b == backend}
+        single = [w for w, ts in mine.items() if w and len(ts) == 1] if len(mine) > MAX_WORKER_GROUPS else []
+        for worker in sorted(set(mine) - set(single)):
+            out.append((f"{backend} {worker}" if worker else backend, mine[worker]))
+        if single:
+            out.append((f"{backend}: {len(single)} workers of one task each", [mine[w][0] for w in single]))
+    return out
 
 
 def _slots(tasks: list[TaskRow], t0: float) -> list[list[tuple[float, float, str, str]]]:

@@ -25,22 +25,22 @@ def _nice(value: float) -> str:
 class Frame:
     """Maps data coordinates to the plot area of one chart and draws its axes."""
 
-    def __init__(self, x0: float, x1: float, y0: float, y1: float, height: int = HEIGHT) -> None:
+    def __init__(self, x0: float, x1: float, y0: float, y1: float, height: int = HEIGHT, left: int = LEFT) -> None:
         self.x0, self.x1 = x0, x1 if x1 > x0 else x0 + 1
         self.y0, self.y1 = y0, y1 if y1 > y0 else y0 + 1
-        self.height = height
-        self.plot_w, self.plot_h = WIDTH - LEFT - RIGHT, height - TOP - BOTTOM
+        self.height, self.left = height, left
+        self.plot_w, self.plot_h = WIDTH - left - RIGHT, height - TOP - BOTTOM
 
     def x(self, value: float) -> float:
-        return LEFT + (value - self.x0) / (self.x1 - self.x0) * self.plot_w
+        return self.left + (value - self.x0) / (self.x1 - self.x0) * self.plot_w
 
     def y(self, value: float) -> float:
         return TOP + self.plot_h - (value - self.y0) / (self.y1 - self.y0) * self.plot_h
 
     def axes(self, xlabel: str, ylabel: str, y_ticks: bool = True, x_ticks: bool = True) -> str:
-        bottom, parts = TOP + self.plot_h, []
-        parts.append(f'<line x1="{LEFT}" y1="{bottom}" x2="{LEFT + self.plot_w}" y2="{bottom}" class="axis"/>')
-        parts.append(f'<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{bottom}" class="axis"/>')
+        bottom, left, parts = TOP + self.plot_h, self.left, []
+        parts.append(f'<line x1="{left}" y1="{bottom}" x2="{left + self.plot_w}" y2="{bottom}" class="axis"/>')
+        parts.append(f'<line x1="{left}" y1="{TOP}" x2="{left}" y2="{bottom}" class="axis"/>')
         for i in range(6 if x_ticks else 0):
             value = self.x0 + (self.x1 - self.x0) * i / 5
             px = self.x(value)
@@ -49,9 +49,9 @@ class Frame:
             for i in range(5):
                 value = self.y0 + (self.y1 - self.y0) * i / 4
                 py = self.y(value)
-                parts.append(f'<line x1="{LEFT}" y1="{py:.1f}" x2="{LEFT + self.plot_w}" y2="{py:.1f}" class="grid"/>')
-                parts.append(f'<text x="{LEFT - 6}" y="{py + 4:.1f}" class="tick" text-anchor="end">{_nice(value)}</text>')
-        parts.append(f'<text x="{LEFT + self.plot_w / 2}" y="{self.height - 6}" class="label" text-anchor="middle">{escape(xlabel)}</text>')
+                parts.append(f'<line x1="{left}" y1="{py:.1f}" x2="{left + self.plot_w}" y2="{py:.1f}" class="grid"/>')
+                parts.append(f'<text x="{left - 6}" y="{py + 4:.1f}" class="tick" text-anchor="end">{_nice(value)}</text>')
+        parts.append(f'<text x="{left + self.plot_w / 2}" y="{self.height - 6}" class="label" text-anchor="middle">{escape(xlabel)}</text>')
         parts.append(
             f'<text x="14" y="{TOP + self.plot_h / 2}" class="label" transform="rotate(-90 14 {TOP + self.plot_h / 2})" text-anchor="middle">{escape(ylabel)}</text>'
         )
@@ -159,18 +159,30 @@ def histogram(values: dict[str, list[float]], xlabel: str, bins: int = 30) -> st
     return document("".join(parts))
 
 
+#: widest lane label of a timeline, in characters (at ~6 px each); longer ones keep their end
+MAX_LANE_LABEL = 40
+
+
 def timeline(lanes: list[tuple[str, list[tuple[float, float, str, str]]]], t1: float, xlabel: str) -> str:
-    """One row per lane; each bar: (start, end, color, tooltip), seconds from the run's start."""
+    """One row per lane; each bar: (start, end, color, tooltip), seconds from
+    the run's start. A labelled lane starts a group (a backend's worker), the
+    unlabelled ones after it belong to it; a rule separates the groups."""
     if not lanes:
         return empty("no tasks")
     row = max(3.0, min(14.0, 400 / len(lanes)))
     height = int(TOP + BOTTOM + row * len(lanes)) + 4
-    frame = Frame(0, max(t1, 1e-3), 0, len(lanes), height=height)
+    widest = max(len(_lane_label(label)) for label, _ in lanes)
+    frame = Frame(0, max(t1, 1e-3), 0, len(lanes), height=height, left=max(LEFT, 10 + 6 * widest))
     parts = [frame.axes(xlabel, "", y_ticks=False)]
     for index, (label, bars) in enumerate(lanes):
         y = TOP + index * row
-        if row >= 9:
-            parts.append(f'<text x="{LEFT - 4}" y="{y + row - 2:.1f}" class="tick" text-anchor="end">{escape(label[:12])}</text>')
+        if label and index:
+            parts.append(f'<line x1="{frame.left}" y1="{y:.1f}" x2="{frame.left + frame.plot_w}" y2="{y:.1f}" class="grid"/>')
+        if label and row >= 9:
+            parts.append(
+                f'<text x="{frame.left - 4}" y="{y + row - 2:.1f}" class="tick" text-anchor="end">'
+                f"{escape(_lane_label(label))}<title>{escape(label)}</title></text>"
+            )
         for start, end, color, tip in bars:
             x0 = frame.x(start)
             parts.append(
@@ -178,6 +190,10 @@ def timeline(lanes: list[tuple[str, list[tuple[float, float, str, str]]]], t1: f
             )
     parts.append(legend([(k, v) for k, v in STATUS_COLORS.items()]))
     return document("".join(parts), height)
+
+
+def _lane_label(label: str) -> str:
+    return label if len(label) <= MAX_LANE_LABEL else "…" + label[-(MAX_LANE_LABEL - 1) :]  # addresses differ at their end
 
 
 def empty(why: str) -> str:
