@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from rhapsody.engine import EngineContext, TaskHandle, core_count
-from rhapsody.engine.sampling import LocalNodeSampler
 from rhapsody.errors import BackendError, ResourceError, TaskValidationError
 from rhapsody.execution.backend import Backend
-from rhapsody.resources import Capacity, NodeSample
+from rhapsody.resources import Capacity
 from rhapsody_dragon.batch_tasks import BatchEntry
+from rhapsody_dragon.node_sampling import SamplesHeadNode
 from rhapsody_dragon.runtime import RuntimeLease, StepTimeout, bounded, call_bounded, engine_error, node_gpus, scrub, scrubbed, wait_bounded
 from rhapsody_dragon.wrapper import setsid_problem
 
@@ -57,7 +57,7 @@ def batch_worker_limit() -> int:
     return max(1, core_count() // 2)
 
 
-class BatchEngine:
+class BatchEngine(SamplesHeadNode):
     engine_name: ClassVar[str] = "dragon-batch"
     accepted_keys: ClassVar[frozenset[str]] = frozenset({"process_template", "process_templates", "policy", "timeout"})
 
@@ -79,19 +79,11 @@ class BatchEngine:
         self._halt = threading.Event()
         self._threads: list[threading.Thread] = []
         self._lease = RuntimeLease(self._halt_at_exit)
-        self._sampler: LocalNodeSampler | None = None
 
     def capacity(self) -> Capacity:
         # A Batch job of more ranks than one node's workers waits forever on one node.
         gpus, per_node = self._gpus if self._gpus is not None else (None, None)
         return Capacity(cores_per_rank=core_count(), ranks=self.num_workers, gpus=gpus, gpus_per_rank=per_node)
-
-    async def sample_resources(self) -> list[NodeSample]:
-        """The node this process runs on. On a multi-node runtime the other
-        nodes are not sampled (yet): telemetry shows the head node only."""
-        if self._sampler is None:
-            self._sampler = LocalNodeSampler()
-        return self._sampler.sample()
 
     # ------------------------------------------------------------------ engine
     async def start(self, context: EngineContext) -> None:

@@ -25,10 +25,10 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from rhapsody.engine import EngineContext, TaskHandle, core_count
-from rhapsody.engine.sampling import LocalNodeSampler
 from rhapsody.execution.backend import Backend
-from rhapsody.resources import Capacity, NodeSample
+from rhapsody.resources import Capacity
 from rhapsody_dragon import functions, pool_worker
+from rhapsody_dragon.node_sampling import SamplesHeadNode
 from rhapsody_dragon.runtime import RuntimeLease, bounded, node_gpus
 
 #: longest sleep between reads of the result queue while tasks are in flight
@@ -46,7 +46,7 @@ class _Worker:
         self.dead = False
 
 
-class PoolEngine:
+class PoolEngine(SamplesHeadNode):
     engine_name: ClassVar[str] = "dragon-pool"
     accepted_keys: ClassVar[frozenset[str]] = frozenset()
 
@@ -67,19 +67,11 @@ class PoolEngine:
         self._verdict_cv = threading.Condition(self._lock)
         self._lease = RuntimeLease(self._halt_threads)
         self._gpus: tuple[int, int] | None = None  # all GPUs, most on one node (known once started)
-        self._sampler: LocalNodeSampler | None = None
 
     def capacity(self) -> Capacity:
         # one process per task, on one node
         gpus, per_node = self._gpus if self._gpus is not None else (None, None)
         return Capacity(cores=core_count(), cores_per_rank=core_count(), ranks=1, gpus=gpus, gpus_per_rank=per_node)
-
-    async def sample_resources(self) -> list[NodeSample]:
-        """The node this process runs on. On a multi-node runtime the other
-        nodes are not sampled (yet): telemetry shows the head node only."""
-        if self._sampler is None:
-            self._sampler = LocalNodeSampler()
-        return self._sampler.sample()
 
     # ------------------------------------------------------------------ engine
     async def start(self, context: EngineContext) -> None:

@@ -39,11 +39,11 @@ from typing import Any, ClassVar
 from rhapsody.engine import EngineContext, TaskHandle, core_count
 from rhapsody.engine.launch import RANK_ENV, RANKS_ENV
 from rhapsody.engine.process import KILL_GRACE, preflight
-from rhapsody.engine.sampling import LocalNodeSampler
 from rhapsody.errors import BackendError
 from rhapsody.execution.backend import Backend
-from rhapsody.resources import Capacity, NodeSample
+from rhapsody.resources import Capacity
 from rhapsody_dragon import functions
+from rhapsody_dragon.node_sampling import SamplesHeadNode
 from rhapsody_dragon.runtime import RuntimeLease, bounded, engine_error, node_gpus
 from rhapsody_dragon.wrapper import PID_PATIENCE, WrappedRanks, setsid_problem
 
@@ -81,7 +81,7 @@ class _Job:
         return f"{self.base}.{rank}.result"
 
 
-class DragonProcessEngine:
+class DragonProcessEngine(SamplesHeadNode):
     engine_name: ClassVar[str] = "dragon-process"
     accepted_keys: ClassVar[frozenset[str]] = frozenset({"policy"})  # a dragon Policy for the task's process (group)
 
@@ -94,20 +94,12 @@ class DragonProcessEngine:
         self._threads: list[threading.Thread] = []
         self._lease = RuntimeLease(self._halt_slots)
         self._gpus: tuple[int, int] | None = None  # all GPUs, most on one node (known once started)
-        self._sampler: LocalNodeSampler | None = None
 
     def capacity(self) -> Capacity:
         # A rank gets at most one node's cores; ranks beyond the cores still start
         # (Dragon oversubscribes), up to max_ranks.
         gpus, per_node = self._gpus if self._gpus is not None else (None, None)
         return Capacity(cores_per_rank=core_count(), ranks=self.max_ranks, gpus=gpus, gpus_per_rank=per_node)
-
-    async def sample_resources(self) -> list[NodeSample]:
-        """The node this process runs on. On a multi-node runtime the other
-        nodes are not sampled (yet): telemetry shows the head node only."""
-        if self._sampler is None:
-            self._sampler = LocalNodeSampler()
-        return self._sampler.sample()
 
     async def start(self, context: EngineContext) -> None:
         self._log, self._dir = context.log, Path(context.work_dir)
