@@ -34,16 +34,18 @@ class ConcurrentEngine:
         self._owns_executor = executor is None
         self.cores = cores
         self.gpus = gpu_count()  # once: nvidia-smi is not cheap, and a node's GPUs do not change
+        self._capacity = Capacity.node(cores, gpus=self.gpus)  # asked once per submission: built once
         self._queue = CoreQueue(cores)
         self._drainers = 0  # pool jobs running thread functions (see _drain); guarded by the queue's lock
         self._suspects: deque[TaskHandle] = deque()  # ran in a process pool that broke: rerun alone
         self._in_pool = 0
         self._runners: set[asyncio.Task[None]] = set()
         self._stopping = False
+        self._threads = True  # whether pool threads run functions themselves (not a process pool); set at start
         self._sampler: LocalNodeSampler | None = None
 
     def capacity(self) -> Capacity:
-        return Capacity.node(self.cores, gpus=self.gpus)
+        return self._capacity
 
     async def sample_resources(self) -> list[NodeSample]:
         """This host, where the pool's tasks run (telemetry polls this)."""
@@ -55,6 +57,7 @@ class ConcurrentEngine:
         self._context = context
         if self.executor is None:
             self.executor = DaemonThreadPool(self.cores, name=f"rhapsody-{context.name}")
+        self._threads = not self._pickles  # asked per task; a broken process pool is replaced by another
 
     @property
     def _pickles(self) -> bool:
@@ -62,16 +65,20 @@ class ConcurrentEngine:
 
     def _in_thread(self, handle: TaskHandle) -> bool:
         """Whether a pool thread runs this task itself (a function on a thread pool)."""
-        return handle.launch is None and not self._pickles
+        return handle.launch is None and self._threads
 
     # ---------------------------------------------------------------- dispatch
     async def submit(self, handles: Sequence[TaskHandle]) -> None:
-        multi_rank = [h for h in handles if h.launch is None and h.task.resources.ranks > 1]
-        for handle in multi_rank:  # ResourceError, not BackendError: a retry would fail the same way
-            handle.failed(
-                ResourceError(f"{self._context.name}: multi-rank function tasks need an MPI-capable backend (dragon, radical_pilot)")
-            )
-        self._queue.put(h for h in handles if h.launch is not None or h.task.resources.ranks == 1)
+        if any(h.launch is None and h.task.resources.ranks > 1 for h in handles):
+            for handle in handles:  # ResourceError, not BackendError: a retry would fail the same way
+                if handle.launch is None and handle.task.resources.ranks > 1:
+                    handle.failed(
+                        ResourceError(
+                            f"{self._context.name}: multi-rank function tasks need an MPI-capable backend (dragon, radical_pilot)"
+                        )
+                    )
+            handles = [h for h in handles if h.launch is not None or h.task.resources.ranks == 1]
+        self._queue.put(handles)
         self._dispatch()
 
     def _dispatch(self) -> None:

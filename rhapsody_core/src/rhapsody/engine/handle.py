@@ -49,8 +49,9 @@ class TaskHandle:
 
     def running(self) -> None:
         """The engine started the task. Report it when the task really starts
-        executing: the task's timeout counts from here."""
-        self._tracker.post(self._tracker.set_running, self)
+        executing: the task's timeout counts from here, and ``task.timestamps``
+        say this moment even when the event loop hears of it a little later."""
+        self._tracker.post_running(self)
 
     def done(self, return_value: Any = None, *, exit_code: int | None = None, stdout: str | None = None, stderr: str | None = None) -> None:
         """The task finished: DONE, unless ``exit_code`` is non-zero (then

@@ -97,6 +97,11 @@ class Backend:
     def state(self) -> str:
         return self._lifecycle.value
 
+    @property
+    def accepting(self) -> bool:
+        """Started and not shutting down: it accepts tasks."""
+        return self._lifecycle is BackendState.RUNNING
+
     def capacity(self) -> Capacity | None:
         """The most one task may ask of this backend (None: unknown)."""
         return self.engine.capacity()
@@ -246,7 +251,9 @@ class Backend:
             if task.uid in seen or task.uid in handles or task._future is not None:
                 raise TaskValidationError(task.uid, "uid", "this task was already submitted; build a new task to run it again")
             seen.add(task.uid)
-        self._hook.rhapsody_task_submit(backend=self, tasks=batch)
+        submit_hook = self._hook.rhapsody_task_submit
+        if submit_hook.get_hookimpls():  # nobody listening: no hook call on the hot path
+            submit_hook(backend=self, tasks=batch)
         return batch
 
     async def hand_over(self, batch: list[BaseTask]) -> list[BaseTask]:
@@ -254,7 +261,6 @@ class Backend:
         loop = asyncio.get_running_loop()
         tracker = self._tracker
         capacity = self.engine.capacity()
-        work_dir = self.work_dir
         accepted: list[TaskHandle] = []
         for task in batch:
             task._future = loop.create_future()
@@ -263,7 +269,7 @@ class Backend:
             launch = None
             if problem is None and isinstance(task, ComputeTask) and task.executable is not None:
                 try:
-                    launch = admission.launch_spec(task, work_dir)
+                    launch = admission.launch_spec(task, self.work_dir)
                 except TaskValidationError as exc:
                     problem = exc
             handle = TaskHandle(task, launch, tracker)
@@ -337,6 +343,7 @@ class Backend:
 
     async def _cancel_one(self, task: BaseTask, reason: str) -> bool:
         tracker = self._tracker
+        tracker.flush()  # a start already reported is applied first: observers see RUNNING, then CANCELED
         handle = tracker.handles.get(task.uid)
         if handle is None or task.state.is_terminal:
             return False
