@@ -9,6 +9,7 @@ being overtaken forever).
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
@@ -25,6 +26,9 @@ from rhapsody_concurrent.cores import CoreQueue
 from rhapsody_concurrent.pools import replacement_pool
 from rhapsody_concurrent.threads import DaemonThreadPool
 
+#: seconds a pool job whose queue ran dry waits for another function before it ends
+LINGER = 0.002
+
 
 class ConcurrentEngine:
     engine_name = "concurrent"
@@ -37,6 +41,11 @@ class ConcurrentEngine:
         self._capacity = Capacity.node(cores, gpus=self.gpus)  # asked once per submission: built once
         self._queue = CoreQueue(cores)
         self._drainers = 0  # pool jobs running thread functions (see _drain); guarded by the queue's lock
+        self._busy = 0  # of those, the ones inside a function now (the others are about to look at the queue); same lock
+        # One pool job may wait up to LINGER s for more work when the queue runs dry:
+        # the next one-at-a-time task is then handed over by releasing the lock it
+        # waits on (its own, held) instead of a new pool job and a thread wake-up.
+        self._lingering: Any = None  # that lock, while a job waits on it; same lock
         self._suspects: deque[TaskHandle] = deque()  # ran in a process pool that broke: rerun alone
         self._in_pool = 0
         self._runners: set[asyncio.Task[None]] = set()
@@ -95,8 +104,12 @@ class ConcurrentEngine:
                 if head is None:
                     break
                 if self._in_thread(head):
-                    spawn = min(self.cores - self._drainers, len(queue.waiting))
+                    # a pool job between two functions takes the next one itself: a
+                    # stream of one-at-a-time tasks keeps one job, not one per task
+                    looking = self._drainers - self._busy
+                    spawn = max(0, min(self.cores - self._drainers, len(queue.waiting) - looking))
                     self._drainers += spawn
+                    self._wake_lingering_locked()
                     break
                 queue.take_locked()
             self._start_on_loop(head)
@@ -129,6 +142,23 @@ class ConcurrentEngine:
             for handle in stranded:
                 handle.failed(BackendError(f"{self._context.name}: the executor refused the task: {type(exc).__name__}: {exc}"))
 
+    def _wake_lingering_locked(self) -> None:
+        nudge = self._lingering
+        if nudge is not None:
+            self._lingering = None
+            nudge.release()
+
+    def _linger(self, nudge: Any) -> bool:
+        """In a pool job whose queue ran dry (called holding no lock): wait a
+        moment for more work. True: look at the queue again; False: end the job."""
+        nudge.acquire(timeout=LINGER)
+        with self._queue.lock:
+            if self._lingering is nudge:  # nobody woke it: the job ends
+                self._lingering = None
+                self._drainers -= 1
+                return False
+        return True
+
     def _drain(self) -> None:
         """A pool job: run thread functions from the queue until none fits. Other
         tasks met at the head are handed to the loop to start."""
@@ -136,18 +166,30 @@ class ConcurrentEngine:
         while True:
             to_loop: list[TaskHandle] = []
             with queue.lock:
-                queue.free += released
+                if released:
+                    queue.free += released
+                    self._busy -= 1
+                    released = 0
                 handle = queue.head_fits_locked()
                 while handle is not None and not self._in_thread(handle):
                     to_loop.append(queue.take_locked())
                     handle = queue.head_fits_locked()
-                if handle is None or self._stopping:
+                linger = handle is None and self._lingering is None and not self._stopping and not to_loop
+                if linger:
+                    self._lingering = nudge = threading.Lock()
+                    nudge.acquire()
+                elif handle is None or self._stopping:
                     self._drainers -= 1
                 else:
                     queue.take_locked()
+                    self._busy += 1
                     handle.engine_data = control = CallControl()
             for other in to_loop:
                 self._context.call_soon(self._start_on_loop, other)
+            if linger:
+                if self._linger(nudge):
+                    continue
+                return
             if handle is None or self._stopping:
                 return
             released = handle.task.resources.cores
@@ -247,6 +289,8 @@ class ConcurrentEngine:
 
     async def stop(self) -> None:
         self._stopping = True
+        with self._queue.lock:
+            self._wake_lingering_locked()
         if self._runners:
             await asyncio.wait(list(self._runners), timeout=KILL_GRACE * 2)
         if self._owns_executor and self.executor is not None:

@@ -150,6 +150,7 @@ class TelemetryManager:
         self._spans = TaskSpanMaker(processors, resource, self._session_span, record)
         self._running = True
         self._pump_task = loop.create_task(self._pump(), name=f"rhapsody-telemetry-{self._session_id}")
+        self._tap.active = True
         if self._tap.watched:
             get_plugin_manager().register(self._tap, name=self._tap_name)
         for poller in self._pollers.values():
@@ -165,6 +166,7 @@ class TelemetryManager:
         if not self._running:
             return
         # Nothing more comes in (no transitions, no samples), then SessionEnded is the last event.
+        self._tap.active = False
         if get_plugin_manager().get_plugin(self._tap_name) is not None:
             get_plugin_manager().unregister(name=self._tap_name)
         for poller in self._pollers.values():
@@ -218,6 +220,7 @@ class TelemetryManager:
 
     def observe_backend(self, backend: Any) -> None:
         self._tap.watched.add(id(backend))
+        backend.add_state_observer(self._tap.observe)
         self.attach_backend(backend, session_id=self._session_id, backend_name=backend.name, interval=self._poll_interval)
         if self._running and get_plugin_manager().get_plugin(self._tap_name) is None:
             get_plugin_manager().register(self._tap, name=self._tap_name)

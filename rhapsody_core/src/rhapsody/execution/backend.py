@@ -326,6 +326,19 @@ class Backend:
         if listener in self._tracker.on_end:
             self._tracker.on_end.remove(listener)
 
+    def add_state_observer(self, observer: Callable[[Any, BaseTask, TaskState, TaskState], Any]) -> None:
+        """Call ``observer(backend, task, old_state, new_state)`` on the event loop at
+        every transition of this backend's tasks, as the ``rhapsody_task_state_changed``
+        hook is called (same moment, same arguments; an observer that raises is
+        logged, the task goes on), but without a plugin manager in between: for an
+        observer that watches every task, like telemetry."""
+        if observer not in self._tracker.observers:
+            self._tracker.observers.append(observer)
+
+    def remove_state_observer(self, observer: Callable[[Any, BaseTask, TaskState, TaskState], Any]) -> None:
+        if observer in self._tracker.observers:
+            self._tracker.observers.remove(observer)
+
     # --------------------------------------------------------------- cancellation
     async def cancel_task(self, uid: str) -> bool:
         """Cancel one task by uid: True if it was stopped, False if unknown or ended."""

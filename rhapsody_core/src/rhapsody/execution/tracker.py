@@ -96,6 +96,9 @@ class TaskTracker:
         self.retry_timers: dict[str, asyncio.TimerHandle] = {}
         #: called with every task that reached a terminal state (a session's journal)
         self.on_end: list[Callable[[BaseTask], Any]] = []
+        #: called as the state hook is, ``(backend, task, old, new)``, without pluggy's
+        #: per-call cost (telemetry: three transitions a task)
+        self.observers: list[Callable[[Any, BaseTask, TaskState, TaskState], Any]] = []
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop, self._loop_thread = loop, threading.get_ident()
@@ -229,6 +232,8 @@ class TaskTracker:
         elif new is TaskState.RUNNING and task.timeout:
             assert self._loop is not None
             self._timers[task.uid] = self._loop.call_later(task.timeout, self._timed_out, task)
+        if self.observers:
+            self._observe(task, old, new)
         if self._hook.get_hookimpls():  # nobody listening: no hook call on the hot path
             self._notify(task, old, new)
         origin = task._origin
@@ -289,6 +294,8 @@ class TaskTracker:
         task.timestamps.pop(TaskState.RUNNING._value_, None)
         task.timestamps[TaskState.SUBMITTED._value_] = time.time()
         self.log.warning("task.retry", task=task.uid, attempt=task.attempt, error=f"{type(error).__name__}: {error}", delay=round(delay, 3))
+        if self.observers:
+            self._observe(task, old, TaskState.SUBMITTED)
         if self._hook.get_hookimpls():
             self._notify(task, old, TaskState.SUBMITTED)
         if task._origin is not None:
@@ -326,6 +333,13 @@ class TaskTracker:
             self._hook(backend=self.backend, task=task, old_state=old, new_state=new)
         except Exception as exc:  # noqa: BLE001 - an observer must never break a task
             self.log.error("observer.failed", task=task.uid, error=f"{type(exc).__name__}: {exc}")
+
+    def _observe(self, task: BaseTask, old: TaskState, new: TaskState) -> None:
+        for observer in self.observers:
+            try:
+                observer(self.backend, task, old, new)
+            except Exception as exc:  # noqa: BLE001 - an observer must never break a task
+                self.log.error("observer.failed", task=task.uid, error=f"{type(exc).__name__}: {exc}")
 
     def _call_back(self, subject: Any, new: TaskState) -> None:
         for callback in self.callbacks:
