@@ -159,9 +159,9 @@ class Session:
             if not backend.accepting:
                 await backend.start()
             submitted = await backend.hand_over(backend.prepare(tasks))
-            for task in submitted:
-                if task.backend is None:
-                    task.backend = default
+            for done in submitted:
+                if done.backend is None:
+                    done.backend = default
             return [t.future for t in submitted]  # type: ignore[misc]
         groups: dict[str, list[BaseTask | dict[str, Any]]] = {}
         for task in tasks:
