@@ -526,3 +526,30 @@ def test_engines_and_tests_use_no_private_name() -> None:
     everything, through public names only."""
     files = [HERE / "toys.py", HERE / "conftest.py", *sorted(HERE.glob("test_*.py"))]
     assert [u for f in files for u in _private_uses(f)] == []
+
+
+def test_a_state_observer_that_raises_does_not_stop_the_task_and_can_be_removed() -> None:
+    backend, engine = manual_backend("observed")
+    seen: list[str] = []
+
+    def observer(b: Any, task: Any, old: TaskState, new: TaskState) -> None:
+        seen.append(new.value)
+        raise RuntimeError("a broken observer")
+
+    backend.add_state_observer(observer)
+    backend.add_state_observer(observer)  # once is enough: added once
+    first, second = ComputeTask(function=fn.noop), ComputeTask(function=fn.noop)
+
+    async def go() -> None:
+        async with backend:
+            await backend.submit_tasks([first])
+            engine.handles[first.uid].running()
+            engine.handles[first.uid].done(1)
+            assert (await first).return_value == 1
+            backend.remove_state_observer(observer)
+            await backend.submit_tasks([second])
+            engine.handles[second.uid].done(2)
+            assert (await second).return_value == 2
+
+    run(go())
+    assert seen == ["SUBMITTED", "RUNNING", "DONE"]
