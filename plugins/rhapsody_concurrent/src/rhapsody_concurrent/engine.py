@@ -163,6 +163,7 @@ class ConcurrentEngine:
         """A pool job: run thread functions from the queue until none fits. Other
         tasks met at the head are handed to the loop to start."""
         queue, released = self._queue, 0
+        ended: tuple[TaskHandle, Outcome] | None = None
         while True:
             to_loop: list[TaskHandle] = []
             with queue.lock:
@@ -184,6 +185,11 @@ class ConcurrentEngine:
                     queue.take_locked()
                     self._busy += 1
                     handle.engine_data = control = CallControl()
+            if ended is not None:
+                # reported only now, after the bookkeeping above: the loop this wakes
+                # does not have to wait for this thread to let go of the GIL
+                ended[0].finish(ended[1])
+                ended = None
             for other in to_loop:
                 self._context.call_soon(self._start_on_loop, other)
             if linger:
@@ -197,7 +203,7 @@ class ConcurrentEngine:
                 continue
             handle.running()  # only now: the task's timeout counts from its real start
             task: Any = handle.task
-            handle.finish(call_function(task.function, task.args, task.kwargs, control))
+            ended = (handle, call_function(task.function, task.args, task.kwargs, control))
 
     # ---------------------------------------------------------------- functions in processes
     def _start_function(self, handle: TaskHandle) -> None:
