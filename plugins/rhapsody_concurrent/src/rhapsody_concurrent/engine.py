@@ -104,10 +104,13 @@ class ConcurrentEngine:
                 if head is None:
                     break
                 if self._in_thread(head):
-                    # a pool job between two functions takes the next one itself: a
-                    # stream of one-at-a-time tasks keeps one job, not one per task
+                    # A pool job between two functions takes the next one itself, and a
+                    # job that takes one while more wait and no other job is free starts
+                    # one more (`_drain`): jobs grow to `cores` only while every one is
+                    # inside a function. (Eight jobs taking no-op functions on two cores
+                    # spend their time handing the GIL to each other.)
                     looking = self._drainers - self._busy
-                    spawn = max(0, min(self.cores - self._drainers, len(queue.waiting) - looking))
+                    spawn = 1 if looking == 0 and self._drainers < self.cores else 0
                     self._drainers += spawn
                     self._wake_lingering_locked()
                     break
@@ -164,6 +167,7 @@ class ConcurrentEngine:
         tasks met at the head are handed to the loop to start."""
         queue, released = self._queue, 0
         ended: tuple[TaskHandle, Outcome] | None = None
+        helper = False
         while True:
             to_loop: list[TaskHandle] = []
             with queue.lock:
@@ -185,6 +189,9 @@ class ConcurrentEngine:
                     queue.take_locked()
                     self._busy += 1
                     handle.engine_data = control = CallControl()
+                    helper = bool(queue.waiting) and self._busy == self._drainers < self.cores
+                    if helper:
+                        self._drainers += 1
             if ended is not None:
                 # reported only now, after the bookkeeping above: the loop this wakes
                 # does not have to wait for this thread to let go of the GIL
@@ -192,6 +199,9 @@ class ConcurrentEngine:
                 ended = None
             for other in to_loop:
                 self._context.call_soon(self._start_on_loop, other)
+            if helper:
+                helper = False
+                self._spawn_drainer()
             if linger:
                 if self._linger(nudge):
                     continue
