@@ -272,6 +272,26 @@ async def hot_path(rec: Recorder, args: Any) -> None:
     async def rh_noop(n: int) -> None:
         await run_session(session, [ComputeTask(function=noop) for _ in range(n)])
 
+    def counting_gc(workload: str, variant: str, fn: Any) -> Any:
+        """``fn`` with the cyclic collections it set off recorded (per generation, the
+        last round's), next to its time: at 100,000 tasks in flight they are a large share."""
+
+        async def counted(n: int) -> None:
+            counts = [0, 0, 0]
+
+            def seen(phase: str, info: dict[str, int]) -> None:
+                if phase == "stop":
+                    counts[info["generation"]] += 1
+
+            gc.callbacks.append(seen)
+            try:
+                await fn(n)
+            finally:
+                gc.callbacks.remove(seen)
+            rec.result(workload, variant, n).extra["gc_collections"] = counts
+
+        return counted
+
     async def raw_roundtrip(n: int) -> None:
         for _ in range(n):
             await loop.run_in_executor(pool, noop)
@@ -297,6 +317,8 @@ async def hot_path(rec: Recorder, args: Any) -> None:
     ):
         if rec.wanted(name):
             n = getattr(args, f"n_{name}")
+            if name != "hot_roundtrip":
+                raw, mine = counting_gc(name, "raw", raw), counting_gc(name, "rhapsody", mine)
             await rec.ab(name, n, variants(name, old_name, n, raw, mine))
     if rec.wanted("noop_backend"):
         noop_session = Session(backends=[await NoopExecutionBackend(name="noop")], work_dir="/tmp/rhapsody-bench")

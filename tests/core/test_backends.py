@@ -559,3 +559,30 @@ def test_worker_reported_at_running_lands_on_the_task() -> None:
     assert len(refused) == 3 and all(t.uid in r and "non-empty str" in r for r in refused)
     assert at_running == t.worker == "node1/pid 42" and t.state is TaskState.DONE
     assert dict(t)["worker"] == "node1/pid 42"
+
+
+def test_a_state_observer_that_raises_does_not_stop_the_task_and_can_be_removed() -> None:
+    backend, engine = manual_backend("observed")
+    seen: list[str] = []
+
+    def observer(b: Any, task: Any, old: TaskState, new: TaskState) -> None:
+        seen.append(new.value)
+        raise RuntimeError("a broken observer")
+
+    backend.add_state_observer(observer)
+    backend.add_state_observer(observer)  # once is enough: added once
+    first, second = ComputeTask(function=fn.noop), ComputeTask(function=fn.noop)
+
+    async def go() -> None:
+        async with backend:
+            await backend.submit_tasks([first])
+            engine.handles[first.uid].running()
+            engine.handles[first.uid].done(1)
+            assert (await first).return_value == 1
+            backend.remove_state_observer(observer)
+            await backend.submit_tasks([second])
+            engine.handles[second.uid].done(2)
+            assert (await second).return_value == 2
+
+    run(go())
+    assert seen == ["SUBMITTED", "RUNNING", "DONE"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -82,6 +83,9 @@ class BackendReporting(RuleBasedStateMachine):
         self.pm = get_plugin_manager()
         self.pm.register(self.recorder)
         self.backend, self.engine = manual_backend("machine")
+        # a direct state observer must see exactly what the hook sees, in the same order
+        self.observed: list[tuple[str, str, TaskState, TaskState]] = []
+        self.backend.add_state_observer(self._observe)
         self.loop.run_until_complete(self.backend.start())
         self.expected: dict[str, TaskState] = {}
         self.all: dict[str, ComputeTask] = {}
@@ -94,6 +98,10 @@ class BackendReporting(RuleBasedStateMachine):
             self.loop.close()
         finally:
             self.pm.unregister(self.recorder)
+
+    def _observe(self, backend: Any, task: Any, old: TaskState, new: TaskState) -> None:
+        assert task.state is new  # called after the task was updated, as the hook is
+        self.observed.append((task.uid, backend.name, old, new))
 
     def _run(self, coro):  # type: ignore[no-untyped-def]
         return self.loop.run_until_complete(coro)
@@ -199,6 +207,10 @@ class BackendReporting(RuleBasedStateMachine):
             assert chain[-1][1] is task.state
             assert sum(1 for _, new in chain if new in TERMINAL) <= 1
             assert set(task.timestamps) == {"NEW", *(new.value for _, new in chain)}
+
+    @invariant()
+    def state_observer_saw_what_the_hook_saw(self) -> None:
+        assert self.observed == self.recorder.transitions
 
     @invariant()
     def futures_resolve_once_when_terminal(self) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
@@ -294,3 +295,25 @@ def test_default_cores_are_the_nodes_usable_cores() -> None:
     assert capacity is not None
     assert capacity.cores == capacity.cores_per_rank == core_count()
     assert 1 <= core_count() <= len(os.sched_getaffinity(0))
+
+
+def _meet(barrier: threading.Barrier) -> int:
+    return barrier.wait()  # BrokenBarrierError after its timeout if the others never run beside it
+
+
+def test_functions_that_block_all_run_at_once_up_to_cores(tmp_path: Path) -> None:
+    """Pool jobs are added one at a time, only while every job is inside a function:
+    blocking functions must still get all `cores` threads (each waits for the others)."""
+    cores = 4
+    barrier = threading.Barrier(cores, timeout=60)
+    tasks = [ComputeTask(function=_meet, args=(barrier,)) for _ in range(cores)]
+
+    async def go(pool: ThreadPoolExecutor) -> None:
+        async with Session(backends=[ConcurrentExecutionBackend(pool)], work_dir=tmp_path) as s:
+            await s.submit_tasks(tasks)
+            await s.wait_tasks(tasks)
+
+    with ThreadPoolExecutor(cores) as pool:
+        run(go(pool))
+    assert [t.state for t in tasks] == [TaskState.DONE] * cores, [t.exception for t in tasks]
+    assert sorted(t.return_value for t in tasks) == list(range(cores))

@@ -149,6 +149,20 @@ class Session:
         if not self._backends:
             raise BackendNotFoundError(f"session {self.uid} has no backends")
         default = next(iter(self._backends))
+        if (
+            len(self._backends) == 1
+            and self.journal is None
+            and all(isinstance(t, BaseTask) and t.backend in (None, default) for t in tasks)
+        ):
+            # the common case, kept short: task objects, one backend, no journal
+            backend = self._backends[default]
+            if not backend.accepting:
+                await backend.start()
+            submitted = await backend.hand_over(backend.prepare(tasks))
+            for done in submitted:
+                if done.backend is None:
+                    done.backend = default
+            return [t.future for t in submitted]  # type: ignore[misc]
         groups: dict[str, list[BaseTask | dict[str, Any]]] = {}
         for task in tasks:
             target = task.get("backend") if isinstance(task, dict) else getattr(task, "backend", None)

@@ -23,6 +23,11 @@ class TaskState(str, enum.Enum):
     def __repr__(self) -> str:  # the plain string, as rhapsody-py's states print (in lists, dicts, f"{x!r}")
         return repr(self.value)
 
+    # Enum's own __hash__ is Python code (hash of the name); every name here is
+    # its value, so the str hash is the same number, computed in C: states are
+    # looked up in sets and dicts on every transition.
+    __hash__ = str.__hash__
+
     @property
     def is_terminal(self) -> bool:
         return self in TERMINAL_STATES

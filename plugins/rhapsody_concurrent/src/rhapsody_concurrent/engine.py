@@ -29,6 +29,8 @@ from rhapsody_concurrent.threads import DaemonThreadPool
 
 #: this node's name: where every task of this engine runs (``task.worker`` starts with it)
 HOST = socket.gethostname()
+#: seconds a pool job whose queue ran dry waits for another function before it ends
+LINGER = 0.002
 
 
 class ConcurrentEngine:
@@ -39,16 +41,23 @@ class ConcurrentEngine:
         self._owns_executor = executor is None
         self.cores = cores
         self.gpus = gpu_count()  # once: nvidia-smi is not cheap, and a node's GPUs do not change
+        self._capacity = Capacity.node(cores, gpus=self.gpus)  # asked once per submission: built once
         self._queue = CoreQueue(cores)
         self._drainers = 0  # pool jobs running thread functions (see _drain); guarded by the queue's lock
+        self._busy = 0  # of those, the ones inside a function now (the others are about to look at the queue); same lock
+        # One pool job may wait up to LINGER s for more work when the queue runs dry:
+        # the next one-at-a-time task is then handed over by releasing the lock it
+        # waits on (its own, held) instead of a new pool job and a thread wake-up.
+        self._lingering: Any = None  # that lock, while a job waits on it; same lock
         self._suspects: deque[TaskHandle] = deque()  # ran in a process pool that broke: rerun alone
         self._in_pool = 0
         self._runners: set[asyncio.Task[None]] = set()
         self._stopping = False
+        self._threads = True  # whether pool threads run functions themselves (not a process pool); set at start
         self._sampler: LocalNodeSampler | None = None
 
     def capacity(self) -> Capacity:
-        return Capacity.node(self.cores, gpus=self.gpus)
+        return self._capacity
 
     async def sample_resources(self) -> list[NodeSample]:
         """This host, where the pool's tasks run (telemetry polls this)."""
@@ -60,6 +69,7 @@ class ConcurrentEngine:
         self._context = context
         if self.executor is None:
             self.executor = DaemonThreadPool(self.cores, name=f"rhapsody-{context.name}")
+        self._threads = not self._pickles  # asked per task; a broken process pool is replaced by another
 
     @property
     def _pickles(self) -> bool:
@@ -67,16 +77,20 @@ class ConcurrentEngine:
 
     def _in_thread(self, handle: TaskHandle) -> bool:
         """Whether a pool thread runs this task itself (a function on a thread pool)."""
-        return handle.launch is None and not self._pickles
+        return handle.launch is None and self._threads
 
     # ---------------------------------------------------------------- dispatch
     async def submit(self, handles: Sequence[TaskHandle]) -> None:
-        multi_rank = [h for h in handles if h.launch is None and h.task.resources.ranks > 1]
-        for handle in multi_rank:  # ResourceError, not BackendError: a retry would fail the same way
-            handle.failed(
-                ResourceError(f"{self._context.name}: multi-rank function tasks need an MPI-capable backend (dragon, radical_pilot)")
-            )
-        self._queue.put(h for h in handles if h.launch is not None or h.task.resources.ranks == 1)
+        if any(h.launch is None and h.task.resources.ranks > 1 for h in handles):
+            for handle in handles:  # ResourceError, not BackendError: a retry would fail the same way
+                if handle.launch is None and handle.task.resources.ranks > 1:
+                    handle.failed(
+                        ResourceError(
+                            f"{self._context.name}: multi-rank function tasks need an MPI-capable backend (dragon, radical_pilot)"
+                        )
+                    )
+            handles = [h for h in handles if h.launch is not None or h.task.resources.ranks == 1]
+        self._queue.put(handles)
         self._dispatch()
 
     def _dispatch(self) -> None:
@@ -93,8 +107,15 @@ class ConcurrentEngine:
                 if head is None:
                     break
                 if self._in_thread(head):
-                    spawn = min(self.cores - self._drainers, len(queue.waiting))
+                    # A pool job between two functions takes the next one itself, and a
+                    # job that takes one while more wait and no other job is free starts
+                    # one more (`_drain`): jobs grow to `cores` only while every one is
+                    # inside a function. (Eight jobs taking no-op functions on two cores
+                    # spend their time handing the GIL to each other.)
+                    looking = self._drainers - self._busy
+                    spawn = 1 if looking == 0 and self._drainers < self.cores else 0
                     self._drainers += spawn
+                    self._wake_lingering_locked()
                     break
                 queue.take_locked()
             self._start_on_loop(head)
@@ -127,25 +148,67 @@ class ConcurrentEngine:
             for handle in stranded:
                 handle.failed(BackendError(f"{self._context.name}: the executor refused the task: {type(exc).__name__}: {exc}"))
 
+    def _wake_lingering_locked(self) -> None:
+        nudge = self._lingering
+        if nudge is not None:
+            self._lingering = None
+            nudge.release()
+
+    def _linger(self, nudge: Any) -> bool:
+        """In a pool job whose queue ran dry (called holding no lock): wait a
+        moment for more work. True: look at the queue again; False: end the job."""
+        nudge.acquire(timeout=LINGER)
+        with self._queue.lock:
+            if self._lingering is nudge:  # nobody woke it: the job ends
+                self._lingering = None
+                self._drainers -= 1
+                return False
+        return True
+
     def _drain(self) -> None:
         """A pool job: run thread functions from the queue until none fits. Other
         tasks met at the head are handed to the loop to start."""
         queue, released = self._queue, 0
+        ended: tuple[TaskHandle, Outcome] | None = None
+        helper = False
         while True:
             to_loop: list[TaskHandle] = []
             with queue.lock:
-                queue.free += released
+                if released:
+                    queue.free += released
+                    self._busy -= 1
+                    released = 0
                 handle = queue.head_fits_locked()
                 while handle is not None and not self._in_thread(handle):
                     to_loop.append(queue.take_locked())
                     handle = queue.head_fits_locked()
-                if handle is None or self._stopping:
+                linger = handle is None and self._lingering is None and not self._stopping and not to_loop
+                if linger:
+                    self._lingering = nudge = threading.Lock()
+                    nudge.acquire()
+                elif handle is None or self._stopping:
                     self._drainers -= 1
                 else:
                     queue.take_locked()
+                    self._busy += 1
                     handle.engine_data = control = CallControl()
+                    helper = bool(queue.waiting) and self._busy == self._drainers < self.cores
+                    if helper:
+                        self._drainers += 1
+            if ended is not None:
+                # reported only now, after the bookkeeping above: the loop this wakes
+                # does not have to wait for this thread to let go of the GIL
+                ended[0].finish(ended[1])
+                ended = None
             for other in to_loop:
                 self._context.call_soon(self._start_on_loop, other)
+            if helper:
+                helper = False
+                self._spawn_drainer()
+            if linger:
+                if self._linger(nudge):
+                    continue
+                return
             if handle is None or self._stopping:
                 return
             released = handle.task.resources.cores
@@ -153,7 +216,7 @@ class ConcurrentEngine:
                 continue
             handle.running(f"{HOST}/{threading.current_thread().name}")  # only now: the timeout counts from the real start
             task: Any = handle.task
-            handle.finish(call_function(task.function, task.args, task.kwargs, control))
+            ended = (handle, call_function(task.function, task.args, task.kwargs, control))
 
     # ---------------------------------------------------------------- functions in processes
     def _start_function(self, handle: TaskHandle) -> None:
@@ -245,6 +308,8 @@ class ConcurrentEngine:
 
     async def stop(self) -> None:
         self._stopping = True
+        with self._queue.lock:
+            self._wake_lingering_locked()
         if self._runners:
             await asyncio.wait(list(self._runners), timeout=KILL_GRACE * 2)
         if self._owns_executor and self.executor is not None:

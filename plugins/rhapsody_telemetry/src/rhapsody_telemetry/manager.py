@@ -79,6 +79,7 @@ class TelemetryManager(Readings, Wiring):
         self._spans = TaskSpanMaker(processors, resource, self._session_span, record)
         self._running = True
         self._pump_task = loop.create_task(self._pump(), name=f"rhapsody-telemetry-{self._session_id}")
+        self._tap.active = True
         if self._tap.watched:
             get_plugin_manager().register(self._tap, name=self._tap_name)
         for poller in self._pollers.values():
@@ -94,6 +95,7 @@ class TelemetryManager(Readings, Wiring):
         if not self._running:
             return
         # Nothing more comes in (no transitions, no samples), then SessionEnded is the last event.
+        self._tap.active = False
         if get_plugin_manager().get_plugin(self._tap_name) is not None:
             get_plugin_manager().unregister(name=self._tap_name)
         for poller in self._pollers.values():

@@ -1,6 +1,9 @@
-"""The hook implementation telemetry registers for the backends it watches.
+"""What telemetry hangs on the backends it watches.
 
-It runs on the hot path of every transition, so it only queues what happened;
+`TransitionTap.observe` is a state observer of each watched backend
+(`Backend.add_state_observer`: called directly, not through the plugin
+manager, on every transition); the submit hook stays a pluggy hook (once a
+batch). Both run on the hot path, so they only queue what happened;
 `TelemetryManager` turns the queue into metrics, spans and events a few times
 a second, off that path.
 """
@@ -21,10 +24,10 @@ class TransitionTap:
         #: task uid -> the OTel context active when it was submitted, when that is not the default
         self.contexts: dict[str, Any] = {}
         self.capture_context: Any = None  # set by the manager: returns the context to keep, or None
+        self.active = False  # between the manager's start and stop
 
-    @hookimpl
-    def rhapsody_task_state_changed(self, backend: Any, task: Any, old_state: Any, new_state: Any) -> None:
-        if id(backend) in self.watched:
+    def observe(self, backend: Any, task: Any, old_state: Any, new_state: Any) -> None:
+        if self.active and id(backend) in self.watched:
             self.queue.append((backend, task, old_state, new_state))
 
     @hookimpl

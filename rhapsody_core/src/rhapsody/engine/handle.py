@@ -49,12 +49,14 @@ class TaskHandle:
 
     def running(self, worker: str | None = None) -> None:
         """The engine started the task. Report it when the task really starts
-        executing: the task's timeout counts from here. ``worker`` says where it
-        runs (a non-empty str the engine picks: a Dask worker address, a host
-        and pid, a Dragon process, an RP pilot); it lands in ``task.worker``."""
+        executing: the task's timeout counts from here, and ``task.timestamps``
+        say this moment even when the event loop hears of it a little later.
+        ``worker`` says where it runs (a non-empty str the engine picks: a Dask
+        worker address, a host and pid, a Dragon process, an RP pilot); it
+        lands in ``task.worker``."""
         if worker is not None and (type(worker) is not str or not worker):
             raise TypeError(f"task {self.task.uid}: running(worker=...) takes a non-empty str or None, got {worker!r}")
-        self._tracker.post(self._tracker.set_running, self, worker)
+        self._tracker.post_running(self, worker)
 
     def done(self, return_value: Any = None, *, exit_code: int | None = None, stdout: str | None = None, stderr: str | None = None) -> None:
         """The task finished: DONE, unless ``exit_code`` is non-zero (then

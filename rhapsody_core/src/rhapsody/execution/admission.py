@@ -10,7 +10,7 @@ from pathlib import Path
 
 from rhapsody.engine.launch import LaunchSpec
 from rhapsody.errors import BackendError, ResourceError, TaskValidationError
-from rhapsody.resources import Capacity
+from rhapsody.resources import Capacity, Resources
 from rhapsody.task import LAUNCH_KEYS, BaseTask, ComputeTask
 
 SHELL = "/bin/sh"
@@ -25,10 +25,26 @@ def rejection(
     unknown = _unknown_key(task, accepted)
     if unknown is not None:
         return unknown
-    why = task.resources.exceeds(capacity)
+    why = _exceeds(task.resources, capacity)
     if why is not None:
         return ResourceError(f"task {task.uid} can never run on backend {backend!r}: it {why}")
     return None
+
+
+# Most tasks of a batch share one Resources object (the default, or the one a
+# caller reuses) and the capacity is asked once per batch: the last answer is
+# kept by identity (both are frozen). Only the event loop calls this.
+_last_fit: tuple[object, object, str | None] = (None, None, None)
+
+
+def _exceeds(resources: Resources, capacity: Capacity | None) -> str | None:
+    global _last_fit
+    last_resources, last_capacity, why = _last_fit
+    if resources is last_resources and capacity is last_capacity:
+        return why
+    why = resources.exceeds(capacity)
+    _last_fit = (resources, capacity, why)
+    return why
 
 
 def _unknown_key(task: BaseTask, accepted: Collection[str]) -> TaskValidationError | None:

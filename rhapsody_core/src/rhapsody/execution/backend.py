@@ -97,6 +97,11 @@ class Backend:
     def state(self) -> str:
         return self._lifecycle.value
 
+    @property
+    def accepting(self) -> bool:
+        """Started and not shutting down: it accepts tasks."""
+        return self._lifecycle is BackendState.RUNNING
+
     def capacity(self) -> Capacity | None:
         """The most one task may ask of this backend (None: unknown)."""
         return self.engine.capacity()
@@ -246,7 +251,9 @@ class Backend:
             if task.uid in seen or task.uid in handles or task._future is not None:
                 raise TaskValidationError(task.uid, "uid", "this task was already submitted; build a new task to run it again")
             seen.add(task.uid)
-        self._hook.rhapsody_task_submit(backend=self, tasks=batch)
+        submit_hook = self._hook.rhapsody_task_submit
+        if submit_hook.get_hookimpls():  # nobody listening: no hook call on the hot path
+            submit_hook(backend=self, tasks=batch)
         return batch
 
     async def hand_over(self, batch: list[BaseTask]) -> list[BaseTask]:
@@ -254,7 +261,6 @@ class Backend:
         loop = asyncio.get_running_loop()
         tracker = self._tracker
         capacity = self.engine.capacity()
-        work_dir = self.work_dir
         accepted: list[TaskHandle] = []
         for task in batch:
             task._future = loop.create_future()
@@ -263,7 +269,7 @@ class Backend:
             launch = None
             if problem is None and isinstance(task, ComputeTask) and task.executable is not None:
                 try:
-                    launch = admission.launch_spec(task, work_dir)
+                    launch = admission.launch_spec(task, self.work_dir)
                 except TaskValidationError as exc:
                     problem = exc
             handle = TaskHandle(task, launch, tracker)
@@ -320,6 +326,19 @@ class Backend:
         if listener in self._tracker.on_end:
             self._tracker.on_end.remove(listener)
 
+    def add_state_observer(self, observer: Callable[[Any, BaseTask, TaskState, TaskState], Any]) -> None:
+        """Call ``observer(backend, task, old_state, new_state)`` on the event loop at
+        every transition of this backend's tasks, as the ``rhapsody_task_state_changed``
+        hook is called (same moment, same arguments; an observer that raises is
+        logged, the task goes on), but without a plugin manager in between: for an
+        observer that watches every task, like telemetry."""
+        if observer not in self._tracker.observers:
+            self._tracker.observers.append(observer)
+
+    def remove_state_observer(self, observer: Callable[[Any, BaseTask, TaskState, TaskState], Any]) -> None:
+        if observer in self._tracker.observers:
+            self._tracker.observers.remove(observer)
+
     # --------------------------------------------------------------- cancellation
     async def cancel_task(self, uid: str) -> bool:
         """Cancel one task by uid: True if it was stopped, False if unknown or ended."""
@@ -337,6 +356,7 @@ class Backend:
 
     async def _cancel_one(self, task: BaseTask, reason: str) -> bool:
         tracker = self._tracker
+        tracker.flush()  # a start already reported is applied first: observers see RUNNING, then CANCELED
         handle = tracker.handles.get(task.uid)
         if handle is None or task.state.is_terminal:
             return False

@@ -3,6 +3,11 @@
 A `TaskTracker` belongs to one backend and lives on its event loop. Engine
 reports arrive through `TaskHandle` from any thread; `post` runs them on the
 loop, coalescing those from other threads into one wake-up.
+
+A task's start reported from another thread does not wake the loop by itself
+while reports are flowing (`post_running`): it is stamped where the engine
+reported it and applied with the next report, or by a tick at most `TICK`
+seconds later, so a short task costs the loop one wake-up, not two.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from rhapsody.errors import TaskExecutionError, TaskTimeoutError
 from rhapsody.registry.manager import get_plugin_manager
 from rhapsody.retry import NO_RETRIES, RetryPolicy
-from rhapsody.states import TaskState, check_transition
+from rhapsody.states import TERMINAL_STATES, TaskState, check_transition
 from rhapsody.task import BaseTask, ComputeTask
 
 if TYPE_CHECKING:
@@ -29,6 +34,8 @@ if TYPE_CHECKING:
 _RESULT_KEYS = ("stdout", "stderr", "exit_code", "return_value", "exception")
 _AI_RESULT_KEYS = (*_RESULT_KEYS, "response", "metrics")
 _TAIL = 2000
+#: the longest a start reported off the loop waits to be applied (seconds)
+TICK = 0.01
 
 
 def _tail(task: BaseTask, stderr: str | None) -> str:
@@ -78,6 +85,10 @@ class TaskTracker:
         self._loop_thread: int | None = None
         self._inbox: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
         self._drain_armed = False
+        self._ticking = False  # a tick is due: starts reported off the loop may wait for it
+        self._drained = 0  # drains so far: a tick that saw none since the last stops ticking
+        self._drained_at_tick = 0
+        self._tick_timer: asyncio.TimerHandle | None = None
         self._hook = get_plugin_manager().hook.rhapsody_task_state_changed
         self.retry_policy: RetryPolicy = NO_RETRIES
         #: called with the new handle of a task whose retry is due (the backend resubmits it)
@@ -85,6 +96,9 @@ class TaskTracker:
         self.retry_timers: dict[str, asyncio.TimerHandle] = {}
         #: called with every task that reached a terminal state (a session's journal)
         self.on_end: list[Callable[[BaseTask], Any]] = []
+        #: called as the state hook is, ``(backend, task, old, new)``, without pluggy's
+        #: per-call cost (telemetry: three transitions a task)
+        self.observers: list[Callable[[Any, BaseTask, TaskState, TaskState], Any]] = []
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop, self._loop_thread = loop, threading.get_ident()
@@ -97,22 +111,59 @@ class TaskTracker:
             return
         self._inbox.append((fn, args))
         if not self._drain_armed:
-            self._drain_armed = True
-            loop = self._loop
-            if loop is None or loop.is_closed():
-                return  # the loop is gone: nobody is left to tell
-            with contextlib.suppress(RuntimeError):  # closed between the check and the call
-                loop.call_soon_threadsafe(self._drain)
+            self._wake()
+
+    def post_running(self, handle: TaskHandle, worker: str | None = None) -> None:
+        """The engine started ``handle``'s task: stamped now, applied on the loop.
+        Off the loop this wakes the loop only when no tick is due or the task
+        has a timeout (which must start counting at once)."""
+        if threading.get_ident() == self._loop_thread:
+            self.set_running(handle, worker)
+            return
+        self._inbox.append((self.set_running, (handle, worker, time.time())))
+        # Appended before `_ticking` is read; `_tick` clears it before its last
+        # look at the inbox: one of the two always sees this report.
+        if not self._drain_armed and (handle.task.timeout or not self._ticking):
+            self._wake()
+
+    def _wake(self) -> None:
+        self._drain_armed = True
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return  # the loop is gone: nobody is left to tell
+        with contextlib.suppress(RuntimeError):  # closed between the check and the call
+            loop.call_soon_threadsafe(self._drain)
 
     def _drain(self) -> None:
         self._drain_armed = False  # first: a report appended meanwhile arms a new drain
+        self._drained += 1
         inbox = self._inbox
         while inbox:
             fn, args = inbox.popleft()
             fn(*args)
+        if not self._ticking and self._loop is not None:
+            self._ticking = True
+            self._tick_timer = self._loop.call_later(TICK, self._tick)
+
+    def flush(self) -> None:
+        """On the loop: apply every report made so far (before a cancel decides)."""
+        if self._inbox:
+            self._drain()
+
+    def _tick(self) -> None:
+        if self._drained == self._drained_at_tick:  # quiet since the last tick
+            self._ticking = False  # from now on a start reported off the loop wakes it
+            if self._inbox:  # appended before that report could see it
+                self._drain()  # (which ticks again)
+            return
+        assert self._loop is not None
+        self._tick_timer = self._loop.call_later(TICK, self._tick)
+        if self._inbox:
+            self._drain()
+        self._drained_at_tick = self._drained
 
     def stop_wanted(self, task: BaseTask) -> bool:
-        return task.state.is_terminal or task.uid in self.canceling
+        return task.state in TERMINAL_STATES or task.uid in self.canceling
 
     # ------------------------------------------------------------- reports
     # Each takes the reporting handle: a report from an attempt that was
@@ -120,23 +171,23 @@ class TaskTracker:
     def _current(self, handle: TaskHandle) -> bool:
         return self.handles.get(handle.task.uid) is handle
 
-    def set_running(self, handle: TaskHandle, worker: str | None = None) -> None:
+    def set_running(self, handle: TaskHandle, worker: str | None = None, at: float | None = None) -> None:
         task = handle.task
         if task.state is TaskState.SUBMITTED and self._current(handle):
-            self.set_state(task, TaskState.RUNNING, worker=worker)
+            self.set_state(task, TaskState.RUNNING, at=at, worker=worker)
 
     def set_done(self, handle: TaskHandle, value: Any, exit_code: int | None, stdout: str | None, stderr: str | None) -> None:
         if not self._current(handle):
             return
         task = handle.task
-        fields = {"return_value": value, "exit_code": exit_code, "stdout": stdout, "stderr": stderr}
-        if exit_code in (None, 0):
-            self.set_state(task, TaskState.DONE, **fields)
+        if exit_code is None or exit_code == 0:
+            self.set_state(task, TaskState.DONE, return_value=value, exit_code=exit_code, stdout=stdout, stderr=stderr)
             return
         what = task.executable if isinstance(task, ComputeTask) and task.executable else "task"
         tail = _tail(task, stderr)
         message = f"task {task.uid}: {what} exited with code {exit_code}" + (f"; stderr: {tail}" if tail else "")
-        self.set_state(task, TaskState.FAILED, exception=TaskExecutionError(task.uid, message, exit_code, stderr), **fields)
+        error = TaskExecutionError(task.uid, message, exit_code, stderr)
+        self.set_state(task, TaskState.FAILED, exception=error, return_value=value, exit_code=exit_code, stdout=stdout, stderr=stderr)
 
     def set_failed(
         self, handle: TaskHandle, exc: BaseException, exit_code: int | None, stdout: str | None, stderr: str | None, tb: str | None
@@ -157,33 +208,32 @@ class TaskTracker:
             self.set_state(handle.task, TaskState.CANCELED)
 
     # ------------------------------------------------------------- the state machine
-    def set_state(self, task: BaseTask, new: TaskState, **fields: Any) -> bool:
+    def set_state(self, task: BaseTask, new: TaskState, at: float | None = None, **fields: Any) -> bool:
         """Move ``task`` to ``new``, tell every observer, wake its awaiters.
-        Reports for a task that already ended are dropped (engines race with
-        cancellation); any other illegal move raises: it is a bug."""
+        ``at``: when it happened (default: now). Reports for a task that already
+        ended are dropped (engines race with cancellation); any other illegal
+        move raises: it is a bug."""
         old = task.state
-        if old.is_terminal:
+        if old in TERMINAL_STATES:
             return False
-        if new.is_terminal:
-            new = self._settle(task, new, fields)
+        terminal = new in TERMINAL_STATES
+        if terminal:
+            if self.canceling:
+                new = self._settle(task, new, fields)
             if new is TaskState.FAILED and (task.retries or self.retry_policy.retries) and self._retry(task, old, fields):
                 return True
         check_transition(task.uid, old, new)
         for key, value in fields.items():
             setattr(task, key, value)
         task.state = new
-        task.timestamps[new._value_] = time.time()  # _value_: Enum's plain attribute; .value is a slow property
-        if new is TaskState.RUNNING:
-            if task.timeout:
-                assert self._loop is not None
-                self._timers[task.uid] = self._loop.call_later(task.timeout, self._timed_out, task)
-        elif new.is_terminal:
-            self.handles.pop(task.uid, None)
-            timer = self._timers.pop(task.uid, None)
-            if timer is not None:
-                timer.cancel()
-            for record in self.on_end:
-                record(task)
+        task.timestamps[new._value_] = at if at is not None else time.time()  # _value_: Enum's plain attribute; .value is a slow property
+        if terminal:
+            self._ended(task)
+        elif new is TaskState.RUNNING and task.timeout:
+            assert self._loop is not None
+            self._timers[task.uid] = self._loop.call_later(task.timeout, self._timed_out, task)
+        if self.observers:
+            self._observe(task, old, new)
         if self._hook.get_hookimpls():  # nobody listening: no hook call on the hot path
             self._notify(task, old, new)
         origin = task._origin
@@ -194,12 +244,21 @@ class TaskTracker:
         if self.callbacks:
             self._call_back(origin if origin is not None else task, new)
         future = task._future
-        if new.is_terminal and future is not None and not future.done():
+        if terminal and future is not None and not future.done():
             if new is TaskState.FAILED:
                 _fail_future(future, task)
             else:  # DONE and CANCELED resolve with the task, as in rhapsody-py
                 future.set_result(task)
         return True
+
+    def _ended(self, task: BaseTask) -> None:
+        self.handles.pop(task.uid, None)
+        if self._timers:
+            timer = self._timers.pop(task.uid, None)
+            if timer is not None:
+                timer.cancel()
+        for record in self.on_end:
+            record(task)
 
     def _settle(self, task: BaseTask, new: TaskState, fields: dict[str, Any]) -> TaskState:
         """While a cancel is under way, a failure is the kill we asked for, not
@@ -235,6 +294,8 @@ class TaskTracker:
         task.timestamps.pop(TaskState.RUNNING._value_, None)
         task.timestamps[TaskState.SUBMITTED._value_] = time.time()
         self.log.warning("task.retry", task=task.uid, attempt=task.attempt, error=f"{type(error).__name__}: {error}", delay=round(delay, 3))
+        if self.observers:
+            self._observe(task, old, TaskState.SUBMITTED)
         if self._hook.get_hookimpls():
             self._notify(task, old, TaskState.SUBMITTED)
         if task._origin is not None:
@@ -273,6 +334,13 @@ class TaskTracker:
         except Exception as exc:  # noqa: BLE001 - an observer must never break a task
             self.log.error("observer.failed", task=task.uid, error=f"{type(exc).__name__}: {exc}")
 
+    def _observe(self, task: BaseTask, old: TaskState, new: TaskState) -> None:
+        for observer in self.observers:
+            try:
+                observer(self.backend, task, old, new)
+            except Exception as exc:  # noqa: BLE001 - an observer must never break a task
+                self.log.error("observer.failed", task=task.uid, error=f"{type(exc).__name__}: {exc}")
+
     def _call_back(self, subject: Any, new: TaskState) -> None:
         for callback in self.callbacks:
             try:
@@ -287,6 +355,10 @@ class TaskTracker:
             self.on_timeout(task)
 
     def clear_timers(self) -> None:
+        self.flush()
+        if self._tick_timer is not None:
+            self._tick_timer.cancel()
+            self._ticking = False
         for timer in [*self._timers.values(), *self.retry_timers.values()]:
             timer.cancel()
         self._timers.clear()
