@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from rhapsody_telemetry.events import (
+from rhapsody.telemetry._plugin import NAMES
+from rhapsody_telemetry.events import (  # noqa: F401 - forwarded by core: rhapsody.telemetry._plugin.NAMES
     BaseEvent,
     ResourceUpdate,
     SessionEnded,
@@ -20,29 +21,11 @@ from rhapsody_telemetry.events import (
     define_event,
     make_event,
 )
-from rhapsody_telemetry.interfaces import TelemetryReader, TelemetrySubscriber
-from rhapsody_telemetry.manager import TelemetryManager
+from rhapsody_telemetry.interfaces import TelemetryReader, TelemetrySubscriber  # noqa: F401 - forwarded by core
+from rhapsody_telemetry.manager import TelemetryManager  # noqa: F401 - forwarded by core
 
-__all__ = [
-    "BaseEvent",
-    "ResourceUpdate",
-    "SessionEnded",
-    "SessionStarted",
-    "TaskCanceled",
-    "TaskCompleted",
-    "TaskCreated",
-    "TaskFailed",
-    "TaskQueued",
-    "TaskStarted",
-    "TaskSubmitted",
-    "TelemetryManager",
-    "TelemetryReader",
-    "TelemetrySubscriber",
-    "define_event",
-    "make_event",
-    "report_command",
-    "start_progress",
-]
+# what core forwards (its one list of the names), and what core's `rhapsody` command calls
+__all__ = [*NAMES, "report_command", "start_progress"]
 
 
 def start_progress(session: Any) -> Any:
