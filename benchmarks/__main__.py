@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import children
-from benchmarks.common import fmt
+from benchmarks.common import SCRATCH_VARIABLE, fmt
 
 ROOT = Path(__file__).resolve().parent.parent
 ENGINES = {  # engine -> plugin package that must be importable
@@ -115,6 +115,8 @@ def _run_engines(
             continue
         print(f"--- {engine}", flush=True)
         shm_before = children.shm_entries()
+        scratch = out / f"scratch-{engine}"
+        scratch.mkdir(exist_ok=True)
         try:
             # Each engine in a session of its own. Not Dragon's: its launcher calls
             # setsid() itself and hangs silently when it is already a session leader;
@@ -122,12 +124,13 @@ def _run_engines(
             proc = subprocess.Popen(
                 _command(engine, json_out, passthrough),
                 cwd=out,
-                env=env,
+                env={**env, SCRATCH_VARIABLE: str(scratch.resolve())},
                 start_new_session=engine != "dragon",
                 preexec_fn=children.die_with_parent,
             )
         except OSError as exc:
             status[engine] = f"not run: {exc}"
+            shutil.rmtree(scratch, ignore_errors=True)
             continue
         try:
             code = proc.wait(timeout=args.timeout)
@@ -136,6 +139,7 @@ def _run_engines(
             status[engine] = f"killed after {args.timeout:g} s (--timeout)"
         finally:
             children.stop(proc, mark, shm_before)
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def main() -> int:

@@ -34,11 +34,10 @@ import asyncio
 import os
 import shutil
 import subprocess
-import tempfile
 import time
 from typing import Any
 
-from benchmarks.common import Elapsed, Recorder, parse_args
+from benchmarks.common import Elapsed, Recorder, parse_args, scratch_dir
 from rhapsody import ComputeTask, Session
 from rhapsody.testing import tasks as fn
 
@@ -246,7 +245,7 @@ async def main() -> None:
     t_start = time.perf_counter()
     from rhapsody_dragon import DragonExecutionBackendV1, DragonExecutionBackendV2, DragonExecutionBackendV3
 
-    work = tempfile.mkdtemp(prefix="bench-dragon-")
+    work = scratch_dir("bench-dragon-")
     # The Session starts the runtime when the program was not launched by `dragon`;
     # the raw pool / processes / Batch below then run on that same runtime.
     session = Session(
@@ -387,7 +386,7 @@ def relaunch() -> int:
     }
     env.setdefault("DRAGON_DEFAULT_SEG_SZ", str(256 << 20))
     env.setdefault("DRAGON_INF_SEG_SZ", str(128 << 20))
-    scratch = tempfile.mkdtemp(prefix="bench-dragon-launch-")
+    scratch = scratch_dir("bench-dragon-launch-")
     try:
         return subprocess.call([launcher, sys.executable, "-m", "benchmarks.bench_dragon", *argv], cwd=scratch, env=env)
     finally:

@@ -39,13 +39,12 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import Recorder, parse_args
+from benchmarks.common import Recorder, parse_args, scratch_dir
 from benchmarks.rhapsody_py import QUICK_SKIP, RhapsodyPy, ensure_python
 from rhapsody import ComputeTask, Session
 from rhapsody_radical import environment as envfix
@@ -192,7 +191,7 @@ class RawRP:
 async def main() -> None:
     args = parse_args(__doc__ or "", DEFAULT_N, QUICK_N)
     rec = Recorder("radical", args)
-    work = Path(tempfile.mkdtemp(prefix="rhapsody-bench-radical-"))
+    work = Path(scratch_dir("rhapsody-bench-radical-"))
     raw: RawRP | None = RawRP(work / "raw")
     (work / "raw").mkdir()
 

@@ -18,6 +18,7 @@ import pstats
 import resource
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -91,6 +92,17 @@ def parse_args(description: str, default_n: dict[str, int], quick_n: dict[str, i
             setattr(args, f"n_{name}", (quick_n if args.quick else default_n)[name])
     args.selected = {w for w in args.workloads.split(",") if w}
     return args
+
+
+#: a folder ``python -m benchmarks`` owns and removes once the engine's run is over, however it ended
+SCRATCH_VARIABLE = "RHAPSODY_BENCH_SCRATCH"
+
+
+def scratch_dir(prefix: str) -> str:
+    """A new folder for one benchmark's files: under the aggregator's scratch
+    folder when run by it (a run killed before its ``finally`` leaves nothing
+    in /tmp), else in the system's temp folder."""
+    return tempfile.mkdtemp(prefix=prefix, dir=os.environ.get(SCRATCH_VARIABLE) or None)
 
 
 def fmt(value: float, width: int) -> str:

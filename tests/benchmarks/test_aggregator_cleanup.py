@@ -19,6 +19,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -58,6 +59,11 @@ def _parent(pid: int) -> int | None:
 
 def _shm() -> set[str]:
     return set(os.listdir("/dev/shm"))
+
+
+def _bench_dirs_in_tmp() -> set[str]:
+    """The benchmarks' own scratch folders in the system temp folder."""
+    return {name for name in os.listdir(tempfile.gettempdir()) if name.startswith(("bench-", "rhapsody-bench-"))}
 
 
 def _left_in_shm(before: set[str]) -> set[str]:
@@ -131,7 +137,7 @@ def _log(tmp_path: Path) -> str:
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 128 + signal.SIGTERM), (signal.SIGINT, 130)])
 def test_killed_aggregator_takes_the_engine_processes_with_it(tmp_path: Path, sig: signal.Signals, code: int) -> None:
-    mark, shm_before = uuid.uuid4().hex, _shm()
+    mark, shm_before, tmp_before = uuid.uuid4().hex, _shm(), _bench_dirs_in_tmp()
     proc = _start(tmp_path, mark, *LONG_RUN)
     try:
         engine_pids = _wait_for_grandchildren(proc, mark)
@@ -144,12 +150,13 @@ def test_killed_aggregator_takes_the_engine_processes_with_it(tmp_path: Path, si
         assert left == [], f"after {sig.name} these processes of the run remain: {left} (engine pids were {engine_pids})\n{_log(tmp_path)}"
         assert proc.returncode == code, _log(tmp_path)
         assert _left_in_shm(shm_before) == set(), "the killed engine's shared memory was left in /dev/shm"
+        assert _bench_dirs_in_tmp() - tmp_before == set(), "the killed benchmark's scratch folder was left in the temp folder"
     finally:
         _cleanup(proc, mark)
 
 
 def test_engine_run_timing_out_leaves_nothing(tmp_path: Path) -> None:
-    mark, shm_before = uuid.uuid4().hex, _shm()
+    mark, shm_before, tmp_before = uuid.uuid4().hex, _shm(), _bench_dirs_in_tmp()
     proc = _start(tmp_path, mark, *LONG_RUN, "--timeout", "90")
     try:
         _wait_for_grandchildren(proc, mark)
@@ -161,5 +168,6 @@ def test_engine_run_timing_out_leaves_nothing(tmp_path: Path) -> None:
         assert left == [], f"after the timeout these processes of the run remain: {left}\n{_log(tmp_path)}"
         assert f"{ENGINE}: killed after 90 s (--timeout)" in _log(tmp_path)
         assert _left_in_shm(shm_before) == set(), "the killed engine's shared memory was left in /dev/shm"
+        assert _bench_dirs_in_tmp() - tmp_before == set(), "the killed benchmark's scratch folder was left in the temp folder"
     finally:
         _cleanup(proc, mark)
