@@ -169,6 +169,7 @@ class ConcurrentEngine:
         """A pool job: run thread functions from the queue until none fits. Other
         tasks met at the head are handed to the loop to start."""
         queue, released = self._queue, 0
+        worker = f"{HOST}/{threading.current_thread().name}"  # this job's thread, for every task it runs
         ended: tuple[TaskHandle, Outcome] | None = None
         helper = False
         while True:
@@ -214,7 +215,7 @@ class ConcurrentEngine:
             released = handle.task.resources.cores
             if handle.cancel_requested:  # cancelled while waiting: already reported
                 continue
-            handle.running(f"{HOST}/{threading.current_thread().name}")  # only now: the timeout counts from the real start
+            handle.running(worker)  # only now: the timeout counts from the real start
             task: Any = handle.task
             ended = (handle, call_function(task.function, task.args, task.kwargs, control))
 
