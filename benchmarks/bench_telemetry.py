@@ -36,9 +36,10 @@ async def timed_run(make_backend: Callable[[], Awaitable[Any]], variant: str, ma
     from rhapsody import Session, TaskState
 
     session = Session(backends=[await make_backend()], work_dir=scratch)
+    telemetry = None
     try:
         if variant != "off":
-            await session.start_telemetry(
+            telemetry = await session.start_telemetry(
                 checkpoint_path=f"{scratch}/ckpt" if variant == "telemetry+ckpt" else None, checkpoint_interval=5.0
             )
         await session.start()
@@ -47,6 +48,13 @@ async def timed_run(make_backend: Callable[[], Awaitable[Any]], variant: str, ma
         t0 = time.perf_counter()
         await session.submit_tasks(tasks)
         await session.wait_tasks(tasks, timeout=3600)
+        if telemetry is not None:
+            # Telemetry turns queued transitions into counts, spans and checkpoint
+            # lines a few times a second: the time counted includes that work for
+            # these tasks, or a run shorter than the pump's period would hide it.
+            counted = telemetry.task_count()["completed"]
+            if counted != len(tasks):
+                raise RuntimeError(f"telemetry counted {counted} of {len(tasks)} tasks completed")
         seconds = time.perf_counter() - t0
         bad = [t for t in tasks if t.state is not TaskState.DONE]
         if bad:

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
+
 SUFFIX = ".telemetry.jsonl"
 
 
@@ -25,12 +27,18 @@ class CheckpointWriter:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._file: IO[str] | None = open(path, "w", encoding="utf-8", buffering=1 << 17)  # noqa: SIM115 - open for the session
-        self._dumps = json.JSONEncoder(default=str, separators=(",", ":")).encode
+        self._file: IO[bytes] | None = open(path, "wb", buffering=1 << 17)  # noqa: SIM115 - open for the session
+        self._fallback = json.JSONEncoder(default=str, separators=(",", ":")).encode
 
     def write(self, section: str, record: dict[str, Any]) -> None:
         if self._file is not None:
-            self._file.write(self._dumps({"section": section, **record}) + "\n")
+            self._file.write(self._line({"section": section, **record}))
+
+    def _line(self, record: dict[str, Any]) -> bytes:
+        try:
+            return orjson.dumps(record, default=str, option=_ORJSON_OPTIONS)
+        except orjson.JSONEncodeError:  # what orjson refuses (an int past 64 bits, ...) the standard encoder writes
+            return (self._fallback(record) + "\n").encode("utf-8")
 
     def flush(self) -> None:
         if self._file is not None:
@@ -40,6 +48,9 @@ class CheckpointWriter:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+_ORJSON_OPTIONS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
 
 
 def metric_snapshot(counts: dict[str, Any]) -> dict[str, Any]:

@@ -86,7 +86,8 @@ class Instruments:
     def flush_times(self) -> None:
         with self._times_lock:
             batch, self._times = self._times, []
-        for backend, run, wait in batch:
+        for item in batch:
+            backend, run, wait = item[:3]  # a TaskTimes, or a TaskEnd, which starts with one
             labels = self.labels(backend)
             if run is not None:
                 self.run_time.record(run, labels)

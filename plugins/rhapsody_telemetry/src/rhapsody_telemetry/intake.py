@@ -9,10 +9,14 @@ import inspect
 import time
 from typing import Any
 
+from rhapsody.states import TaskState
 from rhapsody_telemetry import tasks as taskinfo
 from rhapsody_telemetry.events import BaseEvent
 from rhapsody_telemetry.ledger import ENDED_AS
 from rhapsody_telemetry.manager_state import ManagerState, counts_dict, log, ns
+from rhapsody_telemetry.observer import Watched
+
+_RUNNING = TaskState.RUNNING
 
 PUMP_INTERVAL = 0.25  # seconds between two rounds of turning queued transitions into telemetry
 
@@ -37,6 +41,7 @@ class Intake(ManagerState):
     def _drain(self) -> None:
         self._drain_queues()
         if self._times:
+            self._ledger.add_times(self._times)
             self._instruments.queue_times(self._times)
             self._times = []
 
@@ -48,15 +53,30 @@ class Intake(ManagerState):
                 self._take_event(event, context)
         if self._tap.queue:
             batch, self._tap.queue = self._tap.queue, []
-            self._take_transitions(batch)
+            if self._tap.every_transition:
+                self._take_transitions(batch)
+            else:
+                self._take_ends(batch)
 
-    def _take_transitions(self, batch: list[tuple[Any, Any, Any, Any]]) -> None:
-        ledger, sid, now = self._ledger, self._session_id, time.time()
+    def _take_ends(self, batch: list[tuple[Watched, Any, Any, Any]]) -> None:
+        """Only ends were queued (submissions and starts were counted on the spot)."""
+        started_at, keep, attributes, times = self._started_at, self._spans.keep, self._attributes_of, self._times
+        contexts = self._tap.contexts
+        for (_, counts, name), task, old, new in batch:
+            state = new._value_
+            # a task already running when telemetry started was never counted as running
+            if old is _RUNNING and task.timestamps.get("RUNNING", 0.0) >= started_at:
+                counts.running -= 1
+            setattr(counts, ENDED_AS[state], getattr(counts, ENDED_AS[state]) + 1)
+            end = taskinfo.task_end(name, task, state, contexts.pop(task.uid, None) if contexts else None)
+            times.append(end)
+            keep(end, attributes)
+
+    def _take_transitions(self, batch: list[tuple[Watched, Any, Any, Any]]) -> None:
+        """Every transition was queued: each becomes an event too."""
+        sid, now, checkpoint = self._session_id, time.time(), self._checkpoint
         want_objects = bool(self._subscribers or self._enrichers)
-        checkpoint = self._checkpoint
-        for backend, task, old, new in batch:
-            name = backend.name
-            counts = ledger.of(name)
+        for (_, counts, name), task, old, new in batch:
             state = new._value_
             if state == "SUBMITTED":
                 counts.submitted += 1
@@ -64,38 +84,35 @@ class Intake(ManagerState):
                 counts.started += 1
                 counts.running += 1
             else:
-                # a task already running when telemetry started was never counted as running
-                if old._value_ == "RUNNING" and task.timestamps.get("RUNNING", 0.0) >= self._started_at:
+                if old is _RUNNING and task.timestamps.get("RUNNING", 0.0) >= self._started_at:
                     counts.running -= 1
                 setattr(counts, ENDED_AS[state], getattr(counts, ENDED_AS[state]) + 1)
-            event = None
-            if want_objects or checkpoint is not None:
-                cls, fields = taskinfo.transition_fields(sid, name, task, state, now)
-                if checkpoint is not None:
-                    checkpoint.write("event", {"event_type": cls.event_type, "node_id": None, **fields})
-                if want_objects:
-                    event = cls(**fields)
+            cls, fields = taskinfo.transition_fields(sid, name, task, state, now)
+            if checkpoint is not None:
+                checkpoint.write("event", {"event_type": cls.event_type, "node_id": None, **fields})
+            event = cls(**fields) if want_objects else None
             if state in ENDED_AS:
                 self._task_ended(name, task, state, event)
             if event is not None:
                 self._deliver(event, to_checkpoint=False)
 
     def _task_ended(self, backend: str, task: Any, state: str, event: BaseEvent | None) -> None:
-        times = taskinfo.times_of(task, state)
-        attributes = taskinfo.span_attributes(self._session_id, backend, task, state, times)
-        if event is not None and self._enrichers:
-            attributes.update(self._enrich(event))
         context = self._tap.contexts.pop(task.uid, None) if self._tap.contexts else None
-        failed = f"{type(task.exception).__name__}: {task.exception}"[:500] if state == "FAILED" else None
-        self._record_times(backend, times.run if times.started is not None else None, times.wait)
-        self._spans.emit(attributes, ns(times.submitted), ns(times.ended), failed, context)
+        end = taskinfo.task_end(backend, task, state, context)
+        self._times.append(end)
+        if event is not None and self._enrichers:
+            attributes = self._attributes_of(end)
+            attributes.update(self._enrich(event))
+            self._spans.emit(attributes, end.start_ns, end.end_ns, end.failure, context, end.span_id)
+        else:
+            self._spans.keep(end, self._attributes_of)
 
-    def _record_times(self, backend: str, run: float | None, wait: float | None) -> None:
-        if run is not None:
-            self._ledger.run_time.add(run)
-        if wait is not None:
-            self._ledger.queue_wait.add(wait)
-        self._times.append((backend, run, wait))
+    def _attributes_of(self, end: taskinfo.TaskEnd) -> dict[str, Any]:
+        return taskinfo.span_attributes(self._session_id, end)
+
+    def _task_span(self, end: taskinfo.TaskEnd) -> Any:
+        """The span of a task whose end `RecentSpans` kept."""
+        return self._spans.make(self._attributes_of(end), end.start_ns, end.end_ns, end.failure, end.context, end.span_id)
 
     def _enrich(self, event: BaseEvent) -> dict[str, Any]:
         extra: dict[str, Any] = {}
@@ -157,7 +174,7 @@ class Intake(ManagerState):
         failed = None
         if state == "FAILED":
             attributes["error_type"] = failed = str(getattr(event, "error_type", None) or event.attributes.get("error_type", "unknown"))
-        self._record_times(attributes["backend"], run, wait)
+        self._times.append(taskinfo.TaskTimes(attributes["backend"], run, wait))
         self._spans.emit(attributes, ns(flight.first), ns(event.event_time), failed, flight.context)
 
     def _deliver(self, event: BaseEvent, to_checkpoint: bool = True) -> None:

@@ -43,6 +43,13 @@ class Stat:
         if value > self.high:
             self.high = value
 
+    def extend(self, values: list[float]) -> None:
+        if values:
+            self.count += len(values)
+            self.total += sum(values)
+            self.low = min(self.low, min(values))
+            self.high = max(self.high, max(values))
+
     def as_dict(self) -> dict[str, float]:
         if not self.count:
             return {}
@@ -64,6 +71,11 @@ class Ledger:
     queue_wait: Stat = attrs.field(factory=Stat)
     #: (backend, node_id, gpu_id) -> the latest sample's fields
     resources: dict[tuple[str, str, int | None], dict[str, Any]] = attrs.field(factory=dict)
+
+    def add_times(self, ended: list[Any]) -> None:
+        """Run and queue-wait seconds of ended tasks (`TaskTimes`)."""
+        self.run_time.extend([t.run for t in ended if t.run is not None])
+        self.queue_wait.extend([t.wait for t in ended if t.wait is not None])
 
     def of(self, backend: str) -> Counts:
         counts = self.counts.get(backend)

@@ -60,7 +60,7 @@ class TelemetryManager(Readings, Wiring):
         loop = asyncio.get_running_loop()
         self._started_at = time.time()
         resource = self._resource or Resource.create({"service.name": "rhapsody", "session_id": self._session_id})
-        self._recent = RecentSpans(self._max_spans)
+        self._recent = RecentSpans(self._max_spans, self._task_span)
         processors: list[Any] = [self._recent, *self._extra_processors]
         self._tracer_provider = TracerProvider(resource=resource)
         for processor in processors:
@@ -70,13 +70,14 @@ class TelemetryManager(Readings, Wiring):
             self._checkpoint.write("session", {"session_id": self._session_id, "started": self._started_at, "format": 1})
             # session and workflow spans; task spans write their line themselves (TaskSpanMaker)
             self._tracer_provider.add_span_processor(SpansToCheckpoint(self._checkpoint.write))
+            self._tap.every_transition = True  # each is an event line
         self._metric_reader = InMemoryMetricReader()
         self._meter_provider = MeterProvider(metric_readers=[self._metric_reader, *self._extra_readers], resource=resource)
         self._instruments = Instruments(self._meter_provider.get_meter("rhapsody"), self._ledger, self._session_id)
         self._tracer = self._tracer_provider.get_tracer("rhapsody")
         self._session_span = self._tracer.start_span("session", attributes={"session_id": self._session_id, "backend": "rhapsody"})
         record = self._checkpoint.write if self._checkpoint is not None else None
-        self._spans = TaskSpanMaker(processors, resource, self._session_span, record)
+        self._spans = TaskSpanMaker(self._recent, self._extra_processors, resource, self._session_span, record)
         self._running = True
         self._pump_task = loop.create_task(self._pump(), name=f"rhapsody-telemetry-{self._session_id}")
         self._tap.active = True
@@ -96,6 +97,7 @@ class TelemetryManager(Readings, Wiring):
             return
         # Nothing more comes in (no transitions, no samples), then SessionEnded is the last event.
         self._tap.active = False
+        self._tap.unwatch_all()
         if get_plugin_manager().get_plugin(self._tap_name) is not None:
             get_plugin_manager().unregister(name=self._tap_name)
         for poller in self._pollers.values():

@@ -73,7 +73,7 @@ class ManagerState:
         self._tap.capture_context = active_context
         self._tap_name = f"rhapsody-telemetry:{session_id}:{id(self):x}"
         self._emitted: list[tuple[BaseEvent, Any]] = []
-        self._times: list[tuple[str, float | None, float | None]] = []  # of tasks ended since the last drain
+        self._times: list[taskinfo.TaskTimes | taskinfo.TaskEnd] = []  # of tasks ended since the last drain
         self._flights: dict[str, taskinfo.Flight] = {}
         self._subscribers: list[Callable[[BaseEvent], Any]] = []
         self._enrichers: list[Callable[[BaseEvent], dict[str, Any]]] = []

@@ -26,7 +26,7 @@ class Readings(Intake):
         if self._running:
             self._drain()
         recent = getattr(self, "_recent", None)
-        return tuple(recent.spans) if recent is not None else ()
+        return recent.finished() if recent is not None else ()
 
     def task_count(self) -> dict[str, int]:
         if self._running:

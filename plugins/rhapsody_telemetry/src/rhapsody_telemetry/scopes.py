@@ -28,11 +28,13 @@ class Scopes(ManagerState):
         """Call ``callback(event)`` for every event, on the event loop; an async
         callback runs as a task. An exception is logged, never raised."""
         self._subscribers.append(callback)
+        self._tap.every_transition = True  # each becomes an event
 
     def register_span_enricher(self, func: Callable[[BaseEvent], dict[str, Any]]) -> None:
         """``func(event) -> dict`` of extra attributes for the span of the task
         the event is about (called with its first event)."""
         self._enrichers.append(func)
+        self._tap.every_transition = True  # enrichers see the events
 
     @contextlib.contextmanager
     def span_scope(self, name: str, attributes: dict[str, Any] | None = None) -> Iterator[Any]:

@@ -20,8 +20,7 @@ class Wiring(Scopes):  # its resource pollers emit
             self.observe_backend(backend)
 
     def observe_backend(self, backend: Any) -> None:
-        self._tap.watched.add(id(backend))
-        backend.add_state_observer(self._tap.observe)
+        self._tap.watch(backend, self._ledger.of(backend.name))
         self.attach_backend(backend, session_id=self._session_id, backend_name=backend.name, interval=self._poll_interval)
         if self._running and get_plugin_manager().get_plugin(self._tap_name) is None:
             get_plugin_manager().register(self._tap, name=self._tap_name)
