@@ -16,6 +16,8 @@ from rhapsody_telemetry.manager_state import ManagerState, active_context, ns
 
 
 class Scopes(ManagerState):
+    _take_ends: Callable[[list[Any]], None]  # Intake's
+
     def emit(self, event: BaseEvent) -> None:
         """Queue an event (cheap, never blocks). The OTel context active now
         is kept for a task's first event: its span becomes the task's parent."""
@@ -26,15 +28,25 @@ class Scopes(ManagerState):
 
     def subscribe(self, callback: Callable[[BaseEvent], Any]) -> None:
         """Call ``callback(event)`` for every event, on the event loop; an async
-        callback runs as a task. An exception is logged, never raised."""
+        callback runs as a task. An exception is logged, never raised. It sees
+        what happens from now on."""
+        self._events_from_now()
         self._subscribers.append(callback)
-        self._tap.every_transition = True  # each becomes an event
 
     def register_span_enricher(self, func: Callable[[BaseEvent], dict[str, Any]]) -> None:
         """``func(event) -> dict`` of extra attributes for the span of the task
         the event is about (called with its first event)."""
+        self._events_from_now()
         self._enrichers.append(func)
-        self._tap.every_transition = True  # enrichers see the events
+
+    def _events_from_now(self) -> None:
+        # Ends queued so far are taken in as they were queued (counted, no
+        # events); from now on every transition is queued, to become an event.
+        # (Emitted events stay queued: SessionStarted reaches a subscriber added at once.)
+        if self._tap.queue and not self._tap.every_transition:
+            batch, self._tap.queue = self._tap.queue, []
+            self._take_ends(batch)
+        self._tap.every_transition = True
 
     @contextlib.contextmanager
     def span_scope(self, name: str, attributes: dict[str, Any] | None = None) -> Iterator[Any]:
