@@ -5,7 +5,8 @@ On a terminal the lines are rewritten in place every half second; on anything
 else (a log file, a pipe, CI) one plain line per backend is written every
 ``RHAPSODY_PROGRESS_INTERVAL`` seconds (default 10) when something changed.
 A last line is always written when the session closes. Off (the default) it
-costs nothing: no hook implementation is registered.
+costs nothing: no state observer is added. On, it is a state observer of each
+backend (`Backend.add_state_observer`), called directly at every transition.
 """
 
 from __future__ import annotations
@@ -15,9 +16,6 @@ import os
 import sys
 import time
 from typing import Any, TextIO
-
-from rhapsody.hookspecs import hookimpl
-from rhapsody.registry import get_plugin_manager
 
 INTERVAL_ENV = "RHAPSODY_PROGRESS_INTERVAL"
 TTY_INTERVAL, LOG_INTERVAL = 0.5, 10.0
@@ -34,13 +32,11 @@ class Progress:
         self.interval = interval or _interval_from_env() or (TTY_INTERVAL if self.tty else LOG_INTERVAL)
         self.counts: dict[str, list[int]] = {}
         self.first: dict[str, float] = {}  # backend -> when its first task was submitted
-        self.watched: set[int] = set()
+        self.watched: dict[int, Any] = {}  # id() of each watched Backend -> the backend
         self._timer: asyncio.TimerHandle | None = None
         self._drawn_lines = 0
         self._last_text = ""
         self._closed = False
-        self._name = f"rhapsody-progress:{id(self):x}"
-        get_plugin_manager().register(self, name=self._name)
 
     @classmethod
     def for_session(cls, session: Any, stream: TextIO | None = None, interval: float | None = None) -> Progress:
@@ -50,13 +46,13 @@ class Progress:
         return progress
 
     def observe_backend(self, backend: Any) -> None:
-        self.watched.add(id(backend))
-        self.counts.setdefault(backend.name, [0, 0, 0, 0, 0])
-
-    @hookimpl
-    def rhapsody_task_state_changed(self, backend: Any, task: Any, old_state: Any, new_state: Any) -> None:
-        if id(backend) not in self.watched:
+        if self._closed or id(backend) in self.watched:
             return
+        self.watched[id(backend)] = backend
+        self.counts.setdefault(backend.name, [0, 0, 0, 0, 0])
+        backend.add_state_observer(self.observe)
+
+    def observe(self, backend: Any, task: Any, old_state: Any, new_state: Any) -> None:
         counts = self.counts[backend.name]
         state = new_state._value_
         if state == "SUBMITTED":
@@ -117,8 +113,8 @@ class Progress:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if get_plugin_manager().get_plugin(self._name) is not None:
-            get_plugin_manager().unregister(name=self._name)
+        for backend in self.watched.values():
+            backend.remove_state_observer(self.observe)
         self.draw(final=True)
 
 
