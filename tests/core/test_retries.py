@@ -46,6 +46,22 @@ def test_opted_in_exception_is_retried_until_it_succeeds(tmp_path: Path, recorde
     assert len(retries) == 2 and "attempt=2" in retries[0].getMessage() and "Transient" in retries[0].getMessage()
 
 
+def test_a_retried_task_names_no_worker_until_its_next_attempt_runs(tmp_path: Path) -> None:
+    t = ComputeTask(function=fn.fail_then_succeed, args=(str(tmp_path), 1), retries=2, retry_on=(fn.Transient,))
+    seen: list[tuple[str, str | None]] = []
+
+    async def go() -> None:
+        backend = await ConcurrentExecutionBackend(cores=2)
+        backend.add_state_observer(lambda _b, task, _old, new: seen.append((new.value, task.worker)))
+        async with Session(backends=[backend], work_dir=tmp_path, retries=FAST) as s:
+            await s.submit_tasks([t])
+            await s.wait_tasks([t])
+
+    run(go())
+    assert [state for state, _ in seen] == ["SUBMITTED", "RUNNING", "SUBMITTED", "RUNNING", "DONE"]
+    assert [worker is None for _, worker in seen] == [True, False, True, False, False], seen
+
+
 def test_task_own_exception_is_not_retried_by_default(tmp_path: Path) -> None:
     t = ComputeTask(function=fn.fail_then_succeed, args=(str(tmp_path), 1), retries=3)
 

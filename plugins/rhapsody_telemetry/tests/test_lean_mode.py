@@ -10,11 +10,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from opentelemetry.trace import StatusCode
 from rhapsody_telemetry.checkpoint import read_checkpoint
 from rhapsody_telemetry.events import define_event, make_event
 
 from rhapsody import ComputeTask, Session
+from rhapsody.retry import RetryPolicy
+from rhapsody.testing import tasks as fn
 from rhapsody_concurrent.backend import ConcurrentExecutionBackend
 
 
@@ -117,3 +120,22 @@ def test_the_checkpoint_keeps_what_its_fast_encoder_refuses(work_dir: Path) -> N
 
     (line,) = [r for r in read_checkpoint(asyncio.run(go())) if r.get("event_type") == "lab.Measured"]
     assert line["count"] == 2**70 and line["attributes"] == {"3": "x"}
+
+
+@pytest.mark.parametrize("events", [False, True], ids=["lean", "with-events"])
+def test_a_retried_task_is_one_task_and_not_left_running(work_dir: Path, tmp_path: Path, events: bool) -> None:
+    async def go() -> dict[str, int]:
+        backend = await ConcurrentExecutionBackend(name="local", cores=2)
+        session = Session(backends=[backend], work_dir=work_dir, retries=RetryPolicy(backoff=0.01, max_backoff=0.05))
+        telemetry = await session.start_telemetry()
+        if events:
+            telemetry.subscribe(lambda event: None)
+        flaky = ComputeTask(function=fn.fail_then_succeed, args=(str(tmp_path), 2), retries=2, retry_on=(fn.Transient,))
+        await _run(session, [flaky, ComputeTask(function=int)])
+        assert flaky.attempt == 3  # two failed attempts, then the one that returned
+        counts = telemetry.task_count()
+        await session.close()
+        return counts
+
+    counts = asyncio.run(go())
+    assert counts == {"submitted": 2, "started": 4, "completed": 2, "failed": 0, "canceled": 0, "running": 0}

@@ -36,7 +36,8 @@ class CheckpointWriter:
 
     def _line(self, record: dict[str, Any]) -> bytes:
         try:
-            return orjson.dumps(record, default=str, option=_ORJSON_OPTIONS)
+            line: bytes = orjson.dumps(record, default=str, option=_ORJSON_OPTIONS)
+            return line
         except orjson.JSONEncodeError:  # what orjson refuses (an int past 64 bits, ...) the standard encoder writes
             return (self._fallback(record) + "\n").encode("utf-8")
 

@@ -14,7 +14,7 @@ Every point carries ``session_id`` and ``backend``; node gauges ``node_id``.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Observation
@@ -44,7 +44,7 @@ class Instruments:
     def __init__(self, meter: Any, ledger: Ledger, session_id: str) -> None:
         self.ledger, self.session_id = ledger, session_id
         self._labels: dict[str, dict[str, str]] = {}
-        self._times: list[tuple[str, float | None, float | None]] = []
+        self._times: list[tuple[Any, ...]] = []  # TaskTimes, TaskEnd
         self._times_lock = threading.Lock()  # readers collect from their own threads
         for name, (field, description) in COUNTERS.items():
             meter.create_observable_counter(name, [self._counts(field)], unit="{task}", description=description)
@@ -67,8 +67,8 @@ class Instruments:
             labels = self._labels[backend] = {"session_id": self.session_id, "backend": backend}
         return labels
 
-    def queue_times(self, batch: list[tuple[str, float | None, float | None]]) -> None:
-        """Queue ``(backend, run seconds, queue-wait seconds)`` of ended tasks.
+    def queue_times(self, batch: Sequence[tuple[Any, ...]]) -> None:
+        """Queue ``(backend, run seconds, queue-wait seconds, ...)`` of ended tasks.
 
         Recording into an SDK histogram costs microseconds per value (attribute
         checks, hashing, locks): on the event loop that is the largest part of

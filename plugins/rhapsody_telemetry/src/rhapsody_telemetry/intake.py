@@ -14,9 +14,9 @@ from rhapsody_telemetry import tasks as taskinfo
 from rhapsody_telemetry.events import BaseEvent
 from rhapsody_telemetry.ledger import ENDED_AS
 from rhapsody_telemetry.manager_state import ManagerState, counts_dict, log, ns
-from rhapsody_telemetry.observer import Watched
+from rhapsody_telemetry.observer import Watched, retried
 
-_RUNNING = TaskState.RUNNING
+_NEW, _RUNNING = TaskState.NEW, TaskState.RUNNING
 
 PUMP_INTERVAL = 0.25  # seconds between two rounds of turning queued transitions into telemetry
 
@@ -79,7 +79,10 @@ class Intake(ManagerState):
         for (_, counts, name), task, old, new in batch:
             state = new._value_
             if state == "SUBMITTED":
-                counts.submitted += 1
+                if old is _NEW:
+                    counts.submitted += 1
+                else:
+                    retried(counts, old)
             elif state == "RUNNING":
                 counts.started += 1
                 counts.running += 1

@@ -18,7 +18,7 @@ from rhapsody.hookspecs import hookimpl
 from rhapsody.states import TaskState
 from rhapsody_telemetry.ledger import Counts
 
-_SUBMITTED, _RUNNING = TaskState.SUBMITTED, TaskState.RUNNING
+_NEW, _SUBMITTED, _RUNNING = TaskState.NEW, TaskState.SUBMITTED, TaskState.RUNNING
 
 
 class Watched(NamedTuple):
@@ -61,7 +61,10 @@ class TransitionTap:
         if self.every_transition:
             self.queue.append((watched, task, old_state, new_state))
         elif new_state is _SUBMITTED:
-            watched.counts.submitted += 1
+            if old_state is _NEW:
+                watched.counts.submitted += 1
+            else:
+                retried(watched.counts, old_state)
         elif new_state is _RUNNING:
             counts = watched.counts
             counts.started += 1
@@ -78,3 +81,12 @@ class TransitionTap:
             if context is not None:
                 for task in tasks:
                     self.contexts[task.uid] = context
+
+
+def retried(counts: Counts, old_state: Any) -> None:
+    """A failed attempt went back to SUBMITTED for another: the same task, not
+    one more submitted, and no longer running. (Its RUNNING time is gone by
+    now; one running since before telemetry started was never counted, hence
+    the floor.)"""
+    if old_state is _RUNNING and counts.running > 0:
+        counts.running -= 1

@@ -56,6 +56,9 @@ class Progress:
         counts = self.counts[backend.name]
         state = new_state._value_
         if state == "SUBMITTED":
+            if old_state._value_ != "NEW":  # a retry: the same task again, no longer running
+                counts[RUNNING] -= old_state._value_ == "RUNNING"
+                return
             counts[SUBMITTED] += 1
             if backend.name not in self.first:
                 self.first[backend.name] = time.monotonic()

@@ -292,6 +292,7 @@ class TaskTracker:
         task.attempt += 1
         task.state = TaskState.SUBMITTED
         task.timestamps.pop(TaskState.RUNNING._value_, None)
+        task.worker = None  # the next attempt may run elsewhere
         task.timestamps[TaskState.SUBMITTED._value_] = time.time()
         self.log.warning("task.retry", task=task.uid, attempt=task.attempt, error=f"{type(error).__name__}: {error}", delay=round(delay, 3))
         if self.observers:
