@@ -5,8 +5,10 @@ python -m benchmarks.bench_telemetry [--quick] [--json FILE] [--workloads concur
 Variants, interleaved round by round: ``off`` (a plain Session), ``telemetry``
 (``session.start_telemetry()``: spans, metrics, resource polling every 5 s)
 and ``telemetry+ckpt`` (the same plus the JSONL checkpoint, flushed every 5 s).
-Each round uses a new Session (telemetry starts once per session); only
-submitting and awaiting the tasks is timed. Workloads:
+Each round uses a new Session (telemetry starts once per session); the time
+counted runs from submitting the tasks until they have ended and telemetry
+has counted them all (its spans, statistics and checkpoint lines made).
+Workloads:
 
 - ``concurrent_noop``  N no-op functions on the concurrent backend (2 threads)
 - ``dask_noop``        N no-op functions on a 2-worker LocalCluster (one thread each)
