@@ -129,6 +129,7 @@ def test_requests_spread_over_endpoints(run: LoopRunner, llama_url: str, tmp_pat
     assert all(t.state is TaskState.DONE for t in tasks), [t.exception for t in tasks]
     used = [t.metrics["requests"][0]["endpoint"] for t in tasks]
     assert used.count(endpoints[0].url) == 3 and used.count(endpoints[1].url) == 3
+    assert [t.worker for t in tasks] == used  # where each ran: the endpoint that answered
     assert overlaps([t.metrics["requests"][0] for t in tasks]) == 2
 
 

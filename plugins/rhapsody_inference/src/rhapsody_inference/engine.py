@@ -105,10 +105,10 @@ class InferenceEngine:
         assert isinstance(task, AITask)
         started: list[bool] = []
 
-        def running() -> None:
-            if not started:
+        def running(endpoint: str) -> None:
+            if not started:  # a list of prompts runs from its first request: task.worker is that endpoint
                 started.append(True)
-                handle.running()
+                handle.running(endpoint)
 
         t0 = time.monotonic()
         try:
@@ -136,7 +136,7 @@ class InferenceEngine:
                 death = self._death(state)
                 if death is not None:
                     raise InferenceError(f"task {task.uid}: {death}", url=state.url)
-                running()
+                running(state.url)
                 return await self._ask(task, prompt, options, state)
         finally:
             state.load -= 1
