@@ -47,7 +47,12 @@ def _tests_core(session: nox.Session) -> None:
 
 def _tests_concurrent(session: nox.Session) -> None:
     session.install(CORE, _plugin("concurrent"), *TEST_TOOLS)
-    _pytest(session, "plugins/rhapsody_concurrent/tests", "tests/benchmarks/test_bench_concurrent.py")
+    _pytest(
+        session,
+        "plugins/rhapsody_concurrent/tests",
+        "tests/benchmarks/test_bench_concurrent.py",
+        "tests/benchmarks/test_rhapsody_py_venv.py",
+    )
 
 
 def _tests_compat(session: nox.Session) -> None:

@@ -5,7 +5,8 @@ release, which cannot share a process (nor an import name) with RHAPSODY.
 ``~/.cache/rhapsody-bench/rhapsody-py-0.6.0`` with ``pip install rhapsody-py==0.6.0``
 plus the engines (Dask, Dragon, RADICAL-Pilot, each pinned to the version this
 environment runs, so the engine is the same) and returns its interpreter; an
-existing venv that lacks an engine gets it added. ``$RHAPSODY_PY_PYTHON`` points
+existing venv is reinstalled only when a caller pins an engine to another
+version than it holds (an engine the caller does not have, any version does). ``$RHAPSODY_PY_PYTHON`` points
 at an existing one instead. `RhapsodyPy` keeps one driver process
 (``_rpy_driver.py``) alive with the old Session + backend so its rounds
 interleave with the raw / RHAPSODY rounds; the driver times submit + wait itself
@@ -49,15 +50,32 @@ def _pinned(spec: str, dist: str) -> str:
         return spec
 
 
+#: what the venv holds: (requirement, the distribution whose version pins it)
+_ENGINES = (
+    ("dask[distributed]", "distributed"),
+    ("dragonhpc[telemetry,batch]", "dragonhpc"),  # Batch imports the telemetry extra's packages unconditionally
+    ("radical.pilot", "radical.pilot"),
+    ("radical.utils", "radical.utils"),
+)
+
+
 def _requirements() -> list[str]:
-    return [
-        f"rhapsody-py=={VERSION}",
-        _pinned("dask[distributed]", "distributed"),
-        # Batch imports the telemetry extra's packages unconditionally
-        _pinned("dragonhpc[telemetry,batch]", "dragonhpc"),
-        _pinned("radical.pilot", "radical.pilot"),
-        _pinned("radical.utils", "radical.utils"),
-    ]
+    return [f"rhapsody-py=={VERSION}", *(_pinned(spec, dist) for spec, dist in _ENGINES)]
+
+
+def _lacking(wanted: list[str], held: list[str]) -> list[str]:
+    """What of ``wanted`` the venv's ``held`` list does not satisfy: a pinned
+    requirement needs that very pin, an unpinned one any version."""
+    return sorted(w for w in wanted if w not in held and ("==" in w or not any(h.startswith(w + "==") for h in held)))
+
+
+def _held(python: Path) -> list[str]:
+    """The requirements with the versions the venv at ``python`` has now."""
+    script = "import sys, importlib.metadata as m; print(' '.join(m.version(d) for d in sys.argv[1:]))"
+    proc = subprocess.run([str(python), "-c", script, *(d for _, d in _ENGINES)], capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        raise RuntimeError(f"reading the rhapsody-py venv's versions failed: {proc.stderr.strip()[-300:]}")
+    return [f"rhapsody-py=={VERSION}", *(f"{spec}=={v}" for (spec, _), v in zip(_ENGINES, proc.stdout.split(), strict=True))]
 
 
 def ensure_python() -> str:
@@ -74,7 +92,7 @@ def ensure_python() -> str:
     wanted = _requirements()
 
     def missing() -> list[str]:
-        return sorted(set(wanted) - set(marker.read_text().split())) if marker.exists() else wanted
+        return _lacking(wanted, marker.read_text().split()) if marker.exists() else wanted
 
     if not missing():
         return str(python)
@@ -101,7 +119,7 @@ def ensure_python() -> str:
             if proc.returncode != 0:
                 tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-4:])
                 raise RuntimeError(f"building the rhapsody-py venv failed at {' '.join(step[:4])}: {tail}")
-        marker.write_text(" ".join(wanted) + "\n")
+        marker.write_text(" ".join(_held(python)) + "\n")
     return str(python)
 
 
