@@ -73,8 +73,8 @@ class Result:
 
 def parse_args(description: str, default_n: dict[str, int], quick_n: dict[str, int]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--quick", action="store_true", help="small N, one repeat: checks the code runs, not speed")
-    parser.add_argument("--repeats", type=int, default=3, help="A/B rounds per workload (default 3)")
+    parser.add_argument("--quick", action="store_true", help="small N, one round unless --repeats: checks the code runs, not speed")
+    parser.add_argument("--repeats", type=int, default=None, help="A/B rounds per workload (default 3; 1 with --quick)")
     parser.add_argument("--json", type=Path, default=None, help="append JSON lines here")
     parser.add_argument("--workloads", default="", help="comma list to run (default: all)")
     parser.add_argument(
@@ -85,8 +85,10 @@ def parse_args(description: str, default_n: dict[str, int], quick_n: dict[str, i
     for name, n in default_n.items():
         parser.add_argument(f"--n-{name.replace('_', '-')}", type=int, default=None, dest=f"n_{name}", help=f"N for {name} (default {n})")
     args = parser.parse_args()
-    if args.quick:
-        args.repeats = 1
+    if args.repeats is None:
+        args.repeats = 1 if args.quick else 3
+    if args.repeats < 1:
+        parser.error(f"--repeats must be at least 1, got {args.repeats}")
     for name in default_n:
         if getattr(args, f"n_{name}") is None:
             setattr(args, f"n_{name}", (quick_n if args.quick else default_n)[name])
