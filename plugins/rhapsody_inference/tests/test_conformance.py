@@ -11,6 +11,7 @@ from rhapsody_inference import InferenceBackend, llama_cpp_server
 
 class TestInferenceConformance(AIBackendConformance):
     model = MODEL
+    reports_worker = True  # the endpoint that answered
 
     def make_backend(self) -> InferenceBackend:
         return InferenceBackend(servers=llama_cpp_server(model_path(), MODEL), name="llama")

@@ -12,22 +12,21 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from rhapsody.errors import BackendError, BackendNotFoundError, TaskCanceledError, TaskTimeoutError, TaskValidationError
-from rhapsody.execution.backend import Backend
 from rhapsody.session import Session
 from rhapsody.states import TaskState
 from rhapsody.task import AITask, BaseTask, ComputeTask
 from rhapsody.testing import tasks as fn
+from rhapsody.testing.base import SessionFixtures
 from rhapsody.testing.waiting import LoopRunner, await_task, wait_for_state
 
 
-class AIBackendConformance:
+class AIBackendConformance(SessionFixtures):
     """Subclass, override `make_backend` (an unstarted backend) and set `model`
     to a model its server serves."""
 
@@ -41,37 +40,9 @@ class AIBackendConformance:
     deadline: float = 300.0
     #: seconds a request may take to be RUNNING on a loaded server
     start_timeout: float = 120.0
-
-    def make_backend(self) -> Backend:
-        raise NotImplementedError("override make_backend() to return an unstarted backend")
-
-    # ------------------------------------------------------------------ fixtures
-    @pytest.fixture(scope="class")
-    @classmethod
-    def run(cls) -> Iterator[LoopRunner]:
-        runner = LoopRunner(cls.deadline)
-        yield runner
-        runner.close()
-
-    @pytest.fixture(scope="class")
-    @classmethod
-    def session(cls, run: LoopRunner, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
-        session = Session(backends=[cls().make_backend()], work_dir=tmp_path_factory.mktemp("ai-conformance"))
-        run(session.start())
-        yield session
-        run(session.close())
-
-    @pytest.fixture
-    def submit(self, run: LoopRunner, session: Session) -> Any:
-        def _submit(*tasks: BaseTask) -> list[BaseTask]:
-            async def go() -> list[BaseTask]:
-                await session.submit_tasks(list(tasks))
-                await session.wait_tasks(list(tasks))
-                return list(tasks)
-
-            return run(go())  # type: ignore[no-any-return]
-
-        return _submit
+    #: the engine says where each task ran (``task.worker``: e.g. the endpoint that answered)
+    reports_worker: bool = False
+    work_dir_prefix = "ai-conformance"
 
     def ai(self, prompt: str | list[str], **kw: Any) -> AITask:
         kw.setdefault("max_tokens", self.short_tokens)
@@ -84,6 +55,10 @@ class AIBackendConformance:
         assert isinstance(t.response, list) and len(t.response) == 1 and t.response[0].strip()
         assert isinstance(t.metrics, dict)
         assert t.metrics["latency_s"] > 0
+        if self.reports_worker:
+            assert isinstance(t.worker, str) and t.worker.strip(), t.worker
+        else:
+            assert t.worker is None, f"declared reports_worker=False but said {t.worker!r}"
 
     def test_list_of_prompts_list_of_texts_in_order(self, submit: Any) -> None:
         prompts = ["Say one word.", "Name a fruit.", "Count to two."]
