@@ -25,29 +25,21 @@ class _Untouched:
 UNTOUCHED: Any = _Untouched()
 
 
-class LazyList:
-    """Wraps the slot descriptor of one list field (installed on the class
-    in place of the slot's own descriptor)."""
-
-    __slots__ = ("slot",)
+class LazyList(property):
+    """Stands in for the slot descriptor of one list field: a property whose
+    setter and deleter are the slot's own (C, no Python call: the attrs
+    ``__init__`` sets every field) and whose getter makes the list."""
 
     def __init__(self, slot: Any) -> None:
+        def read(task: Any) -> Any:
+            value = slot.__get__(task, None)
+            if value is UNTOUCHED:
+                value = []
+                slot.__set__(task, value)
+            return value
+
+        super().__init__(read, slot.__set__, slot.__delete__)
         self.slot = slot
-
-    def __get__(self, task: Any, owner: Any = None) -> Any:
-        if task is None:
-            return self
-        value = self.slot.__get__(task, owner)
-        if value is UNTOUCHED:
-            value = []
-            self.slot.__set__(task, value)
-        return value
-
-    def __set__(self, task: Any, value: Any) -> None:
-        self.slot.__set__(task, value)
-
-    def __delete__(self, task: Any) -> None:
-        self.slot.__delete__(task)
 
     def raw(self, task: Any) -> Any:
         """What the slot holds: `UNTOUCHED` or the field's value."""
