@@ -198,8 +198,9 @@ class ConcurrentEngine:
                         self._drainers += 1
             if ended is not None:
                 # reported only now, after the bookkeeping above: the loop this wakes
-                # does not have to wait for this thread to let go of the GIL
-                ended[0].finish(ended[1])
+                # does not have to wait for this thread to let go of the GIL; and when
+                # this job already has its next task, the loop need not wake for this one
+                ended[0].finish(ended[1], more=handle is not None and not self._stopping)
                 ended = None
             for other in to_loop:
                 self._context.call_soon(self._start_on_loop, other)

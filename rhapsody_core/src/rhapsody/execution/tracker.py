@@ -7,7 +7,9 @@ loop, coalescing those from other threads into one wake-up.
 A task's start reported from another thread does not wake the loop by itself
 while reports are flowing (`post_running`): it is stamped where the engine
 reported it and applied with the next report, or by a tick at most `TICK`
-seconds later, so a short task costs the loop one wake-up, not two.
+seconds later, so a short task costs the loop one wake-up, not two. The end of
+a task whose engine is already busy with the next one (`post_soon`) waits the
+same way: a stream of short tasks wakes the loop once a tick, not once a task.
 """
 
 from __future__ import annotations
@@ -126,6 +128,17 @@ class TaskTracker:
         if not self._drain_armed and (handle.task.timeout or not self._ticking):
             self._wake()
 
+    def post_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        """`post` for a report the engine follows with more at once (it is already
+        on its next task): off the loop it wakes the loop only when no tick is due;
+        otherwise the report rides with the next one or that tick (see `post_running`)."""
+        if threading.get_ident() == self._loop_thread:
+            fn(*args)
+            return
+        self._inbox.append((fn, args))
+        if not self._drain_armed and not self._ticking:
+            self._wake()
+
     def _wake(self) -> None:
         self._drain_armed = True
         loop = self._loop
@@ -176,28 +189,39 @@ class TaskTracker:
         if task.state is TaskState.SUBMITTED and self._current(handle):
             self.set_state(task, TaskState.RUNNING, at=at, worker=worker)
 
-    def set_done(self, handle: TaskHandle, value: Any, exit_code: int | None, stdout: str | None, stderr: str | None) -> None:
+    def set_done(
+        self, handle: TaskHandle, value: Any, exit_code: int | None, stdout: str | None, stderr: str | None, at: float | None = None
+    ) -> None:
         if not self._current(handle):
             return
         task = handle.task
         if exit_code is None or exit_code == 0:
-            self.set_state(task, TaskState.DONE, return_value=value, exit_code=exit_code, stdout=stdout, stderr=stderr)
+            self.set_state(task, TaskState.DONE, at=at, return_value=value, exit_code=exit_code, stdout=stdout, stderr=stderr)
             return
         what = task.executable if isinstance(task, ComputeTask) and task.executable else "task"
         tail = _tail(task, stderr)
         message = f"task {task.uid}: {what} exited with code {exit_code}" + (f"; stderr: {tail}" if tail else "")
         error = TaskExecutionError(task.uid, message, exit_code, stderr)
-        self.set_state(task, TaskState.FAILED, exception=error, return_value=value, exit_code=exit_code, stdout=stdout, stderr=stderr)
+        self.set_state(
+            task, TaskState.FAILED, at=at, exception=error, return_value=value, exit_code=exit_code, stdout=stdout, stderr=stderr
+        )
 
     def set_failed(
-        self, handle: TaskHandle, exc: BaseException, exit_code: int | None, stdout: str | None, stderr: str | None, tb: str | None
+        self,
+        handle: TaskHandle,
+        exc: BaseException,
+        exit_code: int | None,
+        stdout: str | None,
+        stderr: str | None,
+        tb: str | None,
+        at: float | None = None,
     ) -> None:
         if not self._current(handle):
             return
         task = handle.task
         if stderr is None:
             stderr = tb if tb is not None else "".join(traceback.format_exception(exc))
-        self.set_state(task, TaskState.FAILED, exception=exc, exit_code=exit_code, stdout=stdout, stderr=stderr)
+        self.set_state(task, TaskState.FAILED, at=at, exception=exc, exit_code=exit_code, stdout=stdout, stderr=stderr)
 
     def set_answered(self, handle: TaskHandle, response: Any, metrics: dict[str, Any] | None) -> None:
         if self._current(handle):
