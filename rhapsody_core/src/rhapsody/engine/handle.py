@@ -62,7 +62,7 @@ class TaskHandle:
     def done(self, return_value: Any = None, *, exit_code: int | None = None, stdout: str | None = None, stderr: str | None = None) -> None:
         """The task finished: DONE, unless ``exit_code`` is non-zero (then
         FAILED with `rhapsody.TaskExecutionError`)."""
-        self._tracker.post(self._tracker.set_done, self, return_value, exit_code, stdout, stderr)
+        self._tracker.post(self._tracker.report_done, self, return_value, exit_code, stdout, stderr)
 
     def failed(
         self, exception: BaseException, *, exit_code: int | None = None, stdout: str | None = None, stderr: str | None = None
@@ -71,7 +71,7 @@ class TaskHandle:
         `rhapsody.BackendError` for engine trouble (not the task's fault:
         retried while the task has ``retries`` left; see also `lost`). Without ``stderr`` the
         exception's traceback text is stored there."""
-        self._tracker.post(self._tracker.set_failed, self, exception, exit_code, stdout, stderr, None)
+        self._tracker.post(self._tracker.report_failed, self, exception, exit_code, stdout, stderr, None)
 
     def lost(self, reason: str, *, stdout: str | None = None, stderr: str | None = None) -> None:
         """The worker, process or pilot running the task died under it (not the
@@ -100,9 +100,9 @@ class TaskHandle:
         tracker = self._tracker
         post, at = (tracker.post_soon, time.time()) if more else (tracker.post, None)
         if outcome.error is not None:
-            post(tracker.set_failed, self, outcome.error, outcome.exit_code, outcome.stdout, outcome.stderr, outcome.traceback, at)
+            post(tracker.report_failed, self, outcome.error, outcome.exit_code, outcome.stdout, outcome.stderr, outcome.traceback, at)
         else:
-            post(tracker.set_done, self, outcome.value, outcome.exit_code, outcome.stdout, outcome.stderr, at)
+            post(tracker.report_done, self, outcome.value, outcome.exit_code, outcome.stdout, outcome.stderr, at)
 
     def __repr__(self) -> str:
         return f"<TaskHandle {self.task.uid} {self.task.state.value}>"
