@@ -132,3 +132,34 @@ def test_one_at_a_time_every_task_passes_through_running(tmp_path: Path) -> None
     for t in tasks:
         assert seen[t.uid] == ["SUBMITTED", "RUNNING", "DONE"]
         assert t.timestamps["SUBMITTED"] <= t.timestamps["RUNNING"] <= t.timestamps["DONE"]
+
+
+def test_the_end_of_a_task_before_a_long_one_is_seen_while_that_one_runs(tmp_path: Path) -> None:
+    """One core: the job that ends a short task is already on the next one when
+    it reports, so that end does not wake the loop by itself. It must still be
+    seen DONE (state, callbacks, future), stamped when it ended, while the long
+    task that followed it on the same thread runs."""
+    release = threading.Event()
+    marks: list[float] = []
+    backend = ConcurrentExecutionBackend(cores=1)
+    seen = _transitions(backend)
+    short = [ComputeTask(function=noop) for _ in range(STREAM)]
+    stamped = ComputeTask(function=_stamped_sleep, args=(0.0, marks))
+    long = ComputeTask(function=_blocked, args=(release,))
+
+    async def go() -> None:
+        async with Session(backends=[backend], work_dir=tmp_path) as s:
+            await s.submit_tasks([*short, stamped, long])
+            try:
+                await wait_for_state(long, TaskState.RUNNING, timeout=30)
+                await asyncio.wait_for(asyncio.shield(stamped.future), 30)  # type: ignore[arg-type]
+                assert long.state is TaskState.RUNNING
+                assert seen[stamped.uid] == ["SUBMITTED", "RUNNING", "DONE"]
+            finally:
+                release.set()
+            await long
+
+    run(go())
+    ended = marks[1]
+    assert stamped.timestamps["RUNNING"] <= ended <= stamped.timestamps["DONE"] <= long.timestamps["RUNNING"]
+    assert all(t.state is TaskState.DONE for t in short)

@@ -24,6 +24,7 @@ from rhapsody.registry.records import load_object
 from rhapsody.resources import Resources
 from rhapsody.states import TaskState
 from rhapsody.task import RESULT_FIELDS, AITask, BaseTask, ComputeTask
+from rhapsody.task_lists import peek
 
 _KINDS: dict[str, type[BaseTask]] = {"compute": ComputeTask, "ai": AITask}
 
@@ -105,7 +106,7 @@ def task_to_dict(task: BaseTask) -> dict[str, Any]:
         name = field.name
         if name.startswith("_"):
             continue
-        value = getattr(task, name)
+        value = peek(task, name)  # (an untouched list field is not given a list to keep)
         if name == "function":
             data[name] = None if value is None else _function_ref(value)
         elif name == "exception":
@@ -196,7 +197,7 @@ def result_to_dict(task: BaseTask) -> dict[str, Any]:
         data["exception"] = _exception_to_dict(task.exception)
     if task.attempt != 1:
         data["attempt"] = task.attempt
-    if task.attempt_errors:
+    if peek(task, "attempt_errors"):
         data["attempt_errors"] = [_exception_to_dict(e) for e in task.attempt_errors]
     if isinstance(task, AITask) and task.response is not None:
         data["response"] = _plain(task.response)

@@ -16,6 +16,7 @@ from rhapsody.errors import TaskCanceledError, TaskExecutionError, TaskValidatio
 from rhapsody.resources import Resources
 from rhapsody.states import TaskState
 from rhapsody.task_fields import FieldAccess
+from rhapsody.task_lists import UNTOUCHED, LazyList, install, peek
 
 # Cheap, readable, unique within a process; pid keeps two processes' journals apart.
 _uid_counter = itertools.count()
@@ -108,7 +109,7 @@ class BaseTask(FieldAccess):
     #: the attempt now running or last run (1 = the first; 0 = not submitted)
     attempt: int = attrs.field(default=0, init=False)
     #: the error of every earlier attempt that failed and was retried, in order
-    attempt_errors: list[BaseException] = attrs.field(factory=list, init=False)
+    attempt_errors: list[BaseException] = attrs.field(default=UNTOUCHED, init=False)  # a list once read (task_lists)
     #: where the engine ran the current (or last) attempt, as it reported it: e.g. a Dask worker
     #: address, "<host>/pid <n>"; None when the engine does not say (see TaskHandle.running)
     worker: str | None = attrs.field(default=None, init=False)
@@ -204,7 +205,7 @@ class BaseTask(FieldAccess):
     # A task copied to another process (pickled) is a snapshot: the future and the
     # submitter's dict belong to the process that submitted it.
     def __getstate__(self) -> dict[str, Any]:
-        state = {**self._extras(), **{name: getattr(self, name) for name in _SLOTS[type(self)]}}
+        state = {**self._extras(), **{name: peek(self, name) for name in _SLOTS[type(self)]}}
         state["_future"] = state["_origin"] = None
         return state
 
@@ -267,8 +268,8 @@ def _dict_or_empty(value: Any) -> Any:
     return {} if value is None else value
 
 
-def _list_or_empty(value: Any) -> Any:
-    return [] if value is None else value
+def _list_or_untouched(value: Any) -> Any:
+    return UNTOUCHED if value is None else value
 
 
 @attrs.define(kw_only=True, eq=False, init=False, slots=True, getstate_setstate=False, on_setattr=attrs.setters.NO_OP)
@@ -278,11 +279,12 @@ class ComputeTask(BaseTask):
 
     executable: str | None = None
     function: Callable[..., Any] | None = None
-    arguments: list[str] = attrs.field(factory=list, converter=_list_or_empty)
+    # the list fields are lists once read (see task_lists: most tasks never touch them)
+    arguments: list[str] = attrs.field(default=UNTOUCHED, converter=_list_or_untouched)
     args: tuple[Any, ...] = attrs.field(factory=tuple, converter=_tuple_or_empty)
     kwargs: dict[str, Any] = attrs.field(factory=dict, converter=_dict_or_empty)
-    input_files: list[str] = attrs.field(factory=list, converter=_list_or_empty)
-    output_files: list[str] = attrs.field(factory=list, converter=_list_or_empty)
+    input_files: list[str] = attrs.field(default=UNTOUCHED, converter=_list_or_untouched)
+    output_files: list[str] = attrs.field(default=UNTOUCHED, converter=_list_or_untouched)
     capture_stdio: bool = False
 
     kind: ClassVar[str] = "compute"
@@ -298,16 +300,9 @@ class ComputeTask(BaseTask):
             self._fail("executable", f"must be a non-empty string, got {self.executable!r}")
         if self.function is not None and not callable(self.function):
             self._fail("function", f"must be callable, got {type(self.function).__name__}")
-        if isinstance(self.arguments, (str, bytes)) or not isinstance(self.arguments, (list, tuple)):
-            self._fail("arguments", f"must be a list of strings, got {type(self.arguments).__name__}")
-        if self.arguments:  # (checks guarded by emptiness: task construction is on the hot path)
-            self.arguments = [str(a) if isinstance(a, (int, float)) else a for a in self.arguments]
-            if not all(isinstance(a, str) for a in self.arguments):
-                self._fail("arguments", "every argument must be a string or a number")
-            if self.function is not None:
-                self._fail("arguments", "arguments= is for executables; give a function args= / kwargs=")
-        else:
-            self.arguments = []
+        arguments = _ARGUMENTS.raw(self)  # (read raw: an untouched list field stays untouched)
+        if arguments is not UNTOUCHED:
+            self._check_arguments(arguments)
         if not isinstance(self.args, (tuple, list)):
             self._fail("args", f"must be a tuple or list, got {type(self.args).__name__}")
         self.args = tuple(self.args)
@@ -315,14 +310,25 @@ class ComputeTask(BaseTask):
             self._fail("kwargs", "must be a dict with string keys")
         if (self.args or self.kwargs) and self.executable is not None:
             self._fail("args/kwargs", "args= / kwargs= are for functions; give an executable arguments=")
-        if self.input_files or self.output_files or type(self.input_files) is not list or type(self.output_files) is not list:
+        if _INPUT_FILES.raw(self) is not UNTOUCHED or _OUTPUT_FILES.raw(self) is not UNTOUCHED:
             self._check_paths()
         if not isinstance(self.capture_stdio, bool):
             self._fail("capture_stdio", f"must be a bool, got {self.capture_stdio!r}")
 
+    def _check_arguments(self, arguments: Any) -> None:
+        if isinstance(arguments, (str, bytes)) or not isinstance(arguments, (list, tuple)):
+            self._fail("arguments", f"must be a list of strings, got {type(arguments).__name__}")
+        if not arguments:  # an empty list or tuple given: reads as a new empty list, as always
+            _ARGUMENTS.slot.__set__(self, UNTOUCHED)
+            return
+        self.arguments = [str(a) if isinstance(a, (int, float)) else a for a in arguments]
+        if not all(isinstance(a, str) for a in self.arguments):
+            self._fail("arguments", "every argument must be a string or a number")
+        if self.function is not None:
+            self._fail("arguments", "arguments= is for executables; give a function args= / kwargs=")
+
     def _check_paths(self) -> None:
-        for name in ("input_files", "output_files"):
-            value = getattr(self, name)
+        for name, value in (("input_files", _INPUT_FILES.peek(self)), ("output_files", _OUTPUT_FILES.peek(self))):
             if not isinstance(value, (list, tuple)) or (value and not all(isinstance(p, (str, os.PathLike)) for p in value)):
                 self._fail(name, "must be a list of paths")
 
@@ -382,3 +388,10 @@ for _cls in (BaseTask, ComputeTask, AITask):
     _SLOTS[_cls] = tuple(f.name for f in _fields)
     _cls.init_fields = frozenset(f.name for f in _fields if f.init)
     _cls.public_fields = tuple(f.name for f in _fields if not f.name.startswith("_"))
+
+_LIST_FIELDS = {BaseTask: ("attempt_errors",), ComputeTask: ("arguments", "input_files", "output_files")}
+for _cls, _names in _LIST_FIELDS.items():
+    install(_cls, _names)
+_ARGUMENTS: LazyList = ComputeTask.__dict__["arguments"]
+_INPUT_FILES: LazyList = ComputeTask.__dict__["input_files"]
+_OUTPUT_FILES: LazyList = ComputeTask.__dict__["output_files"]

@@ -18,6 +18,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, cast
 
 from rhapsody.engine import CallControl, EngineContext, Outcome, TaskHandle, call_function, call_packed, pack_call
+from rhapsody.engine.calls import is_async
 from rhapsody.engine.host import gpu_count
 from rhapsody.engine.process import KILL_GRACE, Command
 from rhapsody.engine.sampling import LocalNodeSampler
@@ -31,6 +32,9 @@ from rhapsody_concurrent.threads import DaemonThreadPool
 HOST = socket.gethostname()
 #: seconds a pool job whose queue ran dry waits for another function before it ends
 LINGER = 0.002
+#: a handle's engine_data while a pool thread runs its sync function (one marker for all:
+#: such a call cannot be stopped, so it needs no CallControl of its own)
+IN_THREAD = "in a pool thread"
 
 
 class ConcurrentEngine:
@@ -171,6 +175,7 @@ class ConcurrentEngine:
         queue, released = self._queue, 0
         worker = f"{HOST}/{threading.current_thread().name}"  # this job's thread, for every task it runs
         ended: tuple[TaskHandle, Outcome] | None = None
+        control: CallControl | None = None
         helper = False
         while True:
             to_loop: list[TaskHandle] = []
@@ -192,14 +197,17 @@ class ConcurrentEngine:
                 else:
                     queue.take_locked()
                     self._busy += 1
-                    handle.engine_data = control = CallControl()
+                    # only an async def call can be stopped once running: a sync one is just marked
+                    control = CallControl() if is_async(cast(Any, handle.task).function) else None
+                    handle.engine_data = control or IN_THREAD
                     helper = bool(queue.waiting) and self._busy == self._drainers < self.cores
                     if helper:
                         self._drainers += 1
             if ended is not None:
                 # reported only now, after the bookkeeping above: the loop this wakes
-                # does not have to wait for this thread to let go of the GIL
-                ended[0].finish(ended[1])
+                # does not have to wait for this thread to let go of the GIL; and when
+                # this job already has its next task, the loop need not wake for this one
+                ended[0].finish(ended[1], more=handle is not None and not self._stopping)
                 ended = None
             for other in to_loop:
                 self._context.call_soon(self._start_on_loop, other)
@@ -296,11 +304,12 @@ class ConcurrentEngine:
         if isinstance(data, Command):
             data.stop(KILL_GRACE)
             return True
-        if isinstance(data, CallControl):
+        if data is IN_THREAD or isinstance(data, CallControl):
             # A running sync function cannot be interrupted: it is reported
             # CANCELED now, its late result is dropped, and its cores stay
             # counted as busy until the call really returns.
-            data.cancel()
+            if isinstance(data, CallControl):
+                data.cancel()
             return True
         if isinstance(data, tuple) and isinstance(data[0], Future):
             data[0].cancel()

@@ -60,17 +60,35 @@ class CallControl:
             task.cancel()
 
 
+# The last function found not to be ``async def``: asked once a task, and most
+# tasks of a run call the same function (inspect's answer costs more than the call).
+_last_plain: Any = None
+# Return values that are never awaitable, told apart without inspect
+_NOT_AWAITABLE = frozenset({type(None), bool, int, float, complex, str, bytes, tuple, list, dict, set, frozenset})
+
+
+def is_async(fn: Callable[..., Any]) -> bool:
+    """Whether ``fn`` is an ``async def`` function (or a partial of one)."""
+    global _last_plain
+    if fn is _last_plain:
+        return False
+    if inspect.iscoroutinefunction(fn):
+        return True
+    _last_plain = fn
+    return False
+
+
 def invoke(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], control: CallControl | None = None) -> Any:
     """Call ``fn`` here and now (awaiting it when it is, or returns, a
     coroutine) and return its value; its exception propagates."""
-    if inspect.iscoroutinefunction(fn):
+    if is_async(fn):
         loop = _thread_loop()
         task = loop.create_task(fn(*args, **kwargs))
         if control is not None:
             control._attach(loop, task)
         return loop.run_until_complete(task)
     result = fn(*args, **kwargs)
-    if inspect.isawaitable(result):
+    if type(result) not in _NOT_AWAITABLE and inspect.isawaitable(result):
         return _thread_loop().run_until_complete(result)  # type: ignore[arg-type]
     return result
 

@@ -9,6 +9,7 @@ delivered to it in order, many per wake-up.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from rhapsody.errors import WorkerLostError
@@ -61,7 +62,7 @@ class TaskHandle:
     def done(self, return_value: Any = None, *, exit_code: int | None = None, stdout: str | None = None, stderr: str | None = None) -> None:
         """The task finished: DONE, unless ``exit_code`` is non-zero (then
         FAILED with `rhapsody.TaskExecutionError`)."""
-        self._tracker.post(self._tracker.set_done, self, return_value, exit_code, stdout, stderr)
+        self._tracker.post(self._tracker.report_done, self, return_value, exit_code, stdout, stderr)
 
     def failed(
         self, exception: BaseException, *, exit_code: int | None = None, stdout: str | None = None, stderr: str | None = None
@@ -70,7 +71,7 @@ class TaskHandle:
         `rhapsody.BackendError` for engine trouble (not the task's fault:
         retried while the task has ``retries`` left; see also `lost`). Without ``stderr`` the
         exception's traceback text is stored there."""
-        self._tracker.post(self._tracker.set_failed, self, exception, exit_code, stdout, stderr, None)
+        self._tracker.post(self._tracker.report_failed, self, exception, exit_code, stdout, stderr, None)
 
     def lost(self, reason: str, *, stdout: str | None = None, stderr: str | None = None) -> None:
         """The worker, process or pilot running the task died under it (not the
@@ -89,13 +90,19 @@ class TaskHandle:
         """The engine stopped the task on its own account."""
         self._tracker.post(self._tracker.set_canceled, self)
 
-    def finish(self, outcome: Outcome) -> None:
-        """End the task as an engine-side `Outcome` says."""
+    def finish(self, outcome: Outcome, *, more: bool = False) -> None:
+        """End the task as an engine-side `Outcome` says. ``more=True``: the
+        engine reports this from the thread that is already running its next
+        task (a stream of short ones): the event loop may hear of it with the
+        next report, at most `rhapsody.execution.tracker.TICK` seconds later,
+        instead of being woken for each task; ``task.timestamps`` still say when
+        it ended."""
         tracker = self._tracker
+        post, at = (tracker.post_soon, time.time()) if more else (tracker.post, None)
         if outcome.error is not None:
-            tracker.post(tracker.set_failed, self, outcome.error, outcome.exit_code, outcome.stdout, outcome.stderr, outcome.traceback)
+            post(tracker.report_failed, self, outcome.error, outcome.exit_code, outcome.stdout, outcome.stderr, outcome.traceback, at)
         else:
-            tracker.post(tracker.set_done, self, outcome.value, outcome.exit_code, outcome.stdout, outcome.stderr)
+            post(tracker.report_done, self, outcome.value, outcome.exit_code, outcome.stdout, outcome.stderr, at)
 
     def __repr__(self) -> str:
         return f"<TaskHandle {self.task.uid} {self.task.state.value}>"

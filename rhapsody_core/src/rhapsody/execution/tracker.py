@@ -7,7 +7,9 @@ loop, coalescing those from other threads into one wake-up.
 A task's start reported from another thread does not wake the loop by itself
 while reports are flowing (`post_running`): it is stamped where the engine
 reported it and applied with the next report, or by a tick at most `TICK`
-seconds later, so a short task costs the loop one wake-up, not two.
+seconds later, so a short task costs the loop one wake-up, not two. The end of
+a task whose engine is already busy with the next one (`post_soon`) waits the
+same way: a stream of short tasks wakes the loop once a tick, not once a task.
 """
 
 from __future__ import annotations
@@ -83,7 +85,12 @@ class TaskTracker:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
-        self._inbox: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
+        # (fn, *args) per report: one gc-tracked object each (with 100,000 tasks in
+        # flight the collector's full passes are most of what a report costs)
+        self._inbox: deque[tuple[Any, ...]] = deque()
+        # bound once, for the same reason: a report made off the loop holds these,
+        # not a method object of its own
+        self.report_running, self.report_done, self.report_failed = self.set_running, self.set_done, self.set_failed
         self._drain_armed = False
         self._ticking = False  # a tick is due: starts reported off the loop may wait for it
         self._drained = 0  # drains so far: a tick that saw none since the last stops ticking
@@ -109,7 +116,7 @@ class TaskTracker:
         if threading.get_ident() == self._loop_thread:
             fn(*args)
             return
-        self._inbox.append((fn, args))
+        self._inbox.append((fn, *args))
         if not self._drain_armed:
             self._wake()
 
@@ -120,10 +127,21 @@ class TaskTracker:
         if threading.get_ident() == self._loop_thread:
             self.set_running(handle, worker)
             return
-        self._inbox.append((self.set_running, (handle, worker, time.time())))
+        self._inbox.append((self.report_running, handle, worker, time.time()))
         # Appended before `_ticking` is read; `_tick` clears it before its last
         # look at the inbox: one of the two always sees this report.
         if not self._drain_armed and (handle.task.timeout or not self._ticking):
+            self._wake()
+
+    def post_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        """`post` for a report the engine follows with more at once (it is already
+        on its next task): off the loop it wakes the loop only when no tick is due;
+        otherwise the report rides with the next one or that tick (see `post_running`)."""
+        if threading.get_ident() == self._loop_thread:
+            fn(*args)
+            return
+        self._inbox.append((fn, *args))
+        if not self._drain_armed and not self._ticking:
             self._wake()
 
     def _wake(self) -> None:
@@ -139,8 +157,8 @@ class TaskTracker:
         self._drained += 1
         inbox = self._inbox
         while inbox:
-            fn, args = inbox.popleft()
-            fn(*args)
+            report = inbox.popleft()
+            report[0](*report[1:])
         if not self._ticking and self._loop is not None:
             self._ticking = True
             self._tick_timer = self._loop.call_later(TICK, self._tick)
@@ -176,28 +194,39 @@ class TaskTracker:
         if task.state is TaskState.SUBMITTED and self._current(handle):
             self.set_state(task, TaskState.RUNNING, at=at, worker=worker)
 
-    def set_done(self, handle: TaskHandle, value: Any, exit_code: int | None, stdout: str | None, stderr: str | None) -> None:
+    def set_done(
+        self, handle: TaskHandle, value: Any, exit_code: int | None, stdout: str | None, stderr: str | None, at: float | None = None
+    ) -> None:
         if not self._current(handle):
             return
         task = handle.task
         if exit_code is None or exit_code == 0:
-            self.set_state(task, TaskState.DONE, return_value=value, exit_code=exit_code, stdout=stdout, stderr=stderr)
+            self.set_state(task, TaskState.DONE, at=at, return_value=value, exit_code=exit_code, stdout=stdout, stderr=stderr)
             return
         what = task.executable if isinstance(task, ComputeTask) and task.executable else "task"
         tail = _tail(task, stderr)
         message = f"task {task.uid}: {what} exited with code {exit_code}" + (f"; stderr: {tail}" if tail else "")
         error = TaskExecutionError(task.uid, message, exit_code, stderr)
-        self.set_state(task, TaskState.FAILED, exception=error, return_value=value, exit_code=exit_code, stdout=stdout, stderr=stderr)
+        self.set_state(
+            task, TaskState.FAILED, at=at, exception=error, return_value=value, exit_code=exit_code, stdout=stdout, stderr=stderr
+        )
 
     def set_failed(
-        self, handle: TaskHandle, exc: BaseException, exit_code: int | None, stdout: str | None, stderr: str | None, tb: str | None
+        self,
+        handle: TaskHandle,
+        exc: BaseException,
+        exit_code: int | None,
+        stdout: str | None,
+        stderr: str | None,
+        tb: str | None,
+        at: float | None = None,
     ) -> None:
         if not self._current(handle):
             return
         task = handle.task
         if stderr is None:
             stderr = tb if tb is not None else "".join(traceback.format_exception(exc))
-        self.set_state(task, TaskState.FAILED, exception=exc, exit_code=exit_code, stdout=stdout, stderr=stderr)
+        self.set_state(task, TaskState.FAILED, at=at, exception=exc, exit_code=exit_code, stdout=stdout, stderr=stderr)
 
     def set_answered(self, handle: TaskHandle, response: Any, metrics: dict[str, Any] | None) -> None:
         if self._current(handle):

@@ -28,6 +28,7 @@ from typing import Any
 
 from rhapsody.errors import JournalError
 from rhapsody.task import _ONE_CORE, AITask, BaseTask, ComputeTask, generated_uid
+from rhapsody.task_lists import peek
 
 _SCALARS = (type(None), bool, int, float, str)
 _function_names: dict[Any, str] = {}  # function -> "module:qualname", once per function
@@ -94,7 +95,7 @@ def describe(task: BaseTask, strict: bool = True) -> str:
             if task.arguments:
                 parts.append("arguments=" + _canon(task.arguments, "arguments", uid, strict))
         for name in ("input_files", "output_files"):
-            files = getattr(task, name)
+            files = peek(task, name)
             if files:
                 parts.append(f"{name}=" + _canon([os.fspath(p) for p in files], name, uid, strict))
         if task.capture_stdio:

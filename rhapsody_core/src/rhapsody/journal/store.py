@@ -27,6 +27,7 @@ from typing import Any
 from rhapsody.errors import JournalError
 from rhapsody.serialize import plain, result_to_dict
 from rhapsody.task import BaseTask
+from rhapsody.task_lists import peek
 
 SCHEMA_VERSION = 1
 #: seconds between two commits at most: batches arriving meanwhile share one
@@ -102,7 +103,7 @@ def _ended(task: BaseTask) -> tuple[Any, ...]:
 
 
 def _more(task: BaseTask) -> str | None:
-    if task.exception is None and not task.attempt_errors and getattr(task, "response", None) is None:
+    if task.exception is None and not peek(task, "attempt_errors") and getattr(task, "response", None) is None:
         return None
     data = result_to_dict(task)
     return json.dumps({k: data[k] for k in ("exception", "attempt_errors", "response") if k in data})
