@@ -7,9 +7,11 @@ this suite may itself run under the launcher (the child is detached from it)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,6 +21,7 @@ from pathlib import Path
 import pytest
 
 PROGRAM = Path(__file__).parent / "programs" / "restart_backends.py"
+SAMPLING_PROGRAM = Path(__file__).parent / "programs" / "sample_nodes.py"
 DEADLINE = 900  # seconds per program, on a loaded 2-core box
 GRACE = 30  # seconds for a stopped runtime's processes to be gone
 MARK = "RHAPSODY_DRAGON_PLAIN_TEST"
@@ -64,12 +67,12 @@ def _kill_marked(mark: str) -> None:
             pass
 
 
-def _run(tmp_path: Path, *args: str) -> tuple[list[str], str, list[str], list[str]]:
-    """Run the program; returns its stdout lines, its stderr, and what of it
+def _run(tmp_path: Path, *args: str, program: Path = PROGRAM) -> tuple[list[str], str, list[str], list[str]]:
+    """Run ``program``; returns its stdout lines, its stderr, and what of it
     is left (processes, /dev/shm entries) once GRACE has passed."""
     mark = uuid.uuid4().hex
     proc = subprocess.Popen(
-        [sys.executable, str(PROGRAM), *args],
+        [sys.executable, str(program), *args],
         cwd=tmp_path,
         env=_plain_env(mark),
         stdout=subprocess.PIPE,
@@ -117,5 +120,27 @@ def test_exit_with_a_backend_still_open_stops_the_runtime(tmp_path: Path) -> Non
     runs = [line for line in lines if line.startswith(("RUN", "OPEN"))]
     assert runs == ["RUN 0 v2 DONE 100 exe-0", "RUN 1 v1 DONE 101 exe-1", "RUN 2 v3 DONE 102 exe-2", "OPEN v3 3"], (lines, err[-3000:])
     assert lines[-1] == "END"
+    assert procs == [], f"processes of the program left running: {procs}"
+    assert shm == [], f"/dev/shm segments of its runtime left: {shm}"
+
+
+def test_each_node_is_sampled_by_a_process_placed_there(tmp_path: Path) -> None:
+    """Telemetry's samples from a runtime the program started itself: one per
+    node of ``System()``, named as ``task.worker`` names the host, read by a
+    sampler process other than the program, which the backend's stop ends."""
+    lines, err, procs, shm = _run(tmp_path, program=SAMPLING_PROGRAM)
+    seen = {
+        line.split(" ", 1)[0]: json.loads(line.split(" ", 1)[1])
+        for line in lines
+        if line.startswith(("NODES", "SAMPLES", "SAMPLERS", "LEFT"))
+    }
+    assert lines[-1] == "END", (lines, err[-3000:])
+    nodes, rounds, samplers = seen["NODES"], seen["SAMPLES"], seen["SAMPLERS"]
+    for samples in rounds:
+        assert [s["node_id"] for s in samples if s["gpu_id"] is None] == [socket.gethostname()] * len(nodes), (samples, nodes)
+        assert all(0 < s["memory_percent"] <= 100 for s in samples), samples
+    assert all(s["cpu_percent"] is not None for s in rounds[1]), rounds
+    assert len(samplers["samplers"]) == len(nodes) and samplers["me"] not in samplers["samplers"], samplers
+    assert seen["LEFT"] == [], "sampler processes left after the backend stopped"
     assert procs == [], f"processes of the program left running: {procs}"
     assert shm == [], f"/dev/shm segments of its runtime left: {shm}"
