@@ -2,8 +2,9 @@
 interpreter, the venv not activated) starts, stops and starts again V1, V2
 and V3 backends in one process, in every order between two of them, and
 leaves no process or /dev/shm segment of its own behind when it exits, also
-with a backend still open. Each program runs in a subprocess with a deadline;
-this suite may itself run under the launcher (the child is detached from it)."""
+with a backend still open, or when it is killed. Each program runs in a
+subprocess with a deadline; this suite may itself run under the launcher (the
+child is detached from it)."""
 
 from __future__ import annotations
 
@@ -67,7 +68,7 @@ def _kill_marked(mark: str) -> None:
             pass
 
 
-def _run(tmp_path: Path, *args: str, program: Path = PROGRAM) -> tuple[list[str], str, list[str], list[str]]:
+def _run(tmp_path: Path, *args: str, program: Path = PROGRAM, code: int = 0) -> tuple[list[str], str, list[str], list[str]]:
     """Run ``program``; returns its stdout lines, its stderr, and what of it
     is left (processes, /dev/shm entries) once GRACE has passed."""
     mark = uuid.uuid4().hex
@@ -87,7 +88,7 @@ def _run(tmp_path: Path, *args: str, program: Path = PROGRAM) -> tuple[list[str]
         _kill_marked(mark)
         out, err = proc.communicate()
         pytest.fail(f"the program did not end within {DEADLINE} s\nstdout:\n{out}\nstderr:\n{err[-4000:]}")
-    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{out}\nstderr:\n{err[-4000:]}"
+    assert proc.returncode == code, f"exit {proc.returncode}\nstdout:\n{out}\nstderr:\n{err[-4000:]}"
     lines = out.splitlines()
     segments = next((line.split()[1:] for line in lines if line.startswith("SEGMENTS")), [])
     prefixes = {m.group(1) for s in segments if (m := re.match(r"/dev/shm/(DD\d+)", s))}
@@ -143,4 +144,15 @@ def test_each_node_is_sampled_by_a_process_placed_there(tmp_path: Path) -> None:
     assert len(samplers["samplers"]) == len(nodes) and samplers["me"] not in samplers["samplers"], samplers
     assert seen["LEFT"] == [], "sampler processes left after the backend stopped"
     assert procs == [], f"processes of the program left running: {procs}"
+    assert shm == [], f"/dev/shm segments of its runtime left: {shm}"
+
+
+def test_a_killed_program_takes_its_runtime_and_samplers_along(tmp_path: Path) -> None:
+    """The program SIGKILLs itself with a backend open and its node samplers
+    running: its runtime guard ends the runtime, so no process (runtime, pool
+    worker, sampler, guard) and no /dev/shm segment of it is left."""
+    lines, err, procs, shm = _run(tmp_path, "--die", program=SAMPLING_PROGRAM, code=-signal.SIGKILL)
+    samplers = next(json.loads(line.split(" ", 1)[1]) for line in lines if line.startswith("SAMPLERS"))
+    assert samplers["samplers"], (lines, err[-3000:])
+    assert procs == [], f"processes of the killed program left running: {procs}"
     assert shm == [], f"/dev/shm segments of its runtime left: {shm}"

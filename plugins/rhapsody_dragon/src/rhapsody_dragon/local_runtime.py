@@ -6,7 +6,9 @@ Dragon's ``start_local_runtime`` runs ``dragon -s -a _runtime_head.py`` in a
 session of its own; its head waits for a stop event. Stopping sets that event
 and waits for the launcher; whatever of its process group is still there after
 that is killed here, and the shared-memory segments of a runtime that had to
-be killed are removed (a runtime that stops normally removes its own).
+be killed are removed (a runtime that stops normally removes its own). If the
+program dies without stopping it, a guard process (`rhapsody_dragon.runtime_guard`)
+does the same.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,6 +27,7 @@ from typing import Any
 
 from rhapsody.errors import BackendError
 from rhapsody.log import get_logger
+from rhapsody_dragon.runtime_guard import STOPPED
 
 #: seconds starting and attaching to a local runtime may take
 START_TIMEOUT = 120.0
@@ -41,6 +45,7 @@ class OwnedRuntime:
 
     def __init__(self, handle: Any, launcher_pid: int, segment_prefix: str | None) -> None:
         self.handle, self.launcher_pid, self.segment_prefix = handle, launcher_pid, segment_prefix
+        self.guard = _start_guard(launcher_pid, segment_prefix)
 
     @classmethod
     def start(cls, timeout: float) -> OwnedRuntime:
@@ -76,6 +81,35 @@ class OwnedRuntime:
             _remove_segments(self.segment_prefix)
         else:
             _log.info("runtime.stopped", seconds=round(time.monotonic() - t0, 2))
+        _release_guard(self.guard)
+
+
+def _start_guard(launcher_pid: int, prefix: str | None) -> subprocess.Popen[bytes] | None:
+    """The process that ends the runtime if this program dies without stopping
+    it (see `rhapsody_dragon.runtime_guard`); None if it cannot start (logged)."""
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "rhapsody_dragon.runtime_guard", str(launcher_pid), prefix or ""],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,  # outside the runtime's group and this program's terminal signals
+        )
+    except OSError as exc:
+        _log.warning("runtime.guard_failed", error=f"{type(exc).__name__}: {exc}")
+        return None
+
+
+def _release_guard(guard: subprocess.Popen[bytes] | None) -> None:
+    """Tell the guard the runtime was stopped here, and reap it."""
+    if guard is None or guard.stdin is None:
+        return
+    try:
+        guard.stdin.write(STOPPED)
+        guard.stdin.close()
+        guard.wait(KILL_PATIENCE)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        _log.warning("runtime.guard_stuck", pid=guard.pid, error=type(exc).__name__)
+        guard.kill()
 
 
 def _start_error(step: str, t0: float, timeout: float, exc: BaseException) -> BackendError:
