@@ -27,7 +27,7 @@ from typing import Any
 
 from rhapsody.errors import BackendError
 from rhapsody.log import get_logger
-from rhapsody_dragon.runtime_guard import STOPPED
+from rhapsody_dragon.runtime_guard import STOPPED, end_runtime, group_members
 
 #: seconds starting and attaching to a local runtime may take
 START_TIMEOUT = 120.0
@@ -35,7 +35,6 @@ START_TIMEOUT = 120.0
 STOP_TIMEOUT = 30.0
 #: seconds after SIGKILL for the runtime's processes to be gone
 KILL_PATIENCE = 5.0
-SHM = Path("/dev/shm")
 
 _log = get_logger("rhapsody.dragon.runtime")
 
@@ -75,10 +74,11 @@ class OwnedRuntime:
             self.handle.stop(timeout=timeout)
         except Exception as exc:  # noqa: BLE001 - what is left is killed below
             _log.warning("runtime.stop_failed", error=f"{type(exc).__name__}: {exc}")
-        if _group_members(self.launcher_pid):
+        if group_members(self.launcher_pid):
             _log.warning("runtime.killed", launcher=self.launcher_pid, waited=round(time.monotonic() - t0, 1))
-            _kill_group(self.launcher_pid)
-            _remove_segments(self.segment_prefix)
+            end_runtime(self.launcher_pid, self.segment_prefix or "")  # the segments its processes had mapped too
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitpid(self.launcher_pid, os.WNOHANG)  # the launcher is this program's child
         else:
             _log.info("runtime.stopped", seconds=round(time.monotonic() - t0, 2))
         _release_guard(self.guard)
@@ -166,39 +166,16 @@ def _mapped_segment_prefix() -> str | None:
     return match.group(1) if match else None
 
 
-def _group_members(pgid: int) -> list[int]:
-    """Live processes in process group ``pgid`` (the launcher's own group)."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            members.append(int(entry.name))
-    return members
-
-
 def _kill_group(pid: int) -> None:
     """SIGKILL the process group the launcher leads (it may have exited
     already; its head and services are in the group too). Never this
     program's own group."""
-    if pid == os.getpgid(0) or not _group_members(pid):
+    if pid == os.getpgid(0) or not group_members(pid):
         return
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
     deadline = time.monotonic() + KILL_PATIENCE
-    while _group_members(pid) and time.monotonic() < deadline:
+    while group_members(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)
-
-
-def _remove_segments(prefix: str | None) -> None:
-    if not prefix:
-        return
-    for path in SHM.glob(f"{prefix}*"):
-        with contextlib.suppress(OSError):
-            path.unlink()

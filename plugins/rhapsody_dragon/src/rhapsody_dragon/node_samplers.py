@@ -81,14 +81,19 @@ class NodeSamplers:
         from dragon.native.queue import Queue  # noqa: PLC0415
 
         with self._lock:
+            if self._closed:
+                return
             hosts = node_hostnames()
-            if self._outbox is None and not self._closed:
+            if self._outbox is None:
                 self._outbox = Queue(maxsize=max(64, 4 * len(hosts)))
             for host in hosts:
-                if self._closed:
+                if host in self._samplers or host in self._given_up:
+                    continue
+                sampler = self._spawn(host, restarts=0)
+                if self._closed:  # stopped meanwhile (it gave up waiting for this start): not this one too
+                    _stop(sampler, self._log)
                     return
-                if host not in self._samplers and host not in self._given_up:
-                    self._samplers[host] = self._spawn(host, restarts=0)
+                self._samplers[host] = sampler
             self.complete = True
 
     def _spawn(self, host: str, restarts: int) -> _Sampler:
@@ -193,15 +198,12 @@ class NodeSamplers:
     def stop(self) -> None:
         """Stop every sampler (a stop message, then a kill after `JOIN_PATIENCE`)
         and destroy the queues. Waits for a round still running."""
-        locked = self._lock.acquire(timeout=2 * ANSWER_TIMEOUT)
+        locked = self._lock.acquire(timeout=STOP_TIMEOUT / 2)
         try:
             self._closed = True
             samplers, self._samplers = list(self._samplers.values()), {}
             for sampler in samplers:
-                try:
-                    sampler.inbox.put(None, timeout=2)
-                except Exception:  # noqa: BLE001 - a stuck or dead sampler is killed in _end
-                    pass
+                _ask_to_stop(sampler)
             for sampler in samplers:
                 _end(sampler, self._log)
             outbox, self._outbox = self._outbox, None
@@ -209,6 +211,18 @@ class NodeSamplers:
         finally:
             if locked:
                 self._lock.release()
+
+
+def _ask_to_stop(sampler: _Sampler) -> None:
+    try:
+        sampler.inbox.put(None, timeout=2)
+    except Exception:  # noqa: BLE001 - a stuck or dead sampler is killed in _end
+        pass
+
+
+def _stop(sampler: _Sampler, log: Any) -> None:
+    _ask_to_stop(sampler)
+    _end(sampler, log)
 
 
 def _end(sampler: _Sampler, log: Any) -> None:

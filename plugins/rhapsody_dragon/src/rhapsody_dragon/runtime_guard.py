@@ -43,18 +43,35 @@ def group_members(pgid: int) -> list[int]:
     return members
 
 
+def mapped_segments(pids: list[int]) -> set[Path]:
+    """The /dev/shm files the processes ``pids`` have mapped."""
+    found: set[Path] = set()
+    for pid in pids:
+        try:
+            lines = Path(f"/proc/{pid}/maps").read_text().splitlines()
+        except OSError:
+            continue
+        found.update(Path(line.split()[-1]) for line in lines if " /dev/shm/" in line)
+    return found
+
+
 def end_runtime(pgid: int, prefix: str) -> None:
-    """SIGKILL the group, wait for it, remove the segments named ``<prefix>*``."""
-    if group_members(pgid):
+    """SIGKILL the group, wait for it, and remove its segments: those named
+    ``<prefix>*`` and those its processes had mapped (Dragon names some pools
+    otherwise, e.g. a Batch's dictionaries)."""
+    members = group_members(pgid)
+    segments = mapped_segments(members)
+    if members:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, signal.SIGKILL)
         deadline = time.monotonic() + KILL_PATIENCE
         while group_members(pgid) and time.monotonic() < deadline:
             time.sleep(0.1)
     if prefix.startswith("DD"):  # never a wider pattern
-        for path in Path("/dev/shm").glob(f"{prefix}*"):
-            with contextlib.suppress(OSError):
-                path.unlink()
+        segments.update(Path("/dev/shm").glob(f"{prefix}*"))
+    for path in segments:
+        with contextlib.suppress(OSError):
+            path.unlink()
 
 
 def main(argv: list[str]) -> None:
