@@ -2,14 +2,17 @@
 interpreter, the venv not activated) starts, stops and starts again V1, V2
 and V3 backends in one process, in every order between two of them, and
 leaves no process or /dev/shm segment of its own behind when it exits, also
-with a backend still open. Each program runs in a subprocess with a deadline;
-this suite may itself run under the launcher (the child is detached from it)."""
+with a backend still open, or when it is killed. Each program runs in a
+subprocess with a deadline; this suite may itself run under the launcher (the
+child is detached from it)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,6 +22,7 @@ from pathlib import Path
 import pytest
 
 PROGRAM = Path(__file__).parent / "programs" / "restart_backends.py"
+SAMPLING_PROGRAM = Path(__file__).parent / "programs" / "sample_nodes.py"
 DEADLINE = 900  # seconds per program, on a loaded 2-core box
 GRACE = 30  # seconds for a stopped runtime's processes to be gone
 MARK = "RHAPSODY_DRAGON_PLAIN_TEST"
@@ -64,12 +68,12 @@ def _kill_marked(mark: str) -> None:
             pass
 
 
-def _run(tmp_path: Path, *args: str) -> tuple[list[str], str, list[str], list[str]]:
-    """Run the program; returns its stdout lines, its stderr, and what of it
+def _run(tmp_path: Path, *args: str, program: Path = PROGRAM, code: int = 0) -> tuple[list[str], str, list[str], list[str]]:
+    """Run ``program``; returns its stdout lines, its stderr, and what of it
     is left (processes, /dev/shm entries) once GRACE has passed."""
     mark = uuid.uuid4().hex
     proc = subprocess.Popen(
-        [sys.executable, str(PROGRAM), *args],
+        [sys.executable, str(program), *args],
         cwd=tmp_path,
         env=_plain_env(mark),
         stdout=subprocess.PIPE,
@@ -84,7 +88,7 @@ def _run(tmp_path: Path, *args: str) -> tuple[list[str], str, list[str], list[st
         _kill_marked(mark)
         out, err = proc.communicate()
         pytest.fail(f"the program did not end within {DEADLINE} s\nstdout:\n{out}\nstderr:\n{err[-4000:]}")
-    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{out}\nstderr:\n{err[-4000:]}"
+    assert proc.returncode == code, f"exit {proc.returncode}\nstdout:\n{out}\nstderr:\n{err[-4000:]}"
     lines = out.splitlines()
     segments = next((line.split()[1:] for line in lines if line.startswith("SEGMENTS")), [])
     prefixes = {m.group(1) for s in segments if (m := re.match(r"/dev/shm/(DD\d+)", s))}
@@ -118,4 +122,37 @@ def test_exit_with_a_backend_still_open_stops_the_runtime(tmp_path: Path) -> Non
     assert runs == ["RUN 0 v2 DONE 100 exe-0", "RUN 1 v1 DONE 101 exe-1", "RUN 2 v3 DONE 102 exe-2", "OPEN v3 3"], (lines, err[-3000:])
     assert lines[-1] == "END"
     assert procs == [], f"processes of the program left running: {procs}"
+    assert shm == [], f"/dev/shm segments of its runtime left: {shm}"
+
+
+def test_each_node_is_sampled_by_a_process_placed_there(tmp_path: Path) -> None:
+    """Telemetry's samples from a runtime the program started itself: one per
+    node of ``System()``, named as ``task.worker`` names the host, read by a
+    sampler process other than the program, which the backend's stop ends."""
+    lines, err, procs, shm = _run(tmp_path, program=SAMPLING_PROGRAM)
+    seen = {
+        line.split(" ", 1)[0]: json.loads(line.split(" ", 1)[1])
+        for line in lines
+        if line.startswith(("NODES", "SAMPLES", "SAMPLERS", "LEFT"))
+    }
+    assert lines[-1] == "END", (lines, err[-3000:])
+    nodes, rounds, samplers = seen["NODES"], seen["SAMPLES"], seen["SAMPLERS"]
+    for samples in rounds:
+        assert [s["node_id"] for s in samples if s["gpu_id"] is None] == [socket.gethostname()] * len(nodes), (samples, nodes)
+        assert all(0 < s["memory_percent"] <= 100 for s in samples), samples
+    assert all(s["cpu_percent"] is not None for s in rounds[1]), rounds
+    assert len(samplers["samplers"]) == len(nodes) and samplers["me"] not in samplers["samplers"], samplers
+    assert seen["LEFT"] == [], "sampler processes left after the backend stopped"
+    assert procs == [], f"processes of the program left running: {procs}"
+    assert shm == [], f"/dev/shm segments of its runtime left: {shm}"
+
+
+def test_a_killed_program_takes_its_runtime_and_samplers_along(tmp_path: Path) -> None:
+    """The program SIGKILLs itself with a backend open and its node samplers
+    running: its runtime guard ends the runtime, so no process (runtime, pool
+    worker, sampler, guard) and no /dev/shm segment of it is left."""
+    lines, err, procs, shm = _run(tmp_path, "--die", program=SAMPLING_PROGRAM, code=-signal.SIGKILL)
+    samplers = next(json.loads(line.split(" ", 1)[1]) for line in lines if line.startswith("SAMPLERS"))
+    assert samplers["samplers"], (lines, err[-3000:])
+    assert procs == [], f"processes of the killed program left running: {procs}"
     assert shm == [], f"/dev/shm segments of its runtime left: {shm}"

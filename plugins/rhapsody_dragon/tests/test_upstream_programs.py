@@ -7,6 +7,7 @@ launcher of the rest of the suite."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -47,7 +48,22 @@ def _launch(name: str, cwd: Path) -> list[str]:
         pytest.fail(f"{name} did not end within {DEADLINE} s\nstdout:\n{out}\nstderr:\n{err[-4000:]}")
     assert proc.returncode == 0, f"{name} exited {proc.returncode}\nstdout:\n{out}\nstderr:\n{err[-4000:]}"
     assert "never retrieved" not in err, err[-3000:]
-    return [line for line in out.splitlines() if not line.startswith("+++ head proc")]
+    return _program_lines(out)
+
+
+def _program_lines(out: str) -> list[str]:
+    """The program's own lines: without the launcher's ``+++ head proc`` line
+    and its ``warning: N leftover files in /dev/shm:`` list (at exit it lists
+    every file there, other users' too: a shared machine has some)."""
+    lines, skip = [], 0
+    for line in out.splitlines():
+        if skip:
+            skip -= 1
+        elif m := re.match(r"warning: (\d+) leftover files in /dev/shm", line):
+            skip = int(m.group(1))
+        elif not line.startswith("+++ head proc"):
+            lines.append(line)
+    return lines
 
 
 def _kill_marked(mark: str) -> None:

@@ -28,7 +28,7 @@ from rhapsody.errors import BackendError, ResourceError, TaskValidationError
 from rhapsody.execution.backend import Backend
 from rhapsody.resources import Capacity
 from rhapsody_dragon.batch_tasks import BatchEntry
-from rhapsody_dragon.node_sampling import SamplesHeadNode
+from rhapsody_dragon.node_samplers import SamplesEachNode
 from rhapsody_dragon.runtime import RuntimeLease, StepTimeout, bounded, call_bounded, engine_error, node_gpus, scrub, scrubbed, wait_bounded
 from rhapsody_dragon.wrapper import setsid_problem
 
@@ -57,7 +57,7 @@ def batch_worker_limit() -> int:
     return max(1, core_count() // 2)
 
 
-class BatchEngine(SamplesHeadNode):
+class BatchEngine(SamplesEachNode):
     engine_name: ClassVar[str] = "dragon-batch"
     accepted_keys: ClassVar[frozenset[str]] = frozenset({"process_template", "process_templates", "policy", "timeout"})
 
@@ -143,6 +143,7 @@ class BatchEngine(SamplesHeadNode):
     async def stop(self) -> None:
         self._halt_threads()
         try:
+            await self._stop_node_samplers()
             for th in self._threads:
                 await asyncio.to_thread(th.join, 10)  # they wake up at least every 0.1 s
             if self.batch is not None:

@@ -6,7 +6,9 @@ Dragon's ``start_local_runtime`` runs ``dragon -s -a _runtime_head.py`` in a
 session of its own; its head waits for a stop event. Stopping sets that event
 and waits for the launcher; whatever of its process group is still there after
 that is killed here, and the shared-memory segments of a runtime that had to
-be killed are removed (a runtime that stops normally removes its own).
+be killed are removed (a runtime that stops normally removes its own). If the
+program dies without stopping it, a guard process (`rhapsody_dragon.runtime_guard`)
+does the same.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,6 +27,7 @@ from typing import Any
 
 from rhapsody.errors import BackendError
 from rhapsody.log import get_logger
+from rhapsody_dragon.runtime_guard import STOPPED, end_runtime, group_members
 
 #: seconds starting and attaching to a local runtime may take
 START_TIMEOUT = 120.0
@@ -31,7 +35,6 @@ START_TIMEOUT = 120.0
 STOP_TIMEOUT = 30.0
 #: seconds after SIGKILL for the runtime's processes to be gone
 KILL_PATIENCE = 5.0
-SHM = Path("/dev/shm")
 
 _log = get_logger("rhapsody.dragon.runtime")
 
@@ -41,6 +44,7 @@ class OwnedRuntime:
 
     def __init__(self, handle: Any, launcher_pid: int, segment_prefix: str | None) -> None:
         self.handle, self.launcher_pid, self.segment_prefix = handle, launcher_pid, segment_prefix
+        self.guard = _start_guard(launcher_pid, segment_prefix)
 
     @classmethod
     def start(cls, timeout: float) -> OwnedRuntime:
@@ -70,12 +74,42 @@ class OwnedRuntime:
             self.handle.stop(timeout=timeout)
         except Exception as exc:  # noqa: BLE001 - what is left is killed below
             _log.warning("runtime.stop_failed", error=f"{type(exc).__name__}: {exc}")
-        if _group_members(self.launcher_pid):
+        if group_members(self.launcher_pid):
             _log.warning("runtime.killed", launcher=self.launcher_pid, waited=round(time.monotonic() - t0, 1))
-            _kill_group(self.launcher_pid)
-            _remove_segments(self.segment_prefix)
+            end_runtime(self.launcher_pid, self.segment_prefix or "")  # the segments its processes had mapped too
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitpid(self.launcher_pid, os.WNOHANG)  # the launcher is this program's child
         else:
             _log.info("runtime.stopped", seconds=round(time.monotonic() - t0, 2))
+        _release_guard(self.guard)
+
+
+def _start_guard(launcher_pid: int, prefix: str | None) -> subprocess.Popen[bytes] | None:
+    """The process that ends the runtime if this program dies without stopping
+    it (see `rhapsody_dragon.runtime_guard`); None if it cannot start (logged)."""
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "rhapsody_dragon.runtime_guard", str(launcher_pid), prefix or ""],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,  # outside the runtime's group and this program's terminal signals
+        )
+    except OSError as exc:
+        _log.warning("runtime.guard_failed", error=f"{type(exc).__name__}: {exc}")
+        return None
+
+
+def _release_guard(guard: subprocess.Popen[bytes] | None) -> None:
+    """Tell the guard the runtime was stopped here, and reap it."""
+    if guard is None or guard.stdin is None:
+        return
+    try:
+        guard.stdin.write(STOPPED)
+        guard.stdin.close()
+        guard.wait(KILL_PATIENCE)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        _log.warning("runtime.guard_stuck", pid=guard.pid, error=type(exc).__name__)
+        guard.kill()
 
 
 def _start_error(step: str, t0: float, timeout: float, exc: BaseException) -> BackendError:
@@ -132,39 +166,16 @@ def _mapped_segment_prefix() -> str | None:
     return match.group(1) if match else None
 
 
-def _group_members(pgid: int) -> list[int]:
-    """Live processes in process group ``pgid`` (the launcher's own group)."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            members.append(int(entry.name))
-    return members
-
-
 def _kill_group(pid: int) -> None:
     """SIGKILL the process group the launcher leads (it may have exited
     already; its head and services are in the group too). Never this
     program's own group."""
-    if pid == os.getpgid(0) or not _group_members(pid):
+    if pid == os.getpgid(0) or not group_members(pid):
         return
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
     deadline = time.monotonic() + KILL_PATIENCE
-    while _group_members(pid) and time.monotonic() < deadline:
+    while group_members(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)
-
-
-def _remove_segments(prefix: str | None) -> None:
-    if not prefix:
-        return
-    for path in SHM.glob(f"{prefix}*"):
-        with contextlib.suppress(OSError):
-            path.unlink()

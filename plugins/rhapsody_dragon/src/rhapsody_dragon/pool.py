@@ -28,7 +28,7 @@ from rhapsody.engine import EngineContext, TaskHandle, core_count
 from rhapsody.execution.backend import Backend
 from rhapsody.resources import Capacity
 from rhapsody_dragon import functions, pool_worker
-from rhapsody_dragon.node_sampling import SamplesHeadNode
+from rhapsody_dragon.node_samplers import SamplesEachNode
 from rhapsody_dragon.runtime import RuntimeLease, bounded, node_gpus
 
 #: longest sleep between reads of the result queue while tasks are in flight
@@ -46,7 +46,7 @@ class _Worker:
         self.dead = False
 
 
-class PoolEngine(SamplesHeadNode):
+class PoolEngine(SamplesEachNode):
     engine_name: ClassVar[str] = "dragon-pool"
     accepted_keys: ClassVar[frozenset[str]] = frozenset()
 
@@ -112,6 +112,7 @@ class PoolEngine(SamplesHeadNode):
         for th in self._threads:
             await asyncio.to_thread(th.join, 10)
         try:
+            await self._stop_node_samplers()
             await bounded(self._stop_pool, STOP_STEP_TIMEOUT, f"{self.engine_name} backend", "stop step worker pool")
         finally:
             await self._lease.release()

@@ -43,7 +43,7 @@ from rhapsody.errors import BackendError
 from rhapsody.execution.backend import Backend
 from rhapsody.resources import Capacity
 from rhapsody_dragon import functions
-from rhapsody_dragon.node_sampling import SamplesHeadNode
+from rhapsody_dragon.node_samplers import SamplesEachNode
 from rhapsody_dragon.runtime import RuntimeLease, bounded, engine_error, node_gpus
 from rhapsody_dragon.wrapper import PID_PATIENCE, WrappedRanks, setsid_problem
 
@@ -81,7 +81,7 @@ class _Job:
         return f"{self.base}.{rank}.result"
 
 
-class DragonProcessEngine(SamplesHeadNode):
+class DragonProcessEngine(SamplesEachNode):
     engine_name: ClassVar[str] = "dragon-process"
     accepted_keys: ClassVar[frozenset[str]] = frozenset({"policy"})  # a dragon Policy for the task's process (group)
 
@@ -136,6 +136,7 @@ class DragonProcessEngine(SamplesHeadNode):
             left = list(self._active.values())
             self._cv.notify_all()
         try:
+            await self._stop_node_samplers()
             label = f"{self.engine_name} backend"
             kills = (
                 bounded(functools.partial(self._kill, job), SLOT_PATIENCE, label, f"stop step killing {job.handle.uid}") for job in left
