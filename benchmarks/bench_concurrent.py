@@ -274,7 +274,9 @@ async def hot_path(rec: Recorder, args: Any) -> None:
 
     def counting_gc(workload: str, variant: str, fn: Any) -> Any:
         """``fn`` with the cyclic collections it set off recorded (per generation, the
-        last round's), next to its time: at 100,000 tasks in flight they are a large share."""
+        last round's), next to its time: at 100,000 tasks in flight they are a large share;
+        and the CPU time of this process per task (``cpu_us``, the last round's: all threads,
+        less swayed by a loaded box than wall time; #16's bar is under 20 µs)."""
 
         async def counted(n: int) -> None:
             counts = [0, 0, 0]
@@ -284,11 +286,14 @@ async def hot_path(rec: Recorder, args: Any) -> None:
                     counts[info["generation"]] += 1
 
             gc.callbacks.append(seen)
+            c0 = time.process_time()
             try:
                 await fn(n)
             finally:
                 gc.callbacks.remove(seen)
-            rec.result(workload, variant, n).extra["gc_collections"] = counts
+            extra = rec.result(workload, variant, n).extra
+            extra["gc_collections"] = counts
+            extra["cpu_us"] = round((time.process_time() - c0) / n * 1e6, 1)
 
         return counted
 
@@ -317,15 +322,18 @@ async def hot_path(rec: Recorder, args: Any) -> None:
     ):
         if rec.wanted(name):
             n = getattr(args, f"n_{name}")
-            if name != "hot_roundtrip":
-                raw, mine = counting_gc(name, "raw", raw), counting_gc(name, "rhapsody", mine)
+            raw, mine = counting_gc(name, "raw", raw), counting_gc(name, "rhapsody", mine)
             await rec.ab(name, n, variants(name, old_name, n, raw, mine))
     if rec.wanted("noop_backend"):
         noop_session = Session(backends=[await NoopExecutionBackend(name="noop")], work_dir="/tmp/rhapsody-bench")
         await rec.ab(
             "noop_backend",
             args.n_noop_backend,
-            {"rhapsody": lambda n: run_session(noop_session, [ComputeTask(function=noop) for _ in range(n)])},
+            {
+                "rhapsody": counting_gc(
+                    "noop_backend", "rhapsody", lambda n: run_session(noop_session, [ComputeTask(function=noop) for _ in range(n)])
+                )
+            },
         )
         await noop_session.close()
     if old is not None:

@@ -13,6 +13,8 @@ def test_quick_benchmark_runs_and_reports_sane_figures(tmp_path: Path) -> None:
     check_rows(rows, {"journal"}, variants={"rhapsody", "journal", "journal-uid"})
     journaled = [r for r in rows if r["workload"] == "journal" and r["variant"].startswith("journal")]
     assert all(r["vs_no_journal"] > 0 for r in journaled), journaled
+    hot = [r for r in rows if r["workload"] in HOT | {"noop_backend"} and r["variant"] in ("raw", "rhapsody")]
+    assert hot and all(r["cpu_us"] > 0 and len(r["gc_collections"]) == 3 for r in hot), hot  # where #16's bar is read
     burst = next(r for r in rows if r["workload"] == "burst" and r["variant"] == "rhapsody")
     assert burst["submit_s"] > 0 and burst["rss_growth_mb"] >= 0
     # --quick leaves the rhapsody-py column out on purpose, and says so rather than failing
