@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import math
+import pickle
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -265,3 +268,36 @@ def test_untouched_list_fields_survive_copies() -> None:
     assert task_to_dict(back) == {**task_to_dict(task), "uid": back.uid, "timestamps": back.timestamps}
     back.output_files.append("o")
     assert task_to_dict(back)["output_files"] == ["o"]
+
+
+@attrs.define(kw_only=True, eq=False, init=False, slots=True)
+class _LabelledTask(ComputeTask):
+    """A user's task kind: attrs adds a field to ComputeTask's."""
+
+    label: str = "none"
+    weight: int = 0
+
+
+@attrs.define(kw_only=True, eq=False, init=False, slots=False)
+class _DictTask(ComputeTask):
+    weight: int = 0
+
+
+class _PlainSubclass(ComputeTask):
+    pass
+
+
+@pytest.mark.parametrize("kind", [_LabelledTask, _DictTask])
+def test_a_subclass_keeps_the_fields_it_adds(kind: type[ComputeTask]) -> None:
+    t = kind(function=fn.add, args=(1, 2), weight=3)
+    assert t.weight == 3 and t["weight"] == 3 and "weight" in list(t.keys())
+    again = pickle.loads(pickle.dumps(t))
+    assert type(again) is kind and again.weight == 3 and again.args == (1, 2)
+    assert copy.copy(t).weight == 3
+    assert kind(function=fn.noop).weight == 0
+
+
+def test_a_subclass_without_attrs_takes_its_parents_fields_and_extras() -> None:
+    t = _PlainSubclass(executable="/bin/echo", arguments=["a"], note="kept")
+    assert t.arguments == ["a"] and t["note"] == "kept"
+    assert pickle.loads(pickle.dumps(t))["note"] == "kept"

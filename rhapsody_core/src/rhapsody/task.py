@@ -74,6 +74,25 @@ def _near_miss(key: str, known: frozenset[str]) -> str | None:
     return match[0] if match else None
 
 
+class _Undescribed(frozenset[str]):
+    """The ``init_fields`` of a class whose field tables are not made yet."""
+
+
+_UNDESCRIBED = _Undescribed()
+#: each task class's attrs slots, in order (``__getstate__``)
+_SLOTS: dict[type, tuple[str, ...]] = {}
+
+
+def _describe(cls: type[BaseTask]) -> tuple[str, ...]:
+    """Make ``cls``'s field tables from its attrs fields: its slots, the
+    constructor's keywords (``init_fields``), the public field names."""
+    fields = attrs.fields(cls)
+    _SLOTS[cls] = tuple(f.name for f in fields)
+    cls.init_fields = frozenset(f.name for f in fields if f.init)
+    cls.public_fields = tuple(f.name for f in fields if not f.name.startswith("_"))
+    return _SLOTS[cls]
+
+
 # on_setattr=NO_OP: validation and conversion happen once, at construction;
 # backends set result fields on the hot path and must not pay for them.
 @attrs.define(kw_only=True, eq=False, init=False, slots=True, getstate_setstate=False, on_setattr=attrs.setters.NO_OP)
@@ -130,9 +149,20 @@ class BaseTask(FieldAccess):
         if fields.keys() <= self.init_fields:  # the hot path: nothing extra
             self.__attrs_init__(**fields)  # type: ignore[attr-defined]
             return
+        if self.init_fields is _UNDESCRIBED:  # the first task of a subclass whose fields attrs added late
+            _describe(type(self))
         extra = {key: fields.pop(key) for key in fields.keys() - self.init_fields}
         self.__attrs_init__(**fields)  # type: ignore[attr-defined]
         self._keep_extra(extra)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # A subclass (a user's too) gets its own field tables: with the parent's,
+        # a field it adds would be taken for an unknown keyword and lost.
+        super().__init_subclass__(**kwargs)
+        if "__attrs_attrs__" in cls.__dict__:  # attrs made this class with its fields (slots=True)
+            _describe(cls)
+        else:  # attrs adds them after (slots=False), or this is no attrs class: at its first task
+            cls.init_fields = _UNDESCRIBED
 
     def _by_position(self, values: tuple[Any, ...], fields: dict[str, Any]) -> None:
         names = self.positional_fields
@@ -205,7 +235,8 @@ class BaseTask(FieldAccess):
     # A task copied to another process (pickled) is a snapshot: the future and the
     # submitter's dict belong to the process that submitted it.
     def __getstate__(self) -> dict[str, Any]:
-        state = {**self._extras(), **{name: peek(self, name) for name in _SLOTS[type(self)]}}
+        slots = _SLOTS.get(type(self)) or _describe(type(self))
+        state = {**self._extras(), **{name: peek(self, name) for name in slots}}
         state["_future"] = state["_origin"] = None
         return state
 
@@ -382,12 +413,7 @@ class AITask(BaseTask):  # type: ignore[override]
                 self._fail(name, f"must be a positive int, got {value!r}")
 
 
-_SLOTS: dict[type, tuple[str, ...]] = {}
-for _cls in (BaseTask, ComputeTask, AITask):
-    _fields = attrs.fields(_cls)
-    _SLOTS[_cls] = tuple(f.name for f in _fields)
-    _cls.init_fields = frozenset(f.name for f in _fields if f.init)
-    _cls.public_fields = tuple(f.name for f in _fields if not f.name.startswith("_"))
+_describe(BaseTask)  # its subclasses were described as attrs made them
 
 _LIST_FIELDS = {BaseTask: ("attempt_errors",), ComputeTask: ("arguments", "input_files", "output_files")}
 for _cls, _names in _LIST_FIELDS.items():
