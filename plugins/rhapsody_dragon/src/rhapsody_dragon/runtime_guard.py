@@ -58,7 +58,9 @@ def mapped_segments(pids: list[int]) -> set[Path]:
 def end_runtime(pgid: int, prefix: str) -> None:
     """SIGKILL the group, wait for it, and remove its segments: those named
     ``<prefix>*`` and those its processes had mapped (Dragon names some pools
-    otherwise, e.g. a Batch's dictionaries)."""
+    otherwise, e.g. a Batch's dictionaries). Never the caller's own group."""
+    if pgid <= 1 or pgid == os.getpgid(0):
+        return
     members = group_members(pgid)
     segments = mapped_segments(members)
     if members:
