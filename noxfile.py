@@ -52,6 +52,7 @@ def _tests_concurrent(session: nox.Session) -> None:
         "plugins/rhapsody_concurrent/tests",
         "tests/benchmarks/test_bench_concurrent.py",
         "tests/benchmarks/test_rhapsody_py_venv.py",
+        "tests/benchmarks/test_aggregator_results.py",
     )
 
 

@@ -154,7 +154,8 @@ def main() -> int:
     if args.quick:
         passthrough.append("--quick")
     base = Path(os.environ.get("RHAPSODY_WORK_DIR", "rhapsody-work"))
-    out = args.out or base / time.strftime("bench-%Y%m%d-%H%M%S")
+    # absolute: each engine's child runs inside it and writes its rows to results.jsonl there
+    out = (args.out or base / time.strftime("bench-%Y%m%d-%H%M%S")).resolve()
     out.mkdir(parents=True, exist_ok=True)
     json_out = out / "results.jsonl"
     status: dict[str, str] = {}
