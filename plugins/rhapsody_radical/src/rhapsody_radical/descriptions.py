@@ -55,10 +55,18 @@ def passed_on(task: ComputeTask) -> dict[str, Any]:
 # RP's rank script waits for the program, not for what the program left running
 # in the background; every engine stops that once the program exits. Run as
 # post_exec of a 1-rank task (in the rank script): everything in the task's
-# process group (RP gives each task its own) except RP's own scripts.
+# process group (RP gives each task its own) except RP's own scripts. Shell
+# builtins only, reading /proc/<pid>/stat (its process group is the third field
+# after the command name's closing parenthesis): a command substitution or a
+# pipeline would put processes of this very check into the group, which then
+# found them, signalled them and slept 0.2 s on every task.
 STOP_LEFTOVERS = (
-    'rh_g=$(ps -o pgid= -p $$ | tr -d " "); '
-    'rh_l=$(pgrep -g "$rh_g" | grep -vx -e "$rh_g" -e "$PPID" -e "$$"); '
+    "read -r rh_x < /proc/$$/stat; rh_x=${rh_x##*) }; rh_x=${rh_x#* }; rh_x=${rh_x#* }; rh_g=${rh_x%% *}; rh_l=; "
+    "for rh_s in /proc/[0-9]*/stat; do "
+    'read -r rh_x 2>/dev/null < "$rh_s" || continue; '
+    "rh_x=${rh_x##*) }; rh_x=${rh_x#* }; rh_x=${rh_x#* }; rh_p=${rh_s#/proc/}; rh_p=${rh_p%/stat}; "
+    'if [ "${rh_x%% *}" = "$rh_g" ] && [ "$rh_p" != "$rh_g" ] && [ "$rh_p" != "$PPID" ] && [ "$rh_p" != "$$" ]; '
+    'then rh_l="$rh_l $rh_p"; fi; done; '
     'if [ -n "$rh_l" ]; then kill -TERM $rh_l 2>/dev/null; sleep 0.2; kill -KILL $rh_l 2>/dev/null; fi; true'
 )
 
