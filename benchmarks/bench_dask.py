@@ -21,13 +21,13 @@ workloads; skipped in --quick mode.
 from __future__ import annotations
 
 import asyncio
-import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from benchmarks.common import Recorder, parse_args
+from benchmarks.common import Recorder, parse_args, scratch_dir
 
 ENGINE = "dask"
 DEFAULT_N = {"noop": 10_000, "true": 1_000, "stdout_1mb": 100, "mixed": 1_000, "latency": 200}
@@ -67,10 +67,14 @@ async def main() -> None:
     from rhapsody.testing import tasks as fn
     from rhapsody_dask import DaskExecutionBackend
 
-    cluster = await LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0", asynchronous=True)
+    # the workers' dask-scratch-space and the session's files: gone after the run, not left in /tmp
+    scratch = scratch_dir("rhapsody-bench-dask-")
+    cluster = await LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0", asynchronous=True, local_directory=scratch
+    )
     client = await Client(cluster, asynchronous=True)
     backend = DaskExecutionBackend(cluster=cluster)
-    session = Session(backends=[backend], work_dir=os.environ.get("TMPDIR", "/tmp"))
+    session = Session(backends=[backend], work_dir=scratch)
     await session.start()
     old = None if args.quick else RhapsodyPy("dask")
 
@@ -152,6 +156,7 @@ async def main() -> None:
         await session.close()
         await client.close()
         await cluster.close()
+        shutil.rmtree(scratch, ignore_errors=True)
     rec.finish()
 
 

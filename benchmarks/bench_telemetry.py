@@ -112,7 +112,12 @@ async def main() -> None:
                 await rec.ab("concurrent_noop", args.n_concurrent_noop, _variants(make, tasks, scratch))
             if rec.wanted("dask_noop") or rec.wanted("dask_true"):
                 cluster = await LocalCluster(
-                    n_workers=2, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0", asynchronous=True
+                    n_workers=2,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address="127.0.0.1:0",
+                    asynchronous=True,
+                    local_directory=scratch,  # its dask-scratch-space goes with the run's folder
                 )
 
                 async def make_dask() -> Any:

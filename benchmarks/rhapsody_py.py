@@ -25,12 +25,11 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import Elapsed
+from benchmarks.common import Elapsed, scratch_dir
 
 VERSION = "0.6.0"
 DRIVER = Path(__file__).resolve().parent / "_rpy_driver.py"
@@ -154,6 +153,10 @@ class RhapsodyPy:
             env = {k: v for k, v in env.items() if not k.startswith("DRAGON_")}
             env["DRAGON_DEFAULT_SEG_SZ"] = os.environ.get("DRAGON_DEFAULT_SEG_SZ", str(256 << 20))
             env["DRAGON_INF_SEG_SZ"] = os.environ.get("DRAGON_INF_SEG_SZ", str(128 << 20))
+        elif self.scratch is not None:
+            # its temp files (RP's agent config and node list, rhapsody-py's session folder) go
+            # with the driver's scratch folder, not into /tmp; Dragon keeps its own under TMPDIR
+            env["TMPDIR"] = self.scratch
         # the engines start helpers by name (dragon-config, radical-pilot-bridge, ...): the venv's bin/ first
         env["PATH"] = os.path.join(venv, "bin") + os.pathsep + env.get("PATH", "")
         env["VIRTUAL_ENV"] = venv
@@ -161,7 +164,7 @@ class RhapsodyPy:
 
     async def _start(self) -> None:
         python = await asyncio.to_thread(ensure_python)
-        self.scratch = tempfile.mkdtemp(prefix="rhapsody-py-")
+        self.scratch = scratch_dir("rhapsody-py-")
         sock = os.path.join(self.scratch, "driver.sock")
         connected: asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.get_running_loop().create_future()
 
