@@ -12,9 +12,8 @@ from typing import Any
 from rhapsody.states import TaskState
 from rhapsody_telemetry import tasks as taskinfo
 from rhapsody_telemetry.events import BaseEvent
-from rhapsody_telemetry.ledger import ENDED_AS
 from rhapsody_telemetry.manager_state import ManagerState, counts_dict, log, ns
-from rhapsody_telemetry.observer import Watched, retried
+from rhapsody_telemetry.observer import Watched, count_end, retried
 
 _NEW, _RUNNING = TaskState.NEW, TaskState.RUNNING
 
@@ -60,17 +59,11 @@ class Intake(ManagerState):
 
     def _take_ends(self, batch: list[tuple[Watched, Any, Any, Any]]) -> None:
         """Only ends were queued (submissions and starts were counted on the spot)."""
-        started_at, keep, attributes, times = self._started_at, self._spans.keep, self._attributes_of, self._times
-        contexts = self._tap.contexts
+        started_at, keep, attributes = self._started_at, self._spans.keep, self._attributes_of
         for (_, counts, name), task, old, new in batch:
             state = new._value_
-            # a task already running when telemetry started was never counted as running
-            if old is _RUNNING and task.timestamps.get("RUNNING", 0.0) >= started_at:
-                counts.running -= 1
-            setattr(counts, ENDED_AS[state], getattr(counts, ENDED_AS[state]) + 1)
-            end = taskinfo.task_end(name, task, state, contexts.pop(task.uid, None) if contexts else None)
-            times.append(end)
-            keep(end, attributes)
+            count_end(counts, task, old, state, started_at)
+            keep(self._end_of(name, task, state), attributes)
 
     def _take_transitions(self, batch: list[tuple[Watched, Any, Any, Any]]) -> None:
         """Every transition was queued: each becomes an event too."""
@@ -78,6 +71,7 @@ class Intake(ManagerState):
         want_objects = bool(self._subscribers or self._enrichers)
         for (_, counts, name), task, old, new in batch:
             state = new._value_
+            end = None
             if state == "SUBMITTED":
                 if old is _NEW:
                     counts.submitted += 1
@@ -87,26 +81,29 @@ class Intake(ManagerState):
                 counts.started += 1
                 counts.running += 1
             else:
-                if old is _RUNNING and task.timestamps.get("RUNNING", 0.0) >= self._started_at:
-                    counts.running -= 1
-                setattr(counts, ENDED_AS[state], getattr(counts, ENDED_AS[state]) + 1)
-            cls, fields = taskinfo.transition_fields(sid, name, task, state, now)
+                count_end(counts, task, old, state, self._started_at)
+                end = self._end_of(name, task, state)
+            cls, fields = taskinfo.transition_fields(sid, name, task, state, now, end)
             if checkpoint is not None:
                 checkpoint.write("event", {"event_type": cls.event_type, "node_id": None, **fields})
             event = cls(**fields) if want_objects else None
-            if state in ENDED_AS:
-                self._task_ended(name, task, state, event)
+            if end is not None:
+                self._span_of(end, event)
             if event is not None:
                 self._deliver(event, to_checkpoint=False)
 
-    def _task_ended(self, backend: str, task: Any, state: str, event: BaseEvent | None) -> None:
-        context = self._tap.contexts.pop(task.uid, None) if self._tap.contexts else None
-        end = taskinfo.task_end(backend, task, state, context)
+    def _end_of(self, backend: str, task: Any, state: str) -> taskinfo.TaskEnd:
+        """What an ended task's span says; its times go to the statistics at the drain's end."""
+        contexts = self._tap.contexts
+        end = taskinfo.task_end(backend, task, state, contexts.pop(task.uid, None) if contexts else None)
         self._times.append(end)
+        return end
+
+    def _span_of(self, end: taskinfo.TaskEnd, event: BaseEvent | None) -> None:
         if event is not None and self._enrichers:
             attributes = self._attributes_of(end)
             attributes.update(self._enrich(event))
-            self._spans.emit(attributes, end.start_ns, end.end_ns, end.failure, context, end.span_id)
+            self._spans.emit(attributes, end.start_ns, end.end_ns, end.failure, end.context, end.span_id)
         else:
             self._spans.keep(end, self._attributes_of)
 
@@ -155,7 +152,7 @@ class Intake(ManagerState):
             state = taskinfo.TERMINAL_EVENTS[kind]
             if flight.started is not None:
                 counts.running -= 1
-            setattr(counts, ENDED_AS[state], getattr(counts, ENDED_AS[state]) + 1)
+            counts.add_end(state)
             self._flight_ended(uid, flight, event, state)
 
     def _flight_ended(self, uid: str, flight: taskinfo.Flight, event: BaseEvent, state: str) -> None:

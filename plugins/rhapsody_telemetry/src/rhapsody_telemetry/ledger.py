@@ -25,6 +25,11 @@ class Counts:
     def ended(self) -> int:
         return self.completed + self.failed + self.canceled
 
+    def add_end(self, state: str) -> None:
+        """One more task ended ``state`` (DONE, FAILED or CANCELED)."""
+        field = ENDED_AS[state]
+        setattr(self, field, getattr(self, field) + 1)
+
 
 @attrs.define
 class Stat:
@@ -34,14 +39,6 @@ class Stat:
     total: float = 0.0
     low: float = math.inf
     high: float = 0.0
-
-    def add(self, value: float) -> None:
-        self.count += 1
-        self.total += value
-        if value < self.low:
-            self.low = value
-        if value > self.high:
-            self.high = value
 
     def extend(self, values: list[float]) -> None:
         if values:

@@ -90,3 +90,11 @@ def retried(counts: Counts, old_state: Any) -> None:
     the floor.)"""
     if old_state is _RUNNING and counts.running > 0:
         counts.running -= 1
+
+
+def count_end(counts: Counts, task: Any, old_state: Any, state: str, started_at: float) -> None:
+    """An end: one more completed, failed or canceled, and one fewer running,
+    unless it ran since before telemetry started (never counted as running)."""
+    if old_state is _RUNNING and task.timestamps.get("RUNNING", 0.0) >= started_at:
+        counts.running -= 1
+    counts.add_end(state)

@@ -35,31 +35,6 @@ def _executable(program: str | None, function: Any) -> str:
     return getattr(function, "__qualname__", None) or getattr(function, "__name__", "") or ""
 
 
-@attrs.define
-class Times:
-    """Wall-clock seconds of one task: submitted (or first seen), started (None:
-    never seen running), ended."""
-
-    submitted: float
-    started: float | None
-    ended: float
-
-    @property
-    def run(self) -> float:
-        return self.ended - self.started if self.started is not None else 0.0
-
-    @property
-    def wait(self) -> float | None:
-        return self.started - self.submitted if self.started is not None else None
-
-
-def times_of(task: Any, state: str) -> Times:
-    stamps = task.timestamps
-    ended = stamps[state]
-    started = stamps.get("RUNNING")
-    return Times(stamps.get("SUBMITTED", started if started is not None else ended), started, ended)
-
-
 class TaskEnd(NamedTuple):
     """What a task's span says, read from the task when it ended (the task
     itself is not kept: its result may be large). Its first three fields
@@ -166,9 +141,12 @@ def span_attributes(session_id: str, end: TaskEnd) -> dict[str, Any]:
     return attributes
 
 
-def transition_fields(session_id: str, backend: str, task: Any, state: str, emit_time: float) -> tuple[type[BaseEvent], dict[str, Any]]:
+def transition_fields(
+    session_id: str, backend: str, task: Any, state: str, emit_time: float, end: TaskEnd | None = None
+) -> tuple[type[BaseEvent], dict[str, Any]]:
     """The event class and fields of one hook-observed transition, dated when
-    it happened (the checkpoint writes the fields without building the event)."""
+    it happened (the checkpoint writes the fields without building the event);
+    ``end``: the task's `TaskEnd`, for an end."""
     attributes: dict[str, Any] = {"executable": executable(task), "task_type": task_type(task)}
     worker = getattr(task, "worker", None)
     if worker is not None and state != "SUBMITTED":
@@ -182,15 +160,14 @@ def transition_fields(session_id: str, backend: str, task: Any, state: str, emit
         "task_id": task.uid,
         "attributes": attributes,
     }
-    if state in STATUS:
-        times = times_of(task, state)
-        fields["duration_seconds"] = times.run
-        if times.started is None:
+    if end is not None:
+        fields["duration_seconds"] = end.run if end.run is not None else 0.0
+        if end.started is None:
             attributes["incomplete_lifecycle"] = True
-        if state == "FAILED":
-            fields["error_type"] = attributes["error_type"] = type(task.exception).__name__ if task.exception is not None else "unknown"
-        if task.exit_code is not None:
-            attributes["exit_code"] = task.exit_code
+        if end.error_type is not None:
+            fields["error_type"] = attributes["error_type"] = end.error_type
+        if end.exit_code is not None:
+            attributes["exit_code"] = end.exit_code
     return EVENT_OF[state], fields
 
 
