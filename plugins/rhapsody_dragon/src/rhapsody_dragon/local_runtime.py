@@ -18,7 +18,6 @@ import io
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -33,8 +32,8 @@ from rhapsody_dragon.runtime_guard import STOPPED, end_runtime, group_members
 START_TIMEOUT = 120.0
 #: seconds a stopping runtime gets before what is left of it is killed
 STOP_TIMEOUT = 30.0
-#: seconds after SIGKILL for the runtime's processes to be gone
-KILL_PATIENCE = 5.0
+#: seconds the guard gets to exit once told the runtime was stopped here
+GUARD_PATIENCE = 5.0
 
 _log = get_logger("rhapsody.dragon.runtime")
 
@@ -61,7 +60,7 @@ class OwnedRuntime:
         try:
             handle = attach(timeout=max(1.0, timeout - (time.monotonic() - t0)), runtime=local)
         except Exception as exc:  # noqa: BLE001 - any failure: the runtime just started must not outlive it
-            _kill_group(pid)
+            _end(pid, _mapped_segment_prefix())
             raise _start_error("attach to the local runtime", t0, timeout, exc) from None
         owned = cls(handle, pid, _mapped_segment_prefix())
         _log.info("runtime.started", launcher=pid, seconds=round(time.monotonic() - t0, 2))
@@ -76,9 +75,7 @@ class OwnedRuntime:
             _log.warning("runtime.stop_failed", error=f"{type(exc).__name__}: {exc}")
         if group_members(self.launcher_pid):
             _log.warning("runtime.killed", launcher=self.launcher_pid, waited=round(time.monotonic() - t0, 1))
-            end_runtime(self.launcher_pid, self.segment_prefix or "")  # the segments its processes had mapped too
-            with contextlib.suppress(ChildProcessError, OSError):
-                os.waitpid(self.launcher_pid, os.WNOHANG)  # the launcher is this program's child
+            _end(self.launcher_pid, self.segment_prefix)
         else:
             _log.info("runtime.stopped", seconds=round(time.monotonic() - t0, 2))
         _release_guard(self.guard)
@@ -106,7 +103,7 @@ def _release_guard(guard: subprocess.Popen[bytes] | None) -> None:
     try:
         guard.stdin.write(STOPPED)
         guard.stdin.close()
-        guard.wait(KILL_PATIENCE)
+        guard.wait(GUARD_PATIENCE)
     except (OSError, subprocess.TimeoutExpired) as exc:
         _log.warning("runtime.guard_stuck", pid=guard.pid, error=type(exc).__name__)
         guard.kill()
@@ -166,16 +163,10 @@ def _mapped_segment_prefix() -> str | None:
     return match.group(1) if match else None
 
 
-def _kill_group(pid: int) -> None:
-    """SIGKILL the process group the launcher leads (it may have exited
-    already; its head and services are in the group too). Never this
-    program's own group."""
-    if pid == os.getpgid(0) or not group_members(pid):
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
-    deadline = time.monotonic() + KILL_PATIENCE
-    while group_members(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
+def _end(launcher_pid: int, prefix: str | None) -> None:
+    """Kill the runtime's process group and remove its segments (those its
+    processes had mapped too: `runtime_guard.end_runtime`), then reap the
+    launcher, this program's child."""
+    end_runtime(launcher_pid, prefix or "")
     with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
+        os.waitpid(launcher_pid, os.WNOHANG)
