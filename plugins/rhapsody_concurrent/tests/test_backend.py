@@ -302,8 +302,9 @@ def _meet(barrier: threading.Barrier) -> int:
 
 
 def test_functions_that_block_all_run_at_once_up_to_cores(tmp_path: Path) -> None:
-    """Pool jobs are added one at a time, only while every job is inside a function:
-    blocking functions must still get all `cores` threads (each waits for the others)."""
+    """One pool job takes functions; more start only when the jobs there stay inside
+    their functions: blocking functions must still get all `cores` threads (each
+    waits for the others)."""
     cores = 4
     barrier = threading.Barrier(cores, timeout=60)
     tasks = [ComputeTask(function=_meet, args=(barrier,)) for _ in range(cores)]
@@ -317,3 +318,32 @@ def test_functions_that_block_all_run_at_once_up_to_cores(tmp_path: Path) -> Non
         run(go(pool))
     assert [t.state for t in tasks] == [TaskState.DONE] * cores, [t.exception for t in tasks]
     assert sorted(t.return_value for t in tasks) == list(range(cores))
+
+
+def _hold(release: threading.Event) -> bool:
+    return release.wait(60)
+
+
+def test_short_functions_pass_a_blocked_one(tmp_path: Path) -> None:
+    """A function that blocks keeps its pool thread, not the queue: functions
+    submitted after it, in calls of their own, end while it still blocks."""
+    release = threading.Event()
+    blocked = ComputeTask(function=_hold, args=(release,))
+    later = [ComputeTask(function=getpid) for _ in range(50)]
+
+    async def go() -> None:
+        async with Session(backends=[ConcurrentExecutionBackend(cores=2)], work_dir=tmp_path) as s:
+            await s.submit_tasks([blocked])
+            await wait_for_state(blocked, TaskState.RUNNING)
+            for task in later:
+                await s.submit_tasks([task])
+            try:
+                await asyncio.wait_for(s.wait_tasks(later), 30)
+                assert not blocked.done  # still inside its function
+            finally:
+                release.set()
+            await s.wait_tasks([blocked])
+
+    run(go())
+    assert [t.state for t in later] == [TaskState.DONE] * len(later)
+    assert blocked.state is TaskState.DONE and blocked.return_value is True

@@ -32,6 +32,12 @@ from rhapsody_concurrent.threads import DaemonThreadPool
 HOST = socket.gethostname()
 #: seconds a pool job whose queue ran dry waits for another function before it ends
 LINGER = 0.002
+#: seconds between looks at thread functions waiting while no pool job takes any: when
+#: none was taken since the last look and every job is inside a function, one more starts
+WATCH = 0.001
+#: a late look still judges when nothing was taken for this long: twice the interpreter's
+#: switch interval, so a job that only waited for the GIL has had it at least once
+STUCK = 0.01
 #: a handle's engine_data while a pool thread runs its sync function (one marker for all:
 #: such a call cannot be stopped, so it needs no CallControl of its own)
 IN_THREAD = "in a pool thread"
@@ -49,6 +55,11 @@ class ConcurrentEngine:
         self._queue = CoreQueue(cores)
         self._drainers = 0  # pool jobs running thread functions (see _drain); guarded by the queue's lock
         self._busy = 0  # of those, the ones inside a function now (the others are about to look at the queue); same lock
+        self._taken = 0  # thread functions pool jobs took so far; same lock
+        self._taken_at_look = 0  # ... at the last `_look`
+        self._look_timer: asyncio.TimerHandle | None = None
+        self._look_due = 0.0  # loop time the next look is due at
+        self._quiet_since = 0.0  # loop time since which no look saw a function taken
         # One pool job may wait up to LINGER s for more work when the queue runs dry:
         # the next one-at-a-time task is then handed over by releasing the lock it
         # waits on (its own, held) instead of a new pool job and a thread wake-up.
@@ -71,6 +82,7 @@ class ConcurrentEngine:
 
     async def start(self, context: EngineContext) -> None:
         self._context = context
+        self._loop = asyncio.get_running_loop()
         if self.executor is None:
             self.executor = DaemonThreadPool(self.cores, name=f"rhapsody-{context.name}")
         self._threads = not self._pickles  # asked per task; a broken process pool is replaced by another
@@ -84,6 +96,14 @@ class ConcurrentEngine:
         return handle.launch is None and self._threads
 
     # ---------------------------------------------------------------- dispatch
+    def tasks_coming(self, count: int) -> None:
+        """A pool job waiting for work starts waking now; it takes the tasks
+        from the queue once `submit` has put them there (it cannot run before
+        the loop lets go of the GIL, which the bookkeeping in between keeps)."""
+        if self._lingering is not None:
+            with self._queue.lock:
+                self._wake_lingering_locked()
+
     async def submit(self, handles: Sequence[TaskHandle]) -> None:
         if any(h.launch is None and h.task.resources.ranks > 1 for h in handles):
             for handle in handles:  # ResourceError, not BackendError: a retry would fail the same way
@@ -104,27 +124,63 @@ class ConcurrentEngine:
             if self._in_pool == 0:
                 self._start_function(self._suspects.popleft())
             return
-        queue, spawn = self._queue, 0
+        queue, spawn, watch = self._queue, False, False
         while True:
             with queue.lock:
                 head = queue.head_fits_locked()
                 if head is None:
                     break
                 if self._in_thread(head):
-                    # A pool job between two functions takes the next one itself, and a
-                    # job that takes one while more wait and no other job is free starts
-                    # one more (`_drain`): jobs grow to `cores` only while every one is
-                    # inside a function. (Eight jobs taking no-op functions on two cores
-                    # spend their time handing the GIL to each other.)
-                    looking = self._drainers - self._busy
-                    spawn = 1 if looking == 0 and self._drainers < self.cores else 0
-                    self._drainers += spawn
-                    self._wake_lingering_locked()
+                    # One pool job takes thread functions one after another (`_drain`);
+                    # more start only when those there stay inside their functions
+                    # (`_look`): jobs taking short functions side by side would spend
+                    # their time handing the GIL to each other.
+                    spawn = self._drainers == 0
+                    if spawn:
+                        self._drainers = 1
+                    else:
+                        self._wake_lingering_locked()
+                    watch = self._look_timer is None
                     break
                 queue.take_locked()
             self._start_on_loop(head)
-        for _ in range(spawn):
+        if spawn:
             self._spawn_drainer()
+        if watch:
+            self._quiet_since = self._loop.time()
+            self._look_later()
+
+    def _look_later(self) -> None:
+        self._taken_at_look = self._taken
+        self._look_timer = self._loop.call_later(WATCH, self._look)
+        self._look_due = self._look_timer.when()
+
+    def _look(self) -> None:
+        """On the loop, every `WATCH` s while a thread function that fits waits:
+        when the pool jobs took none since the last look and all of them are
+        inside a function (blocked, sleeping, computing: what a thread pool is
+        for), as many more start as there are (up to ``cores`` in all, and at
+        most as many as the waiting tasks): 1, 2, 4, ... while they stay stuck."""
+        self._look_timer = None
+        if self._stopping:
+            return
+        # A look that comes late found the loop busy, holding the GIL the jobs
+        # need to take anything: it judges only once they had it for certain.
+        now = self._loop.time()
+        if self._taken != self._taken_at_look:
+            self._quiet_since = now
+        judge = now - self._look_due < WATCH or now - self._quiet_since >= STUCK
+        with self._queue.lock:
+            head = self._queue.head_fits_locked()
+            waits = head is not None and self._in_thread(head)
+            more = 0
+            if judge and waits and self._taken == self._taken_at_look and self._busy == self._drainers < self.cores:
+                more = min(self._drainers, self.cores - self._drainers, len(self._queue.waiting))
+                self._drainers += more
+        for _ in range(more):
+            self._spawn_drainer()
+        if waits:
+            self._look_later()
 
     def _start_on_loop(self, handle: TaskHandle) -> None:
         if handle.launch is not None:
@@ -176,7 +232,6 @@ class ConcurrentEngine:
         worker = f"{HOST}/{threading.current_thread().name}"  # this job's thread, for every task it runs
         ended: tuple[TaskHandle, Outcome] | None = None
         control: CallControl | None = None
-        helper = False
         while True:
             to_loop: list[TaskHandle] = []
             with queue.lock:
@@ -197,12 +252,10 @@ class ConcurrentEngine:
                 else:
                     queue.take_locked()
                     self._busy += 1
+                    self._taken += 1
                     # only an async def call can be stopped once running: a sync one is just marked
                     control = CallControl() if is_async(cast(Any, handle.task).function) else None
                     handle.engine_data = control or IN_THREAD
-                    helper = bool(queue.waiting) and self._busy == self._drainers < self.cores
-                    if helper:
-                        self._drainers += 1
             if ended is not None:
                 # reported only now, after the bookkeeping above: the loop this wakes
                 # does not have to wait for this thread to let go of the GIL; and when
@@ -211,9 +264,6 @@ class ConcurrentEngine:
                 ended = None
             for other in to_loop:
                 self._context.call_soon(self._start_on_loop, other)
-            if helper:
-                helper = False
-                self._spawn_drainer()
             if linger:
                 if self._linger(nudge):
                     continue
@@ -318,6 +368,8 @@ class ConcurrentEngine:
 
     async def stop(self) -> None:
         self._stopping = True
+        if self._look_timer is not None:
+            self._look_timer.cancel()
         with self._queue.lock:
             self._wake_lingering_locked()
         if self._runners:

@@ -64,6 +64,7 @@ class Backend:
         self._label = engine_label(engine)
         self._kinds: frozenset[str] = getattr(engine, "task_kinds", frozenset({"compute"}))
         self._accepted: frozenset[str] = getattr(engine, "accepted_keys", frozenset())
+        self._coming: Callable[[int], None] | None = getattr(engine, "tasks_coming", None)
         self._start_timeout = start_timeout or getattr(engine, "start_timeout", None) or DEFAULT_START_TIMEOUT
         self._stop_timeout = stop_timeout or getattr(engine, "stop_timeout", None) or DEFAULT_STOP_TIMEOUT
         # a str: radical.asyncflow's WorkflowEngine sets ``backend._work_dir`` itself
@@ -248,7 +249,7 @@ class Backend:
         seen: set[str] = set()
         handles = self._tracker.handles
         for task in batch:
-            if task.uid in seen or task.uid in handles or task._future is not None:
+            if task.uid in seen or task.uid in handles or task._future is not None or task.state is not TaskState.NEW:
                 raise TaskValidationError(task.uid, "uid", "this task was already submitted; build a new task to run it again")
             seen.add(task.uid)
         submit_hook = self._hook.rhapsody_task_submit
@@ -258,6 +259,8 @@ class Backend:
 
     async def hand_over(self, batch: list[BaseTask]) -> list[BaseTask]:
         """Second half of `submit_tasks`: hand a `prepare`-d batch to the engine."""
+        if self._coming is not None:  # its worker's wake-up overlaps the bookkeeping below
+            self._coming(len(batch))
         loop = asyncio.get_running_loop()
         tracker = self._tracker
         capacity = self.engine.capacity()
@@ -277,7 +280,7 @@ class Backend:
             if problem is not None:
                 tracker.set_state(task, TaskState.FAILED, exception=problem)
                 continue
-            tracker.set_state(task, TaskState.SUBMITTED)
+            tracker.submitted(task)
             accepted.append(handle)
         if accepted:
             await self._engine_submit(accepted)

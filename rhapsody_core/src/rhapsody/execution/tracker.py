@@ -192,7 +192,14 @@ class TaskTracker:
     def set_running(self, handle: TaskHandle, worker: str | None = None, at: float | None = None) -> None:
         task = handle.task
         if task.state is TaskState.SUBMITTED and self._current(handle):
-            self.set_state(task, TaskState.RUNNING, at=at, worker=worker)
+            task.worker = worker
+            self._enter(task, TaskState.SUBMITTED, TaskState.RUNNING, at)
+
+    def submitted(self, task: BaseTask) -> None:
+        """A NEW task was handed to this backend (`set_state` to SUBMITTED, without its
+        checks for an ending: the hand-over path, once a task)."""
+        check_transition(task.uid, task.state, TaskState.SUBMITTED)
+        self._enter(task, task.state, TaskState.SUBMITTED, None)
 
     def set_done(
         self, handle: TaskHandle, value: Any, exit_code: int | None, stdout: str | None, stderr: str | None, at: float | None = None
@@ -201,7 +208,13 @@ class TaskTracker:
             return
         task = handle.task
         if exit_code is None or exit_code == 0:
-            self.set_state(task, TaskState.DONE, at=at, return_value=value, exit_code=exit_code, stdout=stdout, stderr=stderr)
+            if self.canceling:  # a cancel under way decides with the fields: the general path
+                self.set_state(task, TaskState.DONE, at=at, return_value=value, exit_code=exit_code, stdout=stdout, stderr=stderr)
+                return
+            old = task.state  # not ended: its handle is current
+            check_transition(task.uid, old, TaskState.DONE)
+            task.return_value, task.exit_code, task.stdout, task.stderr = value, exit_code, stdout, stderr
+            self._enter(task, old, TaskState.DONE, at)
             return
         what = task.executable if isinstance(task, ComputeTask) and task.executable else "task"
         tail = _tail(task, stderr)
@@ -254,8 +267,15 @@ class TaskTracker:
         check_transition(task.uid, old, new)
         for key, value in fields.items():
             setattr(task, key, value)
+        self._enter(task, old, new, at)
+        return True
+
+    def _enter(self, task: BaseTask, old: TaskState, new: TaskState, at: float | None) -> None:
+        """The move itself, checked and with its fields set: stamp it, tell every
+        observer, settle the future of a task that ended."""
         task.state = new
         task.timestamps[new._value_] = at if at is not None else time.time()  # _value_: Enum's plain attribute; .value is a slow property
+        terminal = new in TERMINAL_STATES
         if terminal:
             self._ended(task)
         elif new is TaskState.RUNNING and task.timeout:
@@ -278,7 +298,6 @@ class TaskTracker:
                 _fail_future(future, task)
             else:  # DONE and CANCELED resolve with the task, as in rhapsody-py
                 future.set_result(task)
-        return True
 
     def _ended(self, task: BaseTask) -> None:
         self.handles.pop(task.uid, None)
