@@ -7,6 +7,7 @@ handles and cancels, and checks core's bookkeeping after every step."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import itertools
 from typing import Any
 
@@ -245,6 +246,25 @@ def test_resubmitting_a_task_is_rejected() -> None:
                 with pytest.raises(TaskValidationError, match="already submitted"):
                     await other.submit_tasks([t])
             assert other_engine.received == [] and backend.get_task(t.uid) is t
+
+    asyncio.run(go())
+
+
+def test_a_copy_of_an_ended_task_is_not_run_again() -> None:
+    """A copy (or unpickled snapshot) of an ended task has no future: it is
+    refused as already submitted, not handed to the engine as if new."""
+    async def go() -> None:
+        backend, engine = manual_backend("m")
+        async with backend:
+            t = ComputeTask(executable="/bin/true")
+            await backend.submit_tasks([t])
+            engine.handles[t.uid].done()
+            await t
+            snapshot = copy.copy(t)
+            assert snapshot.future is None and snapshot.state is TaskState.DONE
+            with pytest.raises(TaskValidationError, match="already submitted"):
+                await backend.submit_tasks([snapshot])
+            assert len(engine.received) == 1
 
     asyncio.run(go())
 

@@ -217,7 +217,8 @@ class ConcurrentEngine:
     def _linger(self, nudge: Any) -> bool:
         """In a pool job whose queue ran dry (called holding no lock): wait a
         moment for more work. True: look at the queue again; False: end the job."""
-        nudge.acquire(timeout=LINGER)
+        if nudge.acquire(timeout=LINGER):
+            return True  # woken: `_wake_lingering_locked` cleared `_lingering`
         with self._queue.lock:
             if self._lingering is nudge:  # nobody woke it: the job ends
                 self._lingering = None
@@ -230,7 +231,7 @@ class ConcurrentEngine:
         tasks met at the head are handed to the loop to start."""
         queue, released = self._queue, 0
         worker = f"{HOST}/{threading.current_thread().name}"  # this job's thread, for every task it runs
-        ended: tuple[TaskHandle, Outcome] | None = None
+        quiet = False  # the last function's end was reported without waking the loop
         control: CallControl | None = None
         while True:
             to_loop: list[TaskHandle] = []
@@ -256,12 +257,9 @@ class ConcurrentEngine:
                     # only an async def call can be stopped once running: a sync one is just marked
                     control = CallControl() if is_async(cast(Any, handle.task).function) else None
                     handle.engine_data = control or IN_THREAD
-            if ended is not None:
-                # reported only now, after the bookkeeping above: the loop this wakes
-                # does not have to wait for this thread to let go of the GIL; and when
-                # this job already has its next task, the loop need not wake for this one
-                ended[0].finish(ended[1], more=handle is not None and not self._stopping)
-                ended = None
+            if quiet and (handle is None or self._stopping):
+                self._context.call_soon(self._dispatch)  # that guess failed: the loop wakes now
+            quiet = False
             for other in to_loop:
                 self._context.call_soon(self._start_on_loop, other)
             if linger:
@@ -275,7 +273,13 @@ class ConcurrentEngine:
                 continue
             handle.running(worker)  # only now: the timeout counts from the real start
             task: Any = handle.task
-            ended = (handle, call_function(task.function, task.args, task.kwargs, control))
+            outcome = call_function(task.function, task.args, task.kwargs, control)
+            # Reported at once, before this job's bookkeeping, so that the loop's wake-up
+            # overlaps it. A job with more functions waiting guesses it goes on to the next
+            # one and reports quietly (the loop hears of it with the next report, or a tick);
+            # should it find none after all, it wakes the loop itself (above).
+            quiet = bool(queue.waiting) and not self._stopping
+            handle.finish(outcome, more=quiet)
 
     # ---------------------------------------------------------------- functions in processes
     def _start_function(self, handle: TaskHandle) -> None:

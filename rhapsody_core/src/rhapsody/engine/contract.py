@@ -49,12 +49,13 @@ class Engine(Protocol):
       workers use now (`rhapsody.resources.NodeSample`; telemetry polls it, see
       `rhapsody.engine.sampling.LocalNodeSampler` for the local host). An engine
       without it has no resource samples, which is not an error.
-    - ``tasks_coming(count: int) -> None``: called on the loop just before core
-      prepares ``count`` tasks for `submit` (futures, admission, SUBMITTED). An
-      engine whose idle worker sleeps may wake it here, so that the wake-up
-      (tens of microseconds on a VM) overlaps that bookkeeping. It must not
-      block, and must not count on the tasks: `submit` may bring fewer (some
-      fail admission), or none, and may come after other coroutines ran.
+    - ``tasks_coming(count: int) -> None``: called on the loop as soon as core
+      has a batch of ``count`` tasks for this engine, before it checks them and
+      does its bookkeeping (futures, admission, SUBMITTED). An engine whose idle
+      worker sleeps may wake it here, so that the wake-up (tens of microseconds
+      on a VM) overlaps that work. It must not block, and must not count on the
+      tasks: `submit` may bring fewer (some fail admission) or none (the batch
+      was refused), and may come after other coroutines ran.
 
     Every coroutine runs on the backend's event loop. Nothing may block it: run
     blocking engine calls in a thread (``asyncio.to_thread``).

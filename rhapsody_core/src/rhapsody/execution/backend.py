@@ -246,6 +246,8 @@ class Backend:
         if self._lifecycle is not BackendState.RUNNING:
             raise BackendError(f"backend {self._name!r} is {self._lifecycle.value}; it accepts no tasks")
         batch = [_adopt(t) for t in tasks]
+        if self._coming is not None:  # the engine's worker wakes while the checks and bookkeeping run
+            self._coming(len(batch))
         seen: set[str] = set()
         handles = self._tracker.handles
         for task in batch:
@@ -259,8 +261,6 @@ class Backend:
 
     async def hand_over(self, batch: list[BaseTask]) -> list[BaseTask]:
         """Second half of `submit_tasks`: hand a `prepare`-d batch to the engine."""
-        if self._coming is not None:  # its worker's wake-up overlaps the bookkeeping below
-            self._coming(len(batch))
         loop = asyncio.get_running_loop()
         tracker = self._tracker
         capacity = self.engine.capacity()
