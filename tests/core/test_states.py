@@ -253,6 +253,7 @@ def test_resubmitting_a_task_is_rejected() -> None:
 def test_a_copy_of_an_ended_task_is_not_run_again() -> None:
     """A copy (or unpickled snapshot) of an ended task has no future: it is
     refused as already submitted, not handed to the engine as if new."""
+
     async def go() -> None:
         backend, engine = manual_backend("m")
         async with backend:
