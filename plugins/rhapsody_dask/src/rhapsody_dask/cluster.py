@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import shutil
-import tempfile
 import time
 from typing import Any
 
@@ -21,6 +19,7 @@ import attrs
 import distributed
 from distributed import Client, LocalCluster
 
+from rhapsody.engine.scratch import ScratchFolder
 from rhapsody.errors import BackendError
 
 #: where a LocalCluster the backend starts listens (scheduler, nannies, workers, dashboard)
@@ -54,7 +53,7 @@ class Connection:
     cluster: Any = None
     owns_client: bool = True
     owns_cluster: bool = False
-    scratch: str | None = None  # the owned cluster's scratch directory, removed after it closed
+    scratch: ScratchFolder | None = None  # the owned cluster's scratch folder, removed after it closed
 
     async def close(self, log: Any) -> None:
         if self.owns_client:
@@ -62,7 +61,7 @@ class Connection:
         if self.owns_cluster and self.cluster is not None:
             await _close_within(self.cluster.close(), CLOSE_CLUSTER_TIMEOUT, "cluster", log)
         if self.scratch is not None:
-            shutil.rmtree(self.scratch, ignore_errors=True)
+            self.scratch.remove()
 
 
 async def connect(settings: ClusterSettings, log: Any) -> Connection:
@@ -113,13 +112,15 @@ async def _start_local_cluster(kwargs: dict[str, Any], settings: ClusterSettings
     kwargs = local_cluster_keywords(kwargs)
     scratch = None
     if "local_directory" not in kwargs:  # Dask's default, <tmp>/dask-scratch-space, outlives the cluster
-        scratch = kwargs["local_directory"] = tempfile.mkdtemp(prefix="rhapsody-dask-")
-        kwargs["scheduler_kwargs"].setdefault("local_directory", scratch)
+        # removed at stop, or by its guard if this program is killed first
+        scratch = ScratchFolder("rhapsody-dask-")
+        kwargs["local_directory"] = scratch.path
+        kwargs["scheduler_kwargs"].setdefault("local_directory", scratch.path)
     try:
         cluster = await asyncio.wait_for(LocalCluster(asynchronous=True, **kwargs), settings.start_timeout)  # type: ignore[no-untyped-call]
     except BaseException as exc:
         if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
+            scratch.remove()
         if isinstance(exc, asyncio.TimeoutError):
             raise BackendError(f"the Dask LocalCluster did not start within {settings.start_timeout:g} s") from None
         if isinstance(exc, (TypeError, ValueError)):

@@ -16,15 +16,40 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rhapsody.engine.scratch import AFTERMATH
+
 #: seconds one whole run of the driver may take on a loaded 2-core machine
 RUN_DEADLINE = 600.0
 
 
 def _start(backend: str, journal: Path, markers: Path, results: Path, n: int, run_id: str, work: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "RHAPSODY_TEST_RUN": run_id, "RHAPSODY_TEST_SLEEP": "0.01", "RHAPSODY_WORK_DIR": str(work)}
+    env = {
+        **os.environ,
+        "RHAPSODY_TEST_RUN": run_id,
+        "RHAPSODY_TEST_SLEEP": "0.01",
+        "RHAPSODY_WORK_DIR": str(work),
+        "TMPDIR": str(_temp_of(work)),  # its own: what it leaves there is seen
+    }
     argv = [sys.executable, "-m", "rhapsody.testing.resume_driver", backend, str(journal), str(markers), str(results), str(n)]
     log = open(work / f"driver-{run_id}.log", "wb")  # noqa: SIM115 - closed by the child's exit; read on failure
     return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=work)
+
+
+def _temp_of(work: Path) -> Path:
+    temp = work.parent / "driver-tmp"
+    temp.mkdir(exist_ok=True)
+    return temp
+
+
+def _temp_left(work: Path, seconds: float) -> list[str]:
+    """What the drivers left in their temp folder, once ``seconds`` have passed
+    (or sooner, once nothing is left)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        left = sorted(entry.name for entry in _temp_of(work).iterdir())
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)
 
 
 def _finish(proc: subprocess.Popen[bytes], work: Path, run_id: str) -> None:
@@ -36,6 +61,8 @@ def _finish(proc: subprocess.Popen[bytes], work: Path, run_id: str) -> None:
         raise AssertionError(f"driver run {run_id} did not end within {RUN_DEADLINE:g} s") from None
     log = (work / f"driver-{run_id}.log").read_text(errors="replace")
     assert code == 0, f"driver run {run_id} exited with {code}:\n{log[-4000:]}"
+    left = _temp_left(work, 5.0)
+    assert not left, f"driver run {run_id} left these in its temp folder: {left}"
 
 
 def done_in_journal(journal: Path) -> dict[str, str]:
@@ -97,6 +124,8 @@ def kill_and_resume(backend: str, tmp: Path, n: int = 2000) -> dict[str, Any]:
     os.kill(first.pid, signal.SIGKILL)
     first.wait(60)
     _group_gone(first.pid)
+    left = _temp_left(work, AFTERMATH + 10)  # an engine's scratch folder: removed by its guard
+    assert not left, f"the killed driver left these in its temp folder: {left}"
     done_before = done_in_journal(journal)
     assert n // 5 <= len(done_before) < n, f"{len(done_before)} of {n} DONE when killed: not mid-run"
     assert not results.exists()
