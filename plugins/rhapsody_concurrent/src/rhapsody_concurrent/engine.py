@@ -184,7 +184,7 @@ class ConcurrentEngine:
 
     def _start_on_loop(self, handle: TaskHandle) -> None:
         if handle.launch is not None:
-            runner = asyncio.ensure_future(self._run_command(handle))
+            runner = self._loop.create_task(self._run_command(handle))
             self._runners.add(runner)
             runner.add_done_callback(self._runners.discard)
         else:

@@ -40,10 +40,11 @@ class Collector:
         self._pending = 0  # futures added and not finished yet
         self._ready: list[Any] = []
         self._some = asyncio.Event()  # set while _ready holds futures
+        self._loop = asyncio.get_running_loop()  # made on it, by the engine's start
 
     def add(self, future: Any) -> None:
         self._pending += 1
-        watcher = asyncio.ensure_future(self._watch(future))
+        watcher = self._loop.create_task(self._watch(future))  # (not ensure_future: it asks the kernel for the pid)
         self._watchers.add(watcher)
         watcher.add_done_callback(self._watchers.discard)
 

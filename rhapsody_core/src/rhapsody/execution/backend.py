@@ -73,6 +73,7 @@ class Backend:
         self._starting: asyncio.Task[None] | None = None
         self._stopping: asyncio.Task[None] | None = None
         self._background: set[asyncio.Future[Any]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop it started on: its tasks' futures belong to it
         self.is_attached = False
         self.attached_to: list[str] = []
         self.log = get_logger("rhapsody.backend", backend=name)
@@ -167,7 +168,7 @@ class Backend:
         if self._lifecycle in (BackendState.SHUTTING_DOWN, BackendState.STOPPED):
             raise BackendError(f"backend {self._name!r} was shut down; create a new one")
         if self._starting is None:
-            loop = asyncio.get_running_loop()
+            self._loop = loop = asyncio.get_running_loop()
             self._tracker.bind(loop)
             self._lifecycle = BackendState.STARTING
             self._starting = loop.create_task(self._run_start())
@@ -261,7 +262,8 @@ class Backend:
 
     async def hand_over(self, batch: list[BaseTask]) -> list[BaseTask]:
         """Second half of `submit_tasks`: hand a `prepare`-d batch to the engine."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop  # (asyncio.get_running_loop() asks the kernel for the pid each time, in Python 3.11)
+        assert loop is not None, "prepare() refuses a backend that has not started"
         tracker = self._tracker
         capacity = self.engine.capacity()
         accepted: list[TaskHandle] = []
