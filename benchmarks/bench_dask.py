@@ -70,7 +70,13 @@ async def main() -> None:
     # the workers' dask-scratch-space and the session's files: gone after the run, not left in /tmp
     scratch = scratch_dir("rhapsody-bench-dask-")
     cluster = await LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0", asynchronous=True, local_directory=scratch
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address="127.0.0.1:0",
+        asynchronous=True,
+        local_directory=scratch,
+        scheduler_kwargs={"local_directory": scratch},  # the scheduler's own scratch too: Dask's default is <tmp>/dask-scratch-space
     )
     client = await Client(cluster, asynchronous=True)
     backend = DaskExecutionBackend(cluster=cluster)

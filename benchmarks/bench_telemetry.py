@@ -118,6 +118,7 @@ async def main() -> None:
                     dashboard_address="127.0.0.1:0",
                     asynchronous=True,
                     local_directory=scratch,  # its dask-scratch-space goes with the run's folder
+                    scheduler_kwargs={"local_directory": scratch},  # and the scheduler's (Dask's default: <tmp>)
                 )
 
                 async def make_dask() -> Any:

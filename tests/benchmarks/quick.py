@@ -15,17 +15,28 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_quick(module: str, tmp_path: Path, *extra: str, timeout: float = 600, drop_env: str | None = None) -> list[dict[str, Any]]:
+def run_quick(
+    module: str, tmp_path: Path, *extra: str, timeout: float = 600, drop_env: str | None = None, own_tmp: bool = False
+) -> list[dict[str, Any]]:
     """``drop_env``: a prefix of environment variables the child must not inherit
     (e.g. ``DRAGON_`` so a benchmark started from a launched test run brings up
-    a runtime of its own)."""
+    a runtime of its own). ``own_tmp``: the child gets a ``TMPDIR`` of its own,
+    which must be empty when it ends (not for engines whose Unix sockets
+    would get too long a path there)."""
     out = tmp_path / "bench.jsonl"
     cmd = [sys.executable, "-m", f"benchmarks.{module}", "--quick", "--json", str(out), *extra]
     env = {k: v for k, v in os.environ.items() if not (drop_env and k.startswith(drop_env))}
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
+    temp = tmp_path / "tmp"
+    if own_tmp:
+        temp.mkdir()
+        env["TMPDIR"] = str(temp)
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout, start_new_session=True)
     assert proc.returncode == 0, f"benchmark exited {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
     assert "vs raw" in proc.stdout, proc.stdout[-2000:]
+    if own_tmp:
+        left = sorted(entry.name for entry in temp.iterdir())
+        assert not left, f"benchmarks.{module} left these in its temp folder: {left}"
     return [json.loads(line) for line in out.read_text().splitlines()]
 
 

@@ -9,7 +9,7 @@ VARIANTS = frozenset({"off", "telemetry", "telemetry+ckpt"})
 
 
 def test_quick_telemetry_benchmark_runs_and_reports_sane_figures(tmp_path: Path) -> None:
-    rows = run_quick("bench_telemetry", tmp_path)
+    rows = run_quick("bench_telemetry", tmp_path, own_tmp=True)
     check_rows([r for r in rows if r["workload"] in WORKLOADS], WORKLOADS, VARIANTS)
     (long_run,) = [r for r in rows if r["workload"] == "long_run"]
     assert long_run["error"] is None and long_run["tasks_counted"] == long_run["n"]
