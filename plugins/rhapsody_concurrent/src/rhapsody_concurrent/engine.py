@@ -259,7 +259,7 @@ class ConcurrentEngine:
                     handle.engine_data = control or IN_THREAD
             if quiet and (handle is None or self._stopping):
                 self._context.call_soon(self._dispatch)  # that guess failed: the loop wakes now
-            quiet = False
+                quiet = False
             for other in to_loop:
                 self._context.call_soon(self._start_on_loop, other)
             if linger:
@@ -269,8 +269,9 @@ class ConcurrentEngine:
             if handle is None or self._stopping:
                 return
             released = handle.task.resources.cores
-            if handle.cancel_requested:  # cancelled while waiting: already reported
+            if handle.cancel_requested:  # cancelled while waiting: already reported (a quiet guess stands)
                 continue
+            quiet = False  # the guess held: this job goes on to its next function
             handle.running(worker)  # only now: the timeout counts from the real start
             task: Any = handle.task
             outcome = call_function(task.function, task.args, task.kwargs, control)
