@@ -33,7 +33,7 @@ HOST = socket.gethostname()
 #: seconds a pool job whose queue ran dry waits for another function before it ends
 LINGER = 0.002
 #: seconds between looks at thread functions waiting while no pool job takes any: when
-#: none was taken since the last look and every job is inside a function, one more starts
+#: none was taken since the last look and every job is inside a function, more start (`_look`)
 WATCH = 0.001
 #: a late look still judges when nothing was taken for this long: twice the interpreter's
 #: switch interval, so a job that only waited for the GIL has had it at least once
