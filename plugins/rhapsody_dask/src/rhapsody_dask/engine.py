@@ -64,7 +64,7 @@ class DaskEngine:
         client, self.cluster = connection.client, connection.cluster
         self.view = WorkerView(client, self.settings.connect_timeout, self.log)
         self.translator = Translator(self._topic, self.view)
-        self.collector = Collector(client, self._deliver, self.log)
+        self.collector = Collector(self._deliver, self.log)
         client.subscribe_topic(self._topic, listener(self._on_running))
         await self.view.refresh()
         loop = asyncio.get_running_loop()

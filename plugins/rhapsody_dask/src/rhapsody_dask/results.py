@@ -34,8 +34,8 @@ class Collector:
     stream of no-op tasks on two cores, where the scheduler shares this process.
     """
 
-    def __init__(self, client: Any, deliver: Deliver, log: Any) -> None:
-        self.client, self.deliver, self.log = client, deliver, log
+    def __init__(self, deliver: Deliver, log: Any) -> None:
+        self.deliver, self.log = deliver, log
         self._watchers: set[asyncio.Task[None]] = set()
         self._pending = 0  # futures added and not finished yet
         self._ready: list[Any] = []

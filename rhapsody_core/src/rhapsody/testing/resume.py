@@ -44,9 +44,9 @@ def _temp_of(work: Path) -> Path:
 def _temp_left(work: Path, seconds: float) -> list[str]:
     """What the drivers left in their temp folder, once ``seconds`` have passed
     (or sooner, once nothing is left)."""
-    deadline = time.monotonic() + seconds
+    deadline, temp = time.monotonic() + seconds, _temp_of(work)
     while True:
-        left = sorted(entry.name for entry in _temp_of(work).iterdir())
+        left = sorted(entry.name for entry in temp.iterdir())
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.2)
