@@ -35,6 +35,8 @@ from rhapsody_dragon.runtime import RuntimeLease, bounded, node_gpus
 POLL_BUSY = 0.005
 #: seconds starting / stopping the worker processes may take
 START_STEP_TIMEOUT, STOP_STEP_TIMEOUT = 120.0, 60.0
+#: state queries of a worker that must fail in a row before it counts as dead
+QUERY_FAILURES = 3
 #: first sleep after activity (a round trip through a worker takes ~0.1-0.2 ms)
 POLL_FIRST = 0.0002
 
@@ -44,6 +46,21 @@ class _Worker:
         self.wid, self.proc, self.inq = wid, proc, inq
         self.assigned: collections.OrderedDict[str, tuple[Any, ...]] = collections.OrderedDict()
         self.dead = False
+        self.failed_queries = 0  # state queries in a row that failed (see PoolEngine._alive)
+
+
+def _exit_code(w: _Worker) -> int | None:
+    try:
+        return w.proc.returncode  # type: ignore[no-any-return]
+    except Exception:  # noqa: BLE001 - it is gone either way: the code is only for the message
+        return None
+
+
+def _kill_quietly(w: _Worker) -> None:
+    try:
+        w.proc.kill()
+    except Exception:  # noqa: BLE001 - already gone, or the runtime cannot be reached
+        pass
 
 
 class PoolEngine(SamplesEachNode):
@@ -255,25 +272,42 @@ class PoolEngine(SamplesEachNode):
                 self._log.error("watchdog.failed", error=f"{type(exc).__name__}: {exc}")
 
     def _check_workers(self) -> None:
-        """Replace workers that died on their own; their current task fails."""
+        """Replace workers that died on their own; their current task fails.
+        Each check is a Global Services round trip: asked outside the lock, so
+        a slow answer holds up neither results nor cancels."""
         with self._lock:
-            for i, w in enumerate(self._workers):
-                if w.dead:
+            workers = [w for w in self._workers if not w.dead]
+        for w in workers:
+            if self._alive(w):
+                continue
+            if w.failed_queries:  # maybe alive but unreachable: it must not run on unseen
+                _kill_quietly(w)
+            code = _exit_code(w)
+            with self._lock:
+                if w.dead:  # a cancel killed and replaced it meanwhile
                     continue
-                try:
-                    alive = w.proc.is_alive
-                except Exception:  # noqa: BLE001
-                    alive = False
-                if alive:
-                    continue
-                code = w.proc.returncode
                 head = next(iter(w.assigned), None)
                 if head is not None and head in self._handles:
                     handle = self._handles[head]
                     self._forget(head, w)
                     handle.lost(f"Dragon worker {w.wid} died (exit code {code}) while running it")
-                self._replace(i, w)
+                self._replace(self._workers.index(w), w)
                 self._dispatch()
+
+    def _alive(self, w: _Worker) -> bool:
+        """Whether ``w``'s process runs. A false death fails the task it runs,
+        so the question is "has it exited" (an exit code), not Dragon's
+        ``is_alive``, which is also False while a signal to it is under way (Global
+        Services then shows it PENDING). A query that fails says nothing either:
+        only `QUERY_FAILURES` failures in a row count as a death."""
+        try:
+            alive = w.proc.returncode is None
+        except Exception as exc:  # noqa: BLE001 - Dragon raises ProcessError, timeouts, ...
+            w.failed_queries += 1
+            self._log.warning("worker.query_failed", worker=w.wid, times=w.failed_queries, error=f"{type(exc).__name__}: {exc}")
+            return w.failed_queries < QUERY_FAILURES
+        w.failed_queries = 0
+        return alive
 
     def _replace(self, i: int, w: _Worker) -> None:
         """Put ``w``'s unfinished tasks back in front and start a new worker (lock held)."""

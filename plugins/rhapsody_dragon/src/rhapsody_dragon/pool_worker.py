@@ -48,6 +48,7 @@ class Outbox:
         self._outq, self._wid = outq, wid
         self._events: list[tuple[Any, ...]] = []
         self._cv = threading.Condition()
+        self._sending = threading.Lock()
         self.closed = threading.Event()
 
     def emit(self, event: tuple[Any, ...]) -> None:
@@ -56,11 +57,15 @@ class Outbox:
             self._cv.notify()
 
     def flush(self) -> None:
-        with self._cv:
-            if not self._events:
-                return
-            batch, self._events = self._events, []
-        self._outq.put((self._wid, batch))
+        # Taking a batch and sending it happen under one lock: three threads flush,
+        # and two batches sent in the other order would put a task's "done" before
+        # the "cancel" verdict that explains it.
+        with self._sending:
+            with self._cv:
+                if not self._events:
+                    return
+                batch, self._events = self._events, []
+            self._outq.put((self._wid, batch))
 
     def run_flusher(self) -> None:
         while not self.closed.is_set():

@@ -37,7 +37,8 @@ class ControlChecks(ConformanceBase):
             await session.submit_tasks([t])
             pid = int(await wait_for_file(pidfile, self.start_timeout))
             await wait_for_state(t, TaskState.RUNNING, timeout=self.start_timeout)
-            assert await session.cancel_tasks([t]) == [True]
+            stopped = await session.cancel_tasks([t])
+            assert stopped == [True], (t.state.value, repr(t.exception), t.stderr)
             assert t.state is TaskState.CANCELED
             await wait_until_gone(pid)
             with pytest.raises(TaskCanceledError):
@@ -73,7 +74,8 @@ class ControlChecks(ConformanceBase):
             await asyncio.sleep(0.5)
             assert queued.state is TaskState.SUBMITTED, f"the backend ran more than concurrency={self.concurrency} tasks at once"
             assert await session.cancel_tasks([queued]) == [True]
-            assert await session.cancel_tasks(blockers) == [True] * len(blockers)
+            stopped = await session.cancel_tasks(blockers)
+            assert stopped == [True] * len(blockers), [(b.uid, b.state.value, repr(b.exception)) for b in blockers]
             await session.wait_tasks([queued, *blockers])
             assert queued.state is TaskState.CANCELED and queued.stdout is None
             assert all(b.state is TaskState.CANCELED for b in blockers)
