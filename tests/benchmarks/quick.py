@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from rhapsody.testing.waiting import left_in
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -35,7 +37,7 @@ def run_quick(
     assert proc.returncode == 0, f"benchmark exited {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
     assert "vs raw" in proc.stdout, proc.stdout[-2000:]
     if own_tmp:
-        left = sorted(entry.name for entry in temp.iterdir())
+        left = left_in(temp)
         assert not left, f"benchmarks.{module} left these in its temp folder: {left}"
     return [json.loads(line) for line in out.read_text().splitlines()]
 

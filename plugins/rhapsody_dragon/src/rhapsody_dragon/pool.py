@@ -37,6 +37,8 @@ POLL_BUSY = 0.005
 START_STEP_TIMEOUT, STOP_STEP_TIMEOUT = 120.0, 60.0
 #: state queries of a worker that must fail in a row before it counts as dead
 QUERY_FAILURES = 3
+#: what the watchdog's query says of a worker besides an exit code (see PoolEngine._exit_code)
+_RUNS, _UNREACHABLE = object(), object()
 #: first sleep after activity (a round trip through a worker takes ~0.1-0.2 ms)
 POLL_FIRST = 0.0002
 
@@ -46,14 +48,7 @@ class _Worker:
         self.wid, self.proc, self.inq = wid, proc, inq
         self.assigned: collections.OrderedDict[str, tuple[Any, ...]] = collections.OrderedDict()
         self.dead = False
-        self.failed_queries = 0  # state queries in a row that failed (see PoolEngine._alive)
-
-
-def _exit_code(w: _Worker) -> int | None:
-    try:
-        return w.proc.returncode  # type: ignore[no-any-return]
-    except Exception:  # noqa: BLE001 - it is gone either way: the code is only for the message
-        return None
+        self.failed_queries = 0  # state queries in a row that failed (see PoolEngine._exit_code)
 
 
 def _kill_quietly(w: _Worker) -> None:
@@ -278,11 +273,14 @@ class PoolEngine(SamplesEachNode):
         with self._lock:
             workers = [w for w in self._workers if not w.dead]
         for w in workers:
-            if self._alive(w):
+            code = self._exit_code(w)
+            if code is _RUNS:
                 continue
-            if w.failed_queries:  # maybe alive but unreachable: it must not run on unseen
+            if code is _UNREACHABLE:  # maybe alive: it must not run on unseen
                 _kill_quietly(w)
-            code = _exit_code(w)
+                why = f"stopped answering ({QUERY_FAILURES} state queries failed) and was killed"
+            else:
+                why = f"died (exit code {code})"
             with self._lock:
                 if w.dead:  # a cancel killed and replaced it meanwhile
                     continue
@@ -290,24 +288,24 @@ class PoolEngine(SamplesEachNode):
                 if head is not None and head in self._handles:
                     handle = self._handles[head]
                     self._forget(head, w)
-                    handle.lost(f"Dragon worker {w.wid} died (exit code {code}) while running it")
+                    handle.lost(f"Dragon worker {w.wid} {why} while running it")
                 self._replace(self._workers.index(w), w)
                 self._dispatch()
 
-    def _alive(self, w: _Worker) -> bool:
-        """Whether ``w``'s process runs. A false death fails the task it runs,
-        so the question is "has it exited" (an exit code), not Dragon's
-        ``is_alive``, which is also False while a signal to it is under way (Global
-        Services then shows it PENDING). A query that fails says nothing either:
-        only `QUERY_FAILURES` failures in a row count as a death."""
+    def _exit_code(self, w: _Worker) -> object:
+        """``w``'s exit code; `_RUNS` while it runs; `_UNREACHABLE` after
+        `QUERY_FAILURES` failed queries in a row. A false death fails the task it
+        runs, so the question is "has it exited", not Dragon's ``is_alive``, which
+        is also False while a signal to it is under way (Global Services then
+        shows it PENDING); and a query that fails once says nothing either."""
         try:
-            alive = w.proc.returncode is None
+            code = w.proc.returncode
         except Exception as exc:  # noqa: BLE001 - Dragon raises ProcessError, timeouts, ...
             w.failed_queries += 1
             self._log.warning("worker.query_failed", worker=w.wid, times=w.failed_queries, error=f"{type(exc).__name__}: {exc}")
-            return w.failed_queries < QUERY_FAILURES
+            return _UNREACHABLE if w.failed_queries >= QUERY_FAILURES else _RUNS
         w.failed_queries = 0
-        return alive
+        return _RUNS if code is None else code
 
     def _replace(self, i: int, w: _Worker) -> None:
         """Put ``w``'s unfinished tasks back in front and start a new worker (lock held)."""

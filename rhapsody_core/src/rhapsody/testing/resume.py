@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rhapsody.engine.scratch import AFTERMATH
+from rhapsody.testing.waiting import left_in
 
 #: seconds one whole run of the driver may take on a loaded 2-core machine
 RUN_DEADLINE = 600.0
@@ -41,17 +42,6 @@ def _temp_of(work: Path) -> Path:
     return temp
 
 
-def _temp_left(work: Path, seconds: float) -> list[str]:
-    """What the drivers left in their temp folder, once ``seconds`` have passed
-    (or sooner, once nothing is left)."""
-    deadline, temp = time.monotonic() + seconds, _temp_of(work)
-    while True:
-        left = sorted(entry.name for entry in temp.iterdir())
-        if not left or time.monotonic() > deadline:
-            return left
-        time.sleep(0.2)
-
-
 def _finish(proc: subprocess.Popen[bytes], work: Path, run_id: str) -> None:
     try:
         code = proc.wait(RUN_DEADLINE)
@@ -61,7 +51,7 @@ def _finish(proc: subprocess.Popen[bytes], work: Path, run_id: str) -> None:
         raise AssertionError(f"driver run {run_id} did not end within {RUN_DEADLINE:g} s") from None
     log = (work / f"driver-{run_id}.log").read_text(errors="replace")
     assert code == 0, f"driver run {run_id} exited with {code}:\n{log[-4000:]}"
-    left = _temp_left(work, 5.0)
+    left = left_in(_temp_of(work), 5.0)
     assert not left, f"driver run {run_id} left these in its temp folder: {left}"
 
 
@@ -124,7 +114,7 @@ def kill_and_resume(backend: str, tmp: Path, n: int = 2000) -> dict[str, Any]:
     os.kill(first.pid, signal.SIGKILL)
     first.wait(60)
     _group_gone(first.pid)
-    left = _temp_left(work, AFTERMATH + 10)  # an engine's scratch folder: removed by its guard
+    left = left_in(_temp_of(work), AFTERMATH + 10)  # an engine's scratch folder: removed by its guard
     assert not left, f"the killed driver left these in its temp folder: {left}"
     done_before = done_in_journal(journal)
     assert n // 5 <= len(done_before) < n, f"{len(done_before)} of {n} DONE when killed: not mid-run"

@@ -66,6 +66,18 @@ async def wait_for_file(path: Path, timeout: float = 60.0) -> str:
     return path.read_text().strip()
 
 
+def left_in(folder: Path, within: float = 0.0) -> list[str]:
+    """The names in ``folder``, sorted: what a child left in a temp folder of its
+    own. Looked at again until it is empty or ``within`` seconds have passed
+    (a guard process may still be removing something)."""
+    deadline = time.monotonic() + within
+    while True:
+        left = sorted(entry.name for entry in folder.iterdir())
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)
+
+
 async def wait_until_gone(pid: int, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while pid_alive(pid):
