@@ -157,6 +157,32 @@ def test_fence_and_wait_return_once_earlier_tasks_ended(tmp_path: Path) -> None:
     assert _run(tmp_path, body) == [[True, True], [True, True]]
 
 
+def test_a_task_batch_fails_after_its_processes_ended_reports_how_they_ended(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """dragonhpc 0.15's Batch once failed a finished `sleep 1; touch` task in CI
+    with "ProcessGroup manager is not in state State.DEAD" (closing the group
+    after its process ended). That race cannot be caused on demand, so here
+    Dragon's own client call stands in for it: Batch runs each process task for
+    real, then `Job.get` raises that error instead of returning the exit code."""
+    from dragon.workflows.batch import batch as dragon_batch  # heavy: imported by this test alone
+
+    real_get = dragon_batch.Job.get
+
+    def get_then_fail(self: Any, *args: Any, **kwargs: Any) -> Any:
+        real_get(self, *args, **kwargs)
+        raise RuntimeError("ProcessGroup manager is not in state State.DEAD")
+
+    monkeypatch.setattr(dragon_batch.Job, "get", get_then_fail)
+    said = ComputeTask(executable="/bin/sh", arguments=["-c", "echo said; echo warned >&2"])
+    exits_3 = ComputeTask(executable="/bin/sh", arguments=["-c", "echo before; exit 3"])
+    in_process = ComputeTask(function=fn.add, args=(2, 3), task_backend_specific_kwargs={"process_template": {}})
+    on_worker = ComputeTask(function=fn.add, args=(4, 4))  # Batch's own workers: not a Job, untouched
+    _run(tmp_path, lambda b: _submit_all(b, [said, exits_3, in_process, on_worker]))
+    assert (said.state, said.exit_code, said.stdout, said.stderr) == (TaskState.DONE, 0, "said\n", "warned\n"), said.exception
+    assert (exits_3.state, exits_3.exit_code, exits_3.stdout) == (TaskState.FAILED, 3, "before\n")
+    assert (in_process.state, in_process.return_value) == (TaskState.DONE, 5), in_process.exception
+    assert on_worker.return_value == 8
+
+
 def test_create_ddict_on_the_backend_runtime(tmp_path: Path) -> None:
     async def body(b: DragonBatchExecutionBackend) -> Any:
         d = await asyncio.to_thread(b.create_ddict, 1, 1, 4 << 20)

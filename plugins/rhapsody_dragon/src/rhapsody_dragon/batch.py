@@ -307,6 +307,11 @@ class BatchEngine(SamplesEachNode):
         if type(exc).__name__ == "TaskCancelledError":
             handle.canceled()
             return
+        codes = e.recorded_end()
+        if codes is not None:  # its processes ended and left their outcome; Batch failed it afterwards
+            self._log.warning("batch.failed_after_end", task=handle.uid, codes=codes, error=f"{type(exc).__name__}: {exc}")
+            e.finish(handle, codes)
+            return
         if e.wrapped is not None:  # Batch stopped the wrapper (timeout): its program's group is stopped here
             e.wrapped.stop(_NO_WAIT)
         # Batch ends a timed-out process task with an exit code (handled in finish) or, seen

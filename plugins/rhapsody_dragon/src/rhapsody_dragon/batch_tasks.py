@@ -102,6 +102,18 @@ class BatchEntry:
             kw["policy"] = options["policy"]
         return ProcessTemplate(functions.process_main, args=(payload, self.result_path(rank), mark), **kw)
 
+    def recorded_end(self) -> list[int] | None:
+        """The exit codes of a task whose ranks ran as processes, read from
+        the files they left when they ended (the wrapper's exit files, a
+        function's result files); None when some rank left none, or the task
+        ran on Batch's own workers. Lets a task whose processes ended be
+        reported as they ended when Batch fails it afterwards."""
+        if self.wrapped is not None:
+            return self.wrapped.recorded_codes()
+        if self.in_processes and all(os.path.exists(self.result_path(rank)) for rank in range(len(self.ranks))):
+            return [0] * len(self.ranks)  # process_main returned: its process exits 0
+        return None
+
     def finish(self, handle: TaskHandle, value: Any) -> None:
         """End the task from what Batch returned for it."""
         codes = value if isinstance(value, list) else [value]

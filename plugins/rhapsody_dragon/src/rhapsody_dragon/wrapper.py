@@ -14,8 +14,14 @@ So Dragon starts the wrapper, which
 - writes ``<pid> <host>`` to the rank's pid file: the group a cancel signals
   (V3 also reads it as the "started" mark);
 - waits for the program, then stops what it left running in its group
-  (SIGTERM, SIGKILL 0.2 s later), and exits with the program's exit code
-  (128 + n for a program killed by signal n, the shell's convention).
+  (SIGTERM, SIGKILL 0.2 s later), writes the program's exit code (128 + n
+  for a program killed by signal n, the shell's convention) to the rank's
+  exit file and exits with it.
+
+The exit file is the record of how a rank ended that does not depend on
+Dragon reporting it: Batch in dragonhpc 0.15 can fail a process task after
+its processes ended (closing the ProcessGroup raised "ProcessGroup manager is
+not in state State.DEAD" in CI), and V3 then reads the outcome from here.
 
 Costs two execs (``sh``, ``setsid``) per rank on top of the program's own.
 """
@@ -38,15 +44,15 @@ from rhapsody.engine.process import KILL_GRACE, signal_group
 SHELL = "/bin/sh"
 SETSID = shutil.which("setsid") or "/usr/bin/setsid"
 
-# $0: the pid file; $1, $2: the stdout and stderr files; then the program and its arguments.
-# The wrapper's own output (a shell's "Terminated" notice) goes nowhere.
+# $0: the pid file; $1, $2: the stdout and stderr files; $3: the exit file; then the program
+# and its arguments. The wrapper's own output (a shell's "Terminated" notice) goes nowhere.
 SCRIPT = (
-    "o=$1 e=$2; shift 2; exec </dev/null >/dev/null 2>&1; "
+    "o=$1 e=$2 x=$3; shift 3; exec </dev/null >/dev/null 2>&1; "
     f'{shlex.quote(SETSID)} "$@" >"$o" 2>"$e" & p=$!; '
     'read -r h </proc/sys/kernel/hostname; echo "$p $h" >"$0"; '
     "wait $p; r=$?; "
     "if kill -TERM -$p 2>/dev/null; then sleep 0.2; kill -KILL -$p 2>/dev/null; fi; "
-    "exit $r"
+    'echo $r >"$x"; exit $r'
 )
 
 #: seconds a stop waits for a just-started rank to write its pid file
@@ -80,7 +86,7 @@ class WrappedRanks:
     def command(self, rank: int) -> tuple[str, list[str]]:
         """What Dragon starts for ``rank``: target and arguments."""
         out, err = self._outputs(rank)
-        return SHELL, ["-c", SCRIPT, self._path(rank, "pid"), out, err, *self.spec.argv]
+        return SHELL, ["-c", SCRIPT, self._path(rank, "pid"), out, err, self._path(rank, "exit"), *self.spec.argv]
 
     def started(self) -> bool:
         """Whether rank 0's program has been started."""
@@ -128,6 +134,17 @@ class WrappedRanks:
             timer.start()
         return not pending
 
+    def recorded_codes(self) -> list[int] | None:
+        """Every rank's exit code as its wrapper wrote it; None while some rank
+        has not written one (still running, never started, or killed)."""
+        codes = []
+        for rank in range(self.spec.ranks):
+            text = _read(self._path(rank, "exit"))
+            if not text.endswith("\n") or not text.strip().isdigit():
+                return None
+            codes.append(int(text))
+        return codes
+
     def outcome(self, codes: list[int]) -> Outcome:
         """How the task ended, from its ranks' exit codes and output files."""
         spec = self.spec
@@ -146,7 +163,7 @@ class WrappedRanks:
 
     def cleanup(self) -> None:
         for rank in range(self.spec.ranks):
-            for suffix in ("pid", "out", "err"):
+            for suffix in ("pid", "out", "err", "exit"):
                 with contextlib.suppress(OSError):
                     os.unlink(self._path(rank, suffix))
 
