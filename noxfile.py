@@ -13,6 +13,7 @@ nox -s bench_inference   inference through RHAPSODY vs the openai client
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -186,8 +187,27 @@ COMPONENTS = {
 @nox.session(python="3.11")
 @nox.parametrize("component", list(COMPONENTS))
 def tests(session: nox.Session, component: str) -> None:
-    """Run one component's tests in a virtualenv holding only what it declares."""
-    COMPONENTS[component](session)
+    """Run one component's tests in a virtualenv holding only what it declares.
+    Fails if they left anything in the session's TMPDIR (nox points TMPDIR of
+    everything the session runs there, so CI's check of /tmp would not see it)."""
+    tmp = Path(session.create_tmp())
+    _empty(tmp)  # what an earlier run left is not this run's
+    try:
+        COMPONENTS[component](session)
+    finally:
+        shutil.rmtree(tmp / "pytest", ignore_errors=True)  # pytest's own temp dirs (--basetemp)
+    left = sorted(entry.name for entry in tmp.iterdir())
+    _empty(tmp)
+    if left:
+        session.error(f"the {component} tests left {', '.join(left)} in the session's TMPDIR ({tmp})")
+
+
+def _empty(folder: Path) -> None:
+    for entry in folder.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
 
 
 @nox.session(python="3.11")
