@@ -104,7 +104,7 @@ class BatchEntry:
 
     def recorded_end(self) -> list[int] | None:
         """The exit codes of a task whose ranks ran as processes, read from
-        the files they left when they ended (the wrapper's exit files, a
+        the files they left when they ended (the wrapper's pid files, a
         function's result files); None when some rank left none, or the task
         ran on Batch's own workers. Lets a task whose processes ended be
         reported as they ended when Batch fails it afterwards."""

@@ -11,17 +11,20 @@ So Dragon starts the wrapper, which
 
 - starts the program with ``setsid`` (a session, hence a process group, of its
   own: its pgid is its pid), stdin from /dev/null, output to files;
-- writes ``<pid> <host>`` to the rank's pid file: the group a cancel signals
-  (V3 also reads it as the "started" mark);
+- writes ``<pid> <host>`` as the first line of the rank's pid file: the group
+  a cancel signals (V3 also reads it as the "started" mark);
 - waits for the program, then stops what it left running in its group
   (SIGTERM, SIGKILL 0.2 s later), writes the program's exit code (128 + n
-  for a program killed by signal n, the shell's convention) to the rank's
-  exit file and exits with it.
+  for a program killed by signal n, the shell's convention) as the pid
+  file's second line and exits with it.
 
-The exit file is the record of how a rank ended that does not depend on
-Dragon reporting it: Batch in dragonhpc 0.15 can fail a process task after
-its processes ended (closing the ProcessGroup raised "ProcessGroup manager is
-not in state State.DEAD" in CI), and V3 then reads the outcome from here.
+That second line records how a rank ended without Dragon's word for it:
+Batch in dragonhpc 0.15 can fail a process task after its processes ended
+(closing the ProcessGroup raised "ProcessGroup manager is not in state
+State.DEAD" in CI), and V3 then reads the outcome from here. The wrapper
+writes both lines through one descriptor opened at its start, so a wrapper
+that outlives its task's cleanup (a cancel) writes into the removed file
+and creates none.
 
 Costs two execs (``sh``, ``setsid``) per rank on top of the program's own.
 """
@@ -44,15 +47,16 @@ from rhapsody.engine.process import KILL_GRACE, signal_group
 SHELL = "/bin/sh"
 SETSID = shutil.which("setsid") or "/usr/bin/setsid"
 
-# $0: the pid file; $1, $2: the stdout and stderr files; $3: the exit file; then the program
-# and its arguments. The wrapper's own output (a shell's "Terminated" notice) goes nowhere.
+# $0: the pid file (descriptor 3, which the program does not inherit); $1, $2: the stdout and
+# stderr files; then the program and its arguments. The wrapper's own output (a shell's
+# "Terminated" notice) goes nowhere.
 SCRIPT = (
-    "o=$1 e=$2 x=$3; shift 3; exec </dev/null >/dev/null 2>&1; "
-    f'{shlex.quote(SETSID)} "$@" >"$o" 2>"$e" & p=$!; '
-    'read -r h </proc/sys/kernel/hostname; echo "$p $h" >"$0"; '
+    'o=$1 e=$2; shift 2; exec </dev/null >/dev/null 2>&1 3>"$0"; '
+    f'{shlex.quote(SETSID)} "$@" >"$o" 2>"$e" 3>&- & p=$!; '
+    'read -r h </proc/sys/kernel/hostname; echo "$p $h" >&3; '
     "wait $p; r=$?; "
     "if kill -TERM -$p 2>/dev/null; then sleep 0.2; kill -KILL -$p 2>/dev/null; fi; "
-    'echo $r >"$x"; exit $r'
+    "echo $r >&3; exit $r"
 )
 
 #: seconds a stop waits for a just-started rank to write its pid file
@@ -86,29 +90,25 @@ class WrappedRanks:
     def command(self, rank: int) -> tuple[str, list[str]]:
         """What Dragon starts for ``rank``: target and arguments."""
         out, err = self._outputs(rank)
-        return SHELL, ["-c", SCRIPT, self._path(rank, "pid"), out, err, self._path(rank, "exit"), *self.spec.argv]
+        return SHELL, ["-c", SCRIPT, self._path(rank, "pid"), out, err, *self.spec.argv]
 
-    def started(self) -> bool:
-        """Whether rank 0's program has been started."""
-        return os.path.exists(self._path(0, "pid"))
+    def _lines(self, rank: int) -> list[list[str]]:
+        """The whole lines of ``rank``'s pid file, split into fields: ``[pid,
+        host]`` once its program started, then ``[exit code]`` once it ended."""
+        text = _read(self._path(rank, "pid"))
+        return [line.split() for line in text.split("\n")[:-1]]  # the last piece is not a whole line yet
 
     def where(self) -> str | None:
-        """``<host>/pid <pid>`` of rank 0's program; None until its pid file is written whole."""
-        try:
-            with open(self._path(0, "pid")) as fh:
-                text = fh.read()
-        except OSError:
-            return None
-        fields = text.split()
-        return f"{fields[1]}/pid {fields[0]}" if text.endswith("\n") and len(fields) == 2 else None
+        """``<host>/pid <pid>`` of rank 0's program; None until it started."""
+        lines = self._lines(0)
+        return f"{lines[0][1]}/pid {lines[0][0]}" if lines and len(lines[0]) == 2 else None
 
     def group(self, rank: int) -> int | None:
         """The process group of ``rank`` when it runs on this host and has started."""
-        try:
-            with open(self._path(rank, "pid")) as fh:
-                pid, host = fh.read().split()
-        except (OSError, ValueError):
+        lines = self._lines(rank)
+        if not lines or len(lines[0]) != 2 or not lines[0][0].isdigit():
             return None
+        pid, host = lines[0]
         return int(pid) if host == self._host else None
 
     def stop(self, ended: threading.Event, grace: float = KILL_GRACE) -> bool:
@@ -139,10 +139,10 @@ class WrappedRanks:
         has not written one (still running, never started, or killed)."""
         codes = []
         for rank in range(self.spec.ranks):
-            text = _read(self._path(rank, "exit"))
-            if not text.endswith("\n") or not text.strip().isdigit():
+            lines = self._lines(rank)
+            if len(lines) < 2 or len(lines[1]) != 1 or not lines[1][0].isdigit():
                 return None
-            codes.append(int(text))
+            codes.append(int(lines[1][0]))
         return codes
 
     def outcome(self, codes: list[int]) -> Outcome:
@@ -163,7 +163,7 @@ class WrappedRanks:
 
     def cleanup(self) -> None:
         for rank in range(self.spec.ranks):
-            for suffix in ("pid", "out", "err", "exit"):
+            for suffix in ("pid", "out", "err"):
                 with contextlib.suppress(OSError):
                     os.unlink(self._path(rank, suffix))
 
