@@ -17,6 +17,7 @@ import pytest
 from rhapsody import BackendError, ComputeTask, ResourceError, Session, TaskState, TaskValidationError
 from rhapsody.testing import LoopRunner
 from rhapsody.testing import tasks as fn
+from rhapsody.testing.waiting import sleeper, wait_for_file, wait_for_state, wait_until_gone
 from rhapsody_dragon import DragonBatchExecutionBackend, DragonExecutionBackend
 
 
@@ -181,6 +182,25 @@ def test_a_task_batch_fails_after_its_processes_ended_reports_how_they_ended(tmp
     assert (exits_3.state, exits_3.exit_code, exits_3.stdout) == (TaskState.FAILED, 3, "before\n")
     assert (in_process.state, in_process.return_value) == (TaskState.DONE, 5), in_process.exception
     assert on_worker.return_value == 8
+
+
+def test_a_cancelled_executable_leaves_nothing_in_the_work_dir(tmp_path: Path) -> None:
+    """The wrapper of a cancelled task may still be ending after the backend
+    cleaned up after it; what it writes then must not create files anew."""
+    pidfile = tmp_path / "victim.pid"
+    victim = sleeper(pidfile)
+
+    async def body(b: DragonBatchExecutionBackend) -> list[str]:
+        await b.submit_tasks([victim])
+        pid = int(await wait_for_file(pidfile, 120))
+        await wait_for_state(victim, TaskState.RUNNING, timeout=120)
+        assert await b.cancel_task(victim.uid), (victim.state, victim.exception)
+        await wait_until_gone(pid)
+        await asyncio.sleep(3)  # the wrapper's own end: 0.2 s after its program's, or when Batch stops it
+        return sorted(entry.name for entry in b.work_dir.iterdir() if entry.name.startswith(victim.uid))
+
+    assert _run(tmp_path, body) == []
+    assert victim.state is TaskState.CANCELED
 
 
 def test_create_ddict_on_the_backend_runtime(tmp_path: Path) -> None:
