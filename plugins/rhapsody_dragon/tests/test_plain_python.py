@@ -28,10 +28,11 @@ GRACE = 30  # seconds for a stopped runtime's processes to be gone
 MARK = "RHAPSODY_DRAGON_PLAIN_TEST"
 
 
-def _plain_env(mark: str) -> dict[str, str]:
+def _plain_env(mark: str, attach_dir: Path) -> dict[str, str]:
     """A plain python process: no attachment to a runtime, the venv's bin/ not
-    on PATH (Dragon's commands must still be found), and a mark every process
-    it starts inherits."""
+    on PATH (Dragon's commands must still be found), a mark every process it
+    starts inherits, and a folder of its own for its runtime's attach-info file
+    (Dragon's default, <tmp>/dragon_<uid>, is shared by every runtime of the user)."""
     venv_bin = os.path.dirname(sys.executable)
     keep = {"DRAGON_DEFAULT_SEG_SZ", "DRAGON_INF_SEG_SZ"}
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRAGON_") or k in keep}
@@ -39,6 +40,7 @@ def _plain_env(mark: str) -> dict[str, str]:
         p for p in env.get("PATH", "").split(os.pathsep) if p and os.path.realpath(p) != os.path.realpath(venv_bin)
     )
     env[MARK] = mark
+    env["DRAGON_ATTACH_DIR"] = str(attach_dir)
     return env
 
 
@@ -70,12 +72,14 @@ def _kill_marked(mark: str) -> None:
 
 def _run(tmp_path: Path, *args: str, program: Path = PROGRAM, code: int = 0) -> tuple[list[str], str, list[str], list[str]]:
     """Run ``program``; returns its stdout lines, its stderr, and what of it
-    is left (processes, /dev/shm entries) once GRACE has passed."""
+    is left (processes, /dev/shm entries) once GRACE has passed. Its runtime's
+    attach-info file must be gone by then too."""
     mark = uuid.uuid4().hex
+    attach_dir = tmp_path / "dragon-attach"
     proc = subprocess.Popen(
         [sys.executable, str(program), *args],
         cwd=tmp_path,
-        env=_plain_env(mark),
+        env=_plain_env(mark, attach_dir),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -96,11 +100,12 @@ def _run(tmp_path: Path, *args: str, program: Path = PROGRAM, code: int = 0) -> 
     while True:
         procs = _marked_processes(mark)
         shm = sorted(name for name in os.listdir("/dev/shm") if any(name.startswith(p) for p in prefixes))
-        if not (procs or shm) or time.monotonic() > deadline:
+        if not (procs or shm or attach_dir.exists()) or time.monotonic() > deadline:
             break
         time.sleep(0.5)
     _kill_marked(mark)  # never leave them to the next test, whatever the assertions say
     assert prefixes, f"the program saw no runtime segments mapped: {lines}"
+    assert not attach_dir.exists(), f"its runtime's attach-info folder was left: {sorted(attach_dir.iterdir())}"
     return lines, err, procs, shm
 
 

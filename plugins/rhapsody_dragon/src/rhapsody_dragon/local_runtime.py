@@ -5,8 +5,9 @@ the program's stdout, and stopped so that nothing of it outlives the program.
 Dragon's ``start_local_runtime`` runs ``dragon -s -a _runtime_head.py`` in a
 session of its own; its head waits for a stop event. Stopping sets that event
 and waits for the launcher; whatever of its process group is still there after
-that is killed here, and the shared-memory segments of a runtime that had to
-be killed are removed (a runtime that stops normally removes its own). If the
+that is killed here, and the shared-memory segments and attach-info file of a
+runtime that had to be killed are removed (a runtime that stops normally
+removes its own). If the
 program dies without stopping it, a guard process (`rhapsody_dragon.runtime_guard`)
 does the same.
 """
@@ -26,7 +27,7 @@ from typing import Any
 
 from rhapsody.errors import BackendError
 from rhapsody.log import get_logger
-from rhapsody_dragon.runtime_guard import STOPPED, end_runtime, group_members
+from rhapsody_dragon.runtime_guard import STOPPED, attach_record, end_runtime, group_members
 
 #: seconds starting and attaching to a local runtime may take
 START_TIMEOUT = 120.0
@@ -43,7 +44,8 @@ class OwnedRuntime:
 
     def __init__(self, handle: Any, launcher_pid: int, segment_prefix: str | None) -> None:
         self.handle, self.launcher_pid, self.segment_prefix = handle, launcher_pid, segment_prefix
-        self.guard = _start_guard(launcher_pid, segment_prefix)
+        self.attach = _attach_record()
+        self.guard = _start_guard(launcher_pid, segment_prefix, self.attach)
 
     @classmethod
     def start(cls, timeout: float) -> OwnedRuntime:
@@ -75,18 +77,25 @@ class OwnedRuntime:
             _log.warning("runtime.stop_failed", error=f"{type(exc).__name__}: {exc}")
         if group_members(self.launcher_pid):
             _log.warning("runtime.killed", launcher=self.launcher_pid, waited=round(time.monotonic() - t0, 1))
-            _end(self.launcher_pid, self.segment_prefix)
+            _end(self.launcher_pid, self.segment_prefix, self.attach)
         else:
             _log.info("runtime.stopped", seconds=round(time.monotonic() - t0, 2))
         _release_guard(self.guard)
 
 
-def _start_guard(launcher_pid: int, prefix: str | None) -> subprocess.Popen[bytes] | None:
+def _attach_record() -> tuple[str, str] | None:
+    """The attach-info file the runtime just wrote, as `runtime_guard.attach_record`."""
+    from dragon.infrastructure import facts  # noqa: PLC0415
+
+    return attach_record(os.path.join(facts.attach_runtime_dir(), facts.ATTACH_INFO_FILENAME))
+
+
+def _start_guard(launcher_pid: int, prefix: str | None, attach: tuple[str, str] | None) -> subprocess.Popen[bytes] | None:
     """The process that ends the runtime if this program dies without stopping
     it (see `rhapsody_dragon.runtime_guard`); None if it cannot start (logged)."""
     try:
         return subprocess.Popen(
-            [sys.executable, "-m", "rhapsody_dragon.runtime_guard", str(launcher_pid), prefix or ""],
+            [sys.executable, "-m", "rhapsody_dragon.runtime_guard", str(launcher_pid), prefix or "", *(attach or ())],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             start_new_session=True,  # outside the runtime's group and this program's terminal signals
@@ -163,10 +172,10 @@ def _mapped_segment_prefix() -> str | None:
     return match.group(1) if match else None
 
 
-def _end(launcher_pid: int, prefix: str | None) -> None:
+def _end(launcher_pid: int, prefix: str | None, attach: tuple[str, str] | None = None) -> None:
     """Kill the runtime's process group and remove its segments (those its
-    processes had mapped too: `runtime_guard.end_runtime`), then reap the
-    launcher, this program's child."""
-    end_runtime(launcher_pid, prefix or "")
+    processes had mapped too: `runtime_guard.end_runtime`) and its attach-info
+    file, then reap the launcher, this program's child."""
+    end_runtime(launcher_pid, prefix or "", attach)
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(launcher_pid, os.WNOHANG)

@@ -6,16 +6,18 @@ program is killed (SIGKILL, OOM), the runtime, its head, the engines' worker
 and sampler processes would live on, busy-waiting, with their /dev/shm
 segments. This guard, a small process in a session of its own, holds the
 read end of a pipe from the program: at EOF (the program's end, whatever
-killed it) it kills the runtime's process group and removes its segments,
-unless the program first wrote ``stopped`` (it stopped the runtime itself).
+killed it) it kills the runtime's process group and removes its segments and
+its attach-info file, unless the program first wrote ``stopped`` (it stopped
+the runtime itself).
 
-Run as ``python -m rhapsody_dragon.runtime_guard <launcher pid> <segment prefix>``;
-stdlib only.
+Run as ``python -m rhapsody_dragon.runtime_guard <launcher pid> <segment prefix>
+[<attach-info file> <its sha256>]``; stdlib only.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import signal
 import sys
@@ -55,10 +57,33 @@ def mapped_segments(pids: list[int]) -> set[Path]:
     return found
 
 
-def end_runtime(pgid: int, prefix: str) -> None:
+def attach_record(path: str) -> tuple[str, str] | None:
+    """``(path, sha256 of its content)`` of a runtime's attach-info file; None if there is none."""
+    try:
+        return path, hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def remove_attach_info(record: tuple[str, str]) -> None:
+    """Dragon's Local Services writes ``<tmp>/dragon_<uid>/attach_info.txt`` at
+    start and removes it (and the folder) when it shuts down, not when it is
+    killed. Remove the file if it still is the one `attach_record` saw (that
+    folder is per user, not per runtime: another runtime's is left alone),
+    then the folder once empty."""
+    path = record[0]
+    if attach_record(path) == record:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    with contextlib.suppress(OSError):
+        os.rmdir(os.path.dirname(path))  # only if empty
+
+
+def end_runtime(pgid: int, prefix: str, attach: tuple[str, str] | None = None) -> None:
     """SIGKILL the group, wait for it, and remove its segments: those named
     ``<prefix>*`` and those its processes had mapped (Dragon names some pools
-    otherwise, e.g. a Batch's dictionaries). Never the caller's own group."""
+    otherwise, e.g. a Batch's dictionaries); and its attach-info file, given
+    its `attach_record`. Never the caller's own group."""
     if pgid <= 1 or pgid == os.getpgid(0):
         return
     members = group_members(pgid)
@@ -74,14 +99,17 @@ def end_runtime(pgid: int, prefix: str) -> None:
     for path in segments:
         with contextlib.suppress(OSError):
             path.unlink()
+    if attach is not None:
+        remove_attach_info(attach)
 
 
 def main(argv: list[str]) -> None:
     pgid, prefix = int(argv[0]), argv[1]
+    attach = (argv[2], argv[3]) if len(argv) >= 4 else None
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C for the program is not for its guard
     said = sys.stdin.buffer.read()  # returns when the program's end of the pipe closes
     if said != STOPPED:
-        end_runtime(pgid, prefix)
+        end_runtime(pgid, prefix, attach)
 
 
 if __name__ == "__main__":
