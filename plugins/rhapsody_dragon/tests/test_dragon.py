@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import subprocess
 import sys
 import textwrap
@@ -97,6 +98,41 @@ def test_v2_worker_death_fails_only_its_task(tmp_path: Path) -> None:
     assert dying.state is TaskState.FAILED and isinstance(dying.exception, BackendError), dying.exception
     assert "died" in str(dying.exception)
     assert [t.return_value for t in after] == [1, 2, 3]
+
+
+#: rounds of the hand-over test: before the fix, 6,000 rounds left a task stuck in 3 runs out of 4
+HANDOVER_ROUNDS = 6000
+
+
+def test_v2_a_task_sent_as_the_worker_runs_dry_still_runs(tmp_path: Path) -> None:
+    """Rounds of a 1.5 ms task followed, around the moment it ends, by one more
+    task. The second arrives at the worker just as its own queue runs out; before
+    the fix about one round in 1,000-2,500 left it SUBMITTED for ever (the
+    worker's watcher took the message while the main thread went to wait for
+    the next one). test_pool_worker forces that interleaving every time."""
+    run = LoopRunner(900)
+    backend = DragonPoolExecutionBackend(name="v2-handover", num_workers=1)
+    rng = random.Random(20261202)
+    stuck: list[str] = []
+
+    async def go() -> None:
+        async with Session([backend], work_dir=tmp_path) as s:
+            for i in range(HANDOVER_ROUNDS):
+                first, second = ComputeTask(function=fn.sleep, args=(0.0015,)), ComputeTask(function=fn.noop)
+                await s.submit_tasks([first])
+                await asyncio.sleep(rng.uniform(0, 0.0018))
+                await s.submit_tasks([second])
+                try:
+                    await s.wait_tasks([first, second], timeout=30)
+                except TimeoutError:
+                    stuck.append(f"round {i}: first {first.state}, second {second.state}")
+                    return
+
+    try:
+        run(go())
+    finally:
+        run.close()
+    assert not stuck, stuck
 
 
 def _alive(pid: int) -> bool:

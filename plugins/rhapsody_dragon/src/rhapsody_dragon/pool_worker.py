@@ -9,10 +9,11 @@ Outcome)``, ``("cancel", uid, verdict)``.
 
 Who reads the inbox: the main thread, with a blocking ``get``, while it has
 nothing to run; a watcher thread, with non-blocking reads, while a task runs, so
-a cancel is answered at once. Not a reader thread blocked in ``get`` all the
-time: Dragon's blocking (and timed) ``get`` keeps the GIL while it spins before
-sleeping, which held the thread that was handed a message back by ~6 ms each
-time (measured: 5.9 ms vs 0.1 ms per round trip).
+a cancel is answered at once; never both at once (see `PoolWorker._read`). Not
+a reader thread blocked in ``get`` all the time: Dragon's blocking (and timed)
+``get`` keeps the GIL while it spins before sleeping, which held the thread that
+was handed a message back by ~6 ms each time (measured: 5.9 ms vs 0.1 ms per
+round trip).
 
 Verdicts, decided under the lock that starts and ends tasks: "skipped" (still
 queued here; it will not run), "running" (a function runs now: the client kills
@@ -94,6 +95,7 @@ class PoolWorker:
         self.current: tuple[Any, ...] | None = None  # the spec running now
         self.closing = False
         self.busy = threading.Event()  # a task runs: the watcher reads the inbox
+        self.reading = threading.Lock()  # held by the thread reading the inbox (see _read)
         self.where = f"{socket.gethostname()}/pid {os.getpid()}"  # every task of this worker runs here
 
     def serve(self) -> None:
@@ -167,15 +169,30 @@ class PoolWorker:
         return "gone"
 
     def _read(self, block: bool) -> bool:
-        """Take one message if there is one; False when the inbox is empty."""
-        try:
-            msg = self.inq.get() if block else self.inq.get(block=False)
-        except queue.Empty:
+        """Take one message if there is one; False when the inbox is empty or
+        the other thread is reading it.
+
+        One thread reads at a time, and the main thread blocks only after
+        checking, as the reader, that it has nothing to run: the watcher may have
+        taken the last "tasks" message while the main thread finished its queue,
+        and that work would then wait for a message the client never sends."""
+        if not self.reading.acquire(blocking=block):
             return False
-        except Exception:  # noqa: BLE001 - the queue is gone: stop
-            msg = None
-        self._handle(msg)
-        return True
+        try:
+            if block:
+                with self.lock:
+                    if self.local or self.closing:
+                        return True
+            try:
+                msg = self.inq.get() if block else self.inq.get(block=False)
+            except queue.Empty:
+                return False
+            except Exception:  # noqa: BLE001 - the queue is gone: stop
+                msg = None
+            self._handle(msg)
+            return True
+        finally:
+            self.reading.release()
 
     def _watch(self) -> None:
         while True:
