@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import Recorder, parse_args, rss_mb
+from benchmarks.common import Recorder, parse_args, rss_mb, wait_all
 from benchmarks.rhapsody_py import QUICK_SKIP, RhapsodyPy
 from rhapsody import ComputeTask, Session
 from rhapsody.execution.noop import NoopExecutionBackend
@@ -69,7 +69,7 @@ ONE_MB = "head -c 1048576 /dev/zero"
 
 async def run_session(session: Session, tasks: list[ComputeTask]) -> None:
     await session.submit_tasks(tasks)
-    await session.wait_tasks(tasks)
+    await wait_all(session, tasks)
     bad = [t for t in tasks if t.state.value != "DONE"]
     if bad:
         raise RuntimeError(f"{len(bad)} tasks did not end DONE: {bad[0].exception!r}")
@@ -169,7 +169,7 @@ async def main() -> None:
         await session.submit_tasks(tasks)
         t_submit = time.perf_counter() - t0
         rss_queued = rss_mb() - rss0
-        await session.wait_tasks(tasks)
+        await wait_all(session, tasks)
         t_done = time.perf_counter() - t0
         rec.record("burst", "rhapsody", n, t_done, submit_s=round(t_submit, 3), rss_growth_mb=round(max(rss_queued, rss_mb() - rss0), 1))
         del tasks

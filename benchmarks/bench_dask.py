@@ -27,7 +27,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from benchmarks.common import Recorder, parse_args, scratch_dir
+from benchmarks.common import Recorder, parse_args, scratch_dir, wait_all
 
 ENGINE = "dask"
 DEFAULT_N = {"noop": 10_000, "true": 1_000, "stdout_1mb": 100, "mixed": 1_000, "latency": 200}
@@ -91,7 +91,7 @@ async def main() -> None:
 
     async def run_session(tasks: list[ComputeTask]) -> None:
         await session.submit_tasks(tasks)
-        await session.wait_tasks(tasks)
+        await wait_all(session, tasks)
         bad = [t for t in tasks if t.state is not TaskState.DONE]
         if bad:
             raise RuntimeError(f"{len(bad)} of {len(tasks)} not DONE: {bad[0].state} {bad[0].exception!r}")

@@ -37,7 +37,7 @@ import subprocess
 import time
 from typing import Any
 
-from benchmarks.common import Elapsed, Recorder, parse_args, scratch_dir
+from benchmarks.common import Elapsed, Recorder, parse_args, scratch_dir, wait_all
 from rhapsody import ComputeTask, Session
 from rhapsody.testing import tasks as fn
 
@@ -221,7 +221,7 @@ def make_tasks(backend: str, n: int, kind: str) -> list[ComputeTask]:
 async def via_session(session: Session, backend: str, n: int, kind: str) -> None:
     tasks = make_tasks(backend, n, kind)
     await session.submit_tasks(tasks)
-    await session.wait_tasks(tasks)
+    await wait_all(session, tasks)
     bad = [t for t in tasks if t.state.value != "DONE"]
     if bad:
         raise RuntimeError(f"{len(bad)} tasks did not end DONE: {bad[0].exception!r}")
@@ -233,7 +233,7 @@ async def latency_session(session: Session, backend: str, n: int, kind: str) -> 
     for _ in range(n):
         (t,) = make_tasks(backend, 1, kind)
         await session.submit_tasks([t])
-        await session.wait_tasks([t])
+        await wait_all(session, [t])
         if t.state.value != "DONE":
             raise RuntimeError(f"latency probe task ended {t.state.value}: {t.exception!r}")
 

@@ -44,7 +44,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import Recorder, parse_args, scratch_dir
+from benchmarks.common import Recorder, parse_args, scratch_dir, wait_all
 from benchmarks.rhapsody_py import QUICK_SKIP, RhapsodyPy, ensure_python
 from rhapsody import ComputeTask, Session
 from rhapsody_radical import environment as envfix
@@ -204,7 +204,7 @@ async def main() -> None:
 
     async def rh_run(tasks: list[ComputeTask], read_stdout: bool = False) -> None:
         await session.submit_tasks(tasks)
-        await session.wait_tasks(tasks)
+        await wait_all(session, tasks)
         bad = [t for t in tasks if t.state.value != "DONE"]
         if bad:
             raise RuntimeError(f"{len(bad)} tasks did not end DONE: {bad[0].exception!r}")

@@ -10,6 +10,7 @@ records them with `Recorder`. Output: a table on stdout and JSON lines that
 from __future__ import annotations
 
 import argparse
+import collections
 import cProfile
 import io
 import json
@@ -82,6 +83,12 @@ def parse_args(description: str, default_n: dict[str, int], quick_n: dict[str, i
         action="store_true",
         help="after each workload's timed rounds, run its rhapsody variant once more under cProfile and print where the time went",
     )
+    parser.add_argument(
+        "--task-deadline",
+        type=float,
+        default=None,
+        help="seconds one batch of RHAPSODY tasks may take before the variant is reported failed with its tasks' states (default 1800; 300 with --quick)",
+    )
     for name, n in default_n.items():
         parser.add_argument(f"--n-{name.replace('_', '-')}", type=int, default=None, dest=f"n_{name}", help=f"N for {name} (default {n})")
     args = parser.parse_args()
@@ -93,7 +100,26 @@ def parse_args(description: str, default_n: dict[str, int], quick_n: dict[str, i
         if getattr(args, f"n_{name}") is None:
             setattr(args, f"n_{name}", (quick_n if args.quick else default_n)[name])
     args.selected = {w for w in args.workloads.split(",") if w}
+    global _task_deadline  # one setting for the whole benchmark run
+    _task_deadline = args.task_deadline or (300.0 if args.quick else 1800.0)
     return args
+
+
+_task_deadline = 1800.0
+
+
+async def wait_all(session: Any, tasks: list[Any]) -> None:
+    """``session.wait_tasks(tasks)`` with the run's ``--task-deadline``: a task
+    that never ends is a finding to report, not a reason for the benchmark to
+    hang. Raises naming how many tasks are in which state, and a few stuck ones."""
+    try:
+        await session.wait_tasks(tasks, timeout=_task_deadline)
+    except TimeoutError:
+        states = collections.Counter(str(t.state) for t in tasks)
+        stuck = [f"{t.uid} {t.state}" for t in tasks if not t.state.is_terminal][:3]
+        raise RuntimeError(
+            f"{sum(states.values())} tasks had not all ended after {_task_deadline:g} s: {dict(states)}; e.g. {stuck}"
+        ) from None
 
 
 #: a folder ``python -m benchmarks`` owns and removes once the engine's run is over, however it ended

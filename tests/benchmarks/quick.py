@@ -7,11 +7,16 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks import children
+from benchmarks.common import SCRATCH_VARIABLE
 from rhapsody.testing.waiting import left_in
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,7 +29,12 @@ def run_quick(
     (e.g. ``DRAGON_`` so a benchmark started from a launched test run brings up
     a runtime of its own). ``own_tmp``: the child gets a ``TMPDIR`` of its own,
     which must be empty when it ends (not for engines whose Unix sockets
-    would get too long a path there)."""
+    would get too long a path there).
+
+    Whatever happens (the benchmark ends, fails or overruns ``timeout``), every
+    process it started is stopped, and the shared memory and scratch folders
+    they left are removed (`benchmarks.children`, `benchmarks.common.scratch_dir`): a Dragon launcher puts itself in a session of its
+    own, so killing the child alone would leave it and its runtime running."""
     out = tmp_path / "bench.jsonl"
     cmd = [sys.executable, "-m", f"benchmarks.{module}", "--quick", "--json", str(out), *extra]
     env = {k: v for k, v in os.environ.items() if not (drop_env and k.startswith(drop_env))}
@@ -33,13 +43,47 @@ def run_quick(
     if own_tmp:
         temp.mkdir()
         env["TMPDIR"] = str(temp)
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout, start_new_session=True)
-    assert proc.returncode == 0, f"benchmark exited {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
-    assert "vs raw" in proc.stdout, proc.stdout[-2000:]
+    mark = f"quick-{os.getpid()}-{module}"
+    env[children.MARK_VARIABLE] = mark
+    scratch = tempfile.mkdtemp(prefix="bench-scratch-")  # short: engines put sockets below it
+    env[SCRATCH_VARIABLE] = scratch
+    shm_before = children.shm_entries()
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+        stray = _still_running(mark)
+    except subprocess.TimeoutExpired:
+        children.stop(proc, mark, shm_before)
+        stdout, stderr = proc.communicate()
+        raise AssertionError(
+            f"benchmarks.{module} had not ended after {timeout:g} s (stopped)\nstdout:\n{stdout[-3000:]}\nstderr:\n{stderr[-3000:]}"
+        ) from None
+    finally:
+        children.stop(proc, mark, shm_before)
+        shutil.rmtree(scratch, ignore_errors=True)
+    assert not stray, f"benchmarks.{module} ended but left processes running (now stopped): {stray}"
+    assert proc.returncode == 0, f"benchmark exited {proc.returncode}\nstdout:\n{stdout[-3000:]}\nstderr:\n{stderr[-3000:]}"
+    assert "vs raw" in stdout, stdout[-2000:]
     if own_tmp:
         left = left_in(temp)
         assert not left, f"benchmarks.{module} left these in its temp folder: {left}"
     return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+def _still_running(mark: str, grace: float = 10.0) -> list[str]:
+    """Command lines of the processes started under ``mark`` that are still
+    running ``grace`` seconds after the benchmark ended."""
+    deadline = time.monotonic() + grace
+    while (pids := children.marked(mark)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return [_cmdline(pid) for pid in pids]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return f"{pid}: " + Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:200]
+    except OSError:
+        return f"{pid}: (ended)"
 
 
 def check_rows(rows: list[dict[str, Any]], workloads: set[str], variants: set[str] = frozenset({"raw", "rhapsody"})) -> None:
