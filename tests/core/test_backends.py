@@ -586,3 +586,27 @@ def test_a_state_observer_that_raises_does_not_stop_the_task_and_can_be_removed(
 
     run(go())
     assert seen == ["SUBMITTED", "RUNNING", "DONE"]
+
+
+def test_an_end_listener_that_raises_does_not_keep_the_task_waiting() -> None:
+    backend, engine = manual_backend("listened")
+    heard: list[str] = []
+
+    def listener(task: Any) -> None:
+        heard.append(task.uid)
+        raise RuntimeError("a broken listener")
+
+    backend.add_end_listener(listener)
+    first, second = ComputeTask(function=fn.noop), ComputeTask(function=fn.noop)
+
+    async def go() -> None:
+        async with backend:
+            await backend.submit_tasks([first, second])
+            engine.handles[first.uid].done(1)
+            engine.handles[second.uid].done(2)
+            done = await asyncio.wait_for(asyncio.gather(first, second), 30)  # type: ignore[arg-type]
+            assert [t.return_value for t in done] == [1, 2]
+
+    run(go())
+    assert heard == [first.uid, second.uid]
+    assert (first.state, second.state) == (TaskState.DONE, TaskState.DONE)

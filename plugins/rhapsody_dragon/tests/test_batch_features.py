@@ -19,6 +19,7 @@ from rhapsody.testing import LoopRunner
 from rhapsody.testing import tasks as fn
 from rhapsody.testing.waiting import sleeper, wait_for_file, wait_for_state, wait_until_gone
 from rhapsody_dragon import DragonBatchExecutionBackend, DragonExecutionBackend
+from rhapsody_dragon.batch_tasks import BatchEntry
 
 
 def test_upstream_shape_positional_and_keyword() -> None:
@@ -182,6 +183,51 @@ def test_a_task_batch_fails_after_its_processes_ended_reports_how_they_ended(tmp
     assert (exits_3.state, exits_3.exit_code, exits_3.stdout) == (TaskState.FAILED, 3, "before\n")
     assert (in_process.state, in_process.return_value) == (TaskState.DONE, 5), in_process.exception
     assert on_worker.return_value == 8
+
+
+def test_a_failed_flush_only_delays_the_tasks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batch's private flush (which only hurries the hand-over of created tasks)
+    raising stands in for it timing out on a loaded node. Before, the error ended
+    the thread that creates tasks, and every task submitted after it waited for ever."""
+    from dragon.workflows.batch import batch as dragon_batch  # heavy: imported by this test alone
+
+    def flush_fails(self: Any, *args: Any, **kwargs: Any) -> None:
+        raise TimeoutError("stand-in: the flush took longer than its 60 s")
+
+    monkeypatch.setattr(dragon_batch.Batch, "_flush_client_request_worker", flush_fails)
+    first, later = ComputeTask(function=fn.add, args=(1, 1)), ComputeTask(function=fn.add, args=(2, 2))
+
+    async def body(b: DragonBatchExecutionBackend) -> list[Any]:
+        await _submit_all(b, [first])
+        await _submit_all(b, [later])
+        return [first.return_value, later.return_value]
+
+    assert _run(tmp_path, body, disable_batch_submission=True) == [2, 4], (first.exception, later.exception)
+
+
+def test_an_outcome_that_cannot_be_read_fails_that_task_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reading how a task ended raising (an OSError here stands in for, e.g., its
+    output file vanishing under it) fails that task with a BackendError saying
+    so; the thread that hears from Batch goes on, and the next task ends as usual."""
+    real_finish = BatchEntry.finish
+    victim = ComputeTask(function=fn.add, args=(1, 1))
+
+    def finish(self: BatchEntry, handle: Any, value: Any) -> None:
+        if handle.uid == victim.uid:
+            raise OSError("stand-in: its output vanished")
+        real_finish(self, handle, value)
+
+    monkeypatch.setattr(BatchEntry, "finish", finish)
+    after = ComputeTask(function=fn.add, args=(3, 3))
+
+    async def body(b: DragonBatchExecutionBackend) -> None:
+        await _submit_all(b, [victim])
+        await _submit_all(b, [after])
+
+    _run(tmp_path, body)
+    assert victim.state is TaskState.FAILED and isinstance(victim.exception, BackendError), victim.exception
+    assert "reading how it ended failed: OSError: stand-in: its output vanished" in str(victim.exception)
+    assert (after.state, after.return_value) == (TaskState.DONE, 6), after.exception
 
 
 def test_a_cancelled_executable_leaves_nothing_in_the_work_dir(tmp_path: Path) -> None:

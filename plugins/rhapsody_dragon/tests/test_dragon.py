@@ -12,6 +12,7 @@ import textwrap
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -98,6 +99,40 @@ def test_v2_worker_death_fails_only_its_task(tmp_path: Path) -> None:
     assert dying.state is TaskState.FAILED and isinstance(dying.exception, BackendError), dying.exception
     assert "died" in str(dying.exception)
     assert [t.return_value for t in after] == [1, 2, 3]
+
+
+def test_v2_tasks_fail_once_results_can_no_longer_be_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client's result queue failing under the backend (made to raise here:
+    it stands in for, e.g., its channel destroyed, which cannot be caused without
+    taking down the runtime this whole test run shares). The task in flight and
+    every task submitted later fail with a BackendError naming the backend and the
+    error, instead of waiting for ever."""
+    run = LoopRunner(180)
+    backend = DragonPoolExecutionBackend(name="v2-reader", num_workers=1)
+    warm = ComputeTask(function=fn.add, args=(1, 1))
+    in_flight, later = ComputeTask(function=fn.sleep, args=(0.5,)), ComputeTask(function=fn.noop)
+
+    def unreadable(*args: Any, **kwargs: Any) -> Any:
+        raise ConnectionError("stand-in: the result channel is gone")
+
+    async def go() -> None:
+        async with Session([backend], work_dir=tmp_path) as s:
+            await s.submit_tasks([warm])
+            await s.wait_tasks([warm], timeout=60)
+            monkeypatch.setattr(backend.engine._outq, "get", unreadable)
+            await s.submit_tasks([in_flight])
+            await s.wait_tasks([in_flight], timeout=60)
+            await s.submit_tasks([later])
+            await s.wait_tasks([later], timeout=60)
+
+    try:
+        run(go())
+    finally:
+        run.close()
+    assert warm.return_value == 2
+    for task in (in_flight, later):
+        assert task.state is TaskState.FAILED and isinstance(task.exception, BackendError), task.exception
+        assert "'v2-reader': its result reader stopped: ConnectionError: stand-in: the result channel is gone" in str(task.exception)
 
 
 #: rounds of the hand-over test: before the fix, 6,000 rounds left a task stuck in 3 runs out of 4

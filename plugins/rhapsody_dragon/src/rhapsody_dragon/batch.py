@@ -15,6 +15,7 @@ from ``Batch.poll()``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 import time
@@ -210,9 +211,23 @@ class BatchEngine(SamplesEachNode):
                     marks.append(more)
                     continue
                 entries.extend(more)
-            self._create(entries, False)
+            try:
+                self._create(entries, False)
+            except Exception as exc:  # noqa: BLE001 - this thread must outlive any one batch
+                self._refuse_unhanded(entries, exc)
             for mark in marks:
                 mark.set()
+
+    def _refuse_unhanded(self, entries: list[BatchEntry], exc: Exception) -> None:
+        """Fail the ``entries`` that creating them did not hand to Batch (the
+        others end through Batch as usual)."""
+        self._log.error("batch.create_failed", error=f"{type(exc).__name__}: {exc}")
+        for e in entries:
+            with self._lock:
+                if e.dtask is not None or self._entries.pop(e.handle.uid, None) is None:
+                    continue
+            env = e.handle.launch.env if e.handle.launch else None
+            e.handle.failed(engine_error(f"Dragon Batch did not take task {e.handle.uid}", exc, env))
 
     def fence(self, name: str, timeout: float) -> None:
         """Every task submitted so far created in Batch, then ``Batch.fence``,
@@ -259,8 +274,12 @@ class BatchEngine(SamplesEachNode):
 
     def _flush(self) -> None:
         flush = getattr(self.batch, "_flush_client_request_worker", None)
-        if flush is not None:  # private in 0.15; without it Batch still dispatches within ~5 ms
+        if flush is None:  # private in 0.15; without it Batch still dispatches within ~5 ms
+            return
+        try:
             flush(timeout=60)
+        except Exception as exc:  # noqa: BLE001 - a speed-up only: the tasks are created and go out anyway
+            self._log.warning("batch.flush_failed", error=f"{type(exc).__name__}: {exc}")
 
     # ------------------------------------------------------------------ events
     def _monitor_loop(self) -> None:
@@ -280,7 +299,13 @@ class BatchEngine(SamplesEachNode):
                 if e is not None and self._entries.pop(e.handle.uid, None) is None:
                     e = None  # cancelled meanwhile
             if e is not None:
-                self._finish(e)
+                try:
+                    self._finish(e)
+                except Exception as exc:  # noqa: BLE001 - this thread must outlive any one task
+                    self._log.error("batch.finish_failed", task=e.handle.uid, error=f"{type(exc).__name__}: {exc}")
+                    e.handle.failed(BackendError(f"task {e.handle.uid}: reading how it ended failed: {type(exc).__name__}: {exc}"))
+                    with contextlib.suppress(Exception):
+                        self._cleanup(e)
 
     def _check_started(self) -> None:
         with self._lock:

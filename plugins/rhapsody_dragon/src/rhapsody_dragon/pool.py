@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from rhapsody.engine import EngineContext, TaskHandle, core_count
+from rhapsody.errors import BackendError
 from rhapsody.execution.backend import Backend
 from rhapsody.resources import Capacity
 from rhapsody_dragon import functions, pool_worker
@@ -79,6 +80,8 @@ class PoolEngine(SamplesEachNode):
         self._verdict_cv = threading.Condition(self._lock)
         self._lease = RuntimeLease(self._halt_threads)
         self._gpus: tuple[int, int] | None = None  # all GPUs, most on one node (known once started)
+        self._broken: str | None = None  # why no result can come back any more (see _break)
+        self._name = ""
 
     def capacity(self) -> Capacity:
         # one process per task, on one node
@@ -87,7 +90,7 @@ class PoolEngine(SamplesEachNode):
 
     # ------------------------------------------------------------------ engine
     async def start(self, context: EngineContext) -> None:
-        self._log = context.log
+        self._log, self._name = context.log, context.name
         await self._lease.acquire()
         label = f"{self.engine_name} backend {context.name!r}"
         self._gpus = await bounded(node_gpus, 60, label, "start step GPU count")
@@ -156,6 +159,10 @@ class PoolEngine(SamplesEachNode):
     async def submit(self, handles: Sequence[TaskHandle]) -> None:
         specs: list[tuple[Any, ...]] = []
         accepted = []
+        if self._broken is not None:
+            for handle in handles:
+                handle.failed(self._broken_error(handle))
+            return
         for handle in handles:
             if handle.launch is not None:
                 specs.append(("x", handle.uid, handle.launch))
@@ -204,6 +211,14 @@ class PoolEngine(SamplesEachNode):
 
     # ------------------------------------------------------------------ events
     def _monitor_loop(self) -> None:
+        try:
+            self._read_results()
+        except Exception as exc:  # noqa: BLE001 - whatever stopped it, no task may wait for ever
+            if not self._halt.is_set():
+                self._log.error("monitor.failed", error=f"{type(exc).__name__}: {exc}")
+                self._break(f"its result reader stopped: {type(exc).__name__}: {exc}")
+
+    def _read_results(self) -> None:
         # Non-blocking reads with short sleeps between them, not a blocking get:
         # Dragon's blocking and timed gets spin while they wait, holding the GIL
         # (which stalled the event loop thread ~6 ms after each message) and, for
@@ -224,16 +239,29 @@ class PoolEngine(SamplesEachNode):
                 else:
                     delay = min(delay * 2, POLL_BUSY)
                 continue
-            except Exception as exc:  # noqa: BLE001 - the runtime went away
-                if not self._halt.is_set():
-                    self._log.error("monitor.failed", error=type(exc).__name__)
-                return
             delay = POLL_FIRST
             _, events = item
             with self._lock:
                 for event in events:
                     self._on_event(event)
                 self._dispatch()
+
+    def _break(self, reason: str) -> None:
+        """Nothing more can be heard from the workers: every task in flight
+        fails with ``reason``, and so does every task submitted from now on."""
+        with self._lock:
+            self._broken = reason
+            handles = list(self._handles.values())
+            self._handles.clear()
+            self._where.clear()
+            self._pending.clear()
+            for w in self._workers:
+                w.assigned.clear()
+        for handle in handles:
+            handle.failed(self._broken_error(handle))
+
+    def _broken_error(self, handle: TaskHandle) -> BackendError:
+        return BackendError(f"task {handle.uid}: {self.engine_name} backend {self._name!r}: {self._broken}")
 
     def _on_event(self, event: tuple[Any, ...]) -> None:
         uid = event[1]

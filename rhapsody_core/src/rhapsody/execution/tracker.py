@@ -158,7 +158,12 @@ class TaskTracker:
         inbox = self._inbox
         while inbox:
             report = inbox.popleft()
-            report[0](*report[1:])
+            try:
+                report[0](*report[1:])
+            except Exception as exc:  # noqa: BLE001 - a bug in one report must not strand the ones after it
+                self.log.error(
+                    "report.failed", report=getattr(report[0], "__name__", repr(report[0])), error=f"{type(exc).__name__}: {exc}"
+                )
         if not self._ticking and self._loop is not None:
             self._ticking = True
             self._tick_timer = self._loop.call_later(TICK, self._tick)
@@ -306,7 +311,10 @@ class TaskTracker:
             if timer is not None:
                 timer.cancel()
         for record in self.on_end:
-            record(task)
+            try:
+                record(task)
+            except Exception as exc:  # noqa: BLE001 - a listener must never keep a task's awaiters waiting
+                self.log.error("end_listener.failed", task=task.uid, error=f"{type(exc).__name__}: {exc}")
 
     def _settle(self, task: BaseTask, new: TaskState, fields: dict[str, Any]) -> TaskState:
         """While a cancel is under way, a failure is the kill we asked for, not
