@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import queue
 import threading
 from collections.abc import Sequence
@@ -104,15 +105,14 @@ class PoolEngine(SamplesEachNode):
         from dragon.native.queue import Queue  # noqa: PLC0415
 
         self._outq = Queue(maxsize=256)
-        for _ in range(self.num_workers):
-            self._workers.append(self._spawn_worker())
+        for wid in range(self.num_workers):
+            self._workers.append(self._spawn_worker(wid))
+        self._next_wid = self.num_workers
 
-    def _spawn_worker(self) -> _Worker:
+    def _spawn_worker(self, wid: int) -> _Worker:
         from dragon.native.process import Process  # noqa: PLC0415
         from dragon.native.queue import Queue  # noqa: PLC0415
 
-        wid = self._next_wid
-        self._next_wid += 1
         inq = Queue(maxsize=128)
         proc = Process(target=pool_worker.serve, args=(inq, self._outq, wid))
         proc.start()
@@ -310,15 +310,15 @@ class PoolEngine(SamplesEachNode):
             else:
                 why = f"died (exit code {code})"
             with self._lock:
-                if w.dead:  # a cancel killed and replaced it meanwhile
+                if w.dead:  # a cancel took it out of service meanwhile
                     continue
                 head = next(iter(w.assigned), None)
                 if head is not None and head in self._handles:
                     handle = self._handles[head]
                     self._forget(head, w)
                     handle.lost(f"Dragon worker {w.wid} {why} while running it")
-                self._replace(self._workers.index(w), w)
-                self._dispatch()
+                self._retire(w)
+            self._renew(w)
 
     def _exit_code(self, w: _Worker) -> object:
         """``w``'s exit code; `_RUNS` while it runs; `_UNREACHABLE` after
@@ -335,27 +335,71 @@ class PoolEngine(SamplesEachNode):
         w.failed_queries = 0
         return _RUNS if code is None else code
 
-    def _replace(self, i: int, w: _Worker) -> None:
-        """Put ``w``'s unfinished tasks back in front and start a new worker (lock held)."""
+    def _retire(self, w: _Worker) -> None:
+        """Take ``w`` out of service (lock held): nothing more is dealt to it, and
+        a cancel waiting for its verdict stops waiting. `_renew` does the rest."""
         w.dead = True
         self._verdict_cv.notify_all()
-        back = [spec for uid, spec in w.assigned.items() if uid in self._handles]
-        for spec in back:
-            self._where.pop(spec[1], None)
-        w.assigned.clear()
-        self._pending.extendleft(reversed(back))
+
+    def _renew(self, w: _Worker) -> None:
+        """Stop retired worker ``w``, put its unfinished tasks back in front and
+        start a worker in its place. Called without the lock: the kill, the join
+        and the start are Global Services round trips (0.4 s together on a quiet
+        node, up to the join's 10 s on a loaded one), and meanwhile the other
+        workers' results and every submit (on the event loop) need the lock.
+        Its tasks go back only once it is gone, so none can run twice."""
+        _kill_quietly(w)
+        try:
+            w.proc.join(timeout=10)
+        except Exception as exc:  # noqa: BLE001 - gone already, or the runtime cannot be reached
+            self._log.warning("worker.kill_failed", worker=w.wid, error=type(exc).__name__)
+        with self._lock:
+            back = [spec for uid, spec in w.assigned.items() if uid in self._handles]
+            for spec in back:
+                self._where.pop(spec[1], None)
+            w.assigned.clear()
+            self._pending.extendleft(reversed(back))
+            wid, self._next_wid = self._next_wid, self._next_wid + 1
+            self._dispatch()  # to the workers still in service
         try:
             w.inq.destroy()
         except Exception:  # noqa: BLE001 - gone with its worker
             pass
-        if not self._halt.is_set():
-            self._workers[i] = self._spawn_worker()
+        if self._halt.is_set():
+            return
+        try:
+            fresh = self._spawn_worker(wid)
+        except Exception as exc:  # noqa: BLE001 - e.g. the runtime is going away
+            self._log.error("worker.start_failed", worker=wid, error=f"{type(exc).__name__}: {exc}")
+            with self._lock:
+                stranded = not any(not x.dead for x in self._workers)
+            if stranded:  # no worker left to run anything: nothing may wait for one
+                self._break(f"worker {w.wid} could not be replaced: {type(exc).__name__}: {exc}")
+            return
+        with self._lock:
+            if not self._halt.is_set() and w in self._workers:
+                self._workers[self._workers.index(w)] = fresh
+                self._dispatch()
+                return
+        _kill_quietly(fresh)  # the backend stopped meanwhile
+        with contextlib.suppress(Exception):
+            fresh.proc.join(timeout=5)
+            fresh.inq.destroy()
 
     # ------------------------------------------------------------------ cancel
     async def cancel(self, handle: TaskHandle) -> bool:
         return await asyncio.to_thread(self._cancel_sync, handle.uid)
 
     def _cancel_sync(self, uid: str) -> bool:
+        doomed = self._cancel_at_worker(uid)
+        if isinstance(doomed, _Worker):
+            self._renew(doomed)
+            return True
+        return doomed
+
+    def _cancel_at_worker(self, uid: str) -> _Worker | bool:
+        """Cancel ``uid``: True / False as `cancel` answers, or the worker to
+        renew (its task was stopped by taking that worker out of service)."""
         for _ in range(3):  # a worker replaced meanwhile moves the task: ask again
             with self._lock:
                 if uid not in self._handles:
@@ -368,8 +412,7 @@ class PoolEngine(SamplesEachNode):
                 if verdict in ("skipped", "killed"):
                     return True  # the monitor already dropped it from the books
                 if verdict == "running":  # a function runs there: stop that worker, start a fresh one
-                    self._kill_worker(w)
-                    return True
+                    return self._retired(w)
                 if uid not in self._handles:  # it ended meanwhile ("gone"): its result was delivered
                     return False
                 if verdict == "gone":  # the worker never had it: nothing will come back
@@ -378,11 +421,18 @@ class PoolEngine(SamplesEachNode):
                 if w.dead or self._where.get(uid) is not w:
                     continue
                 self._forget(uid, w)  # no answer in time: the worker is stuck
-                self._kill_worker(w)
-                return True
+                return self._retired(w)
         with self._lock:
             self._forget(uid, self._where.get(uid))
         return True
+
+    def _retired(self, w: _Worker) -> _Worker | bool:
+        """`_retire` ``w`` for a cancel (lock held): the worker to renew, or True
+        if another path took it out of service first (and renews it)."""
+        if w.dead:
+            return True
+        self._retire(w)
+        return w
 
     def _ask_worker(self, w: _Worker, uid: str) -> str | None:
         """Send a cancel to ``w`` and wait (lock held, released while waiting) for its verdict."""
@@ -393,18 +443,6 @@ class PoolEngine(SamplesEachNode):
             pass
         self._verdict_cv.wait_for(lambda: uid in self._verdicts or uid not in self._handles or w.dead, timeout=10)
         return self._verdicts.pop(uid, None)
-
-    def _kill_worker(self, w: _Worker) -> None:
-        """Kill a worker whose current task was cancelled and start a fresh one (lock held)."""
-        if w.dead:
-            return
-        try:
-            w.proc.kill()
-            w.proc.join(timeout=10)
-        except Exception as exc:  # noqa: BLE001
-            self._log.warning("worker.kill_failed", worker=w.wid, error=type(exc).__name__)
-        self._replace(self._workers.index(w), w)
-        self._dispatch()
 
     def _forget(self, uid: str, w: _Worker | None) -> None:
         """Drop a task from the books (lock held); pending specs of unknown uids
