@@ -20,6 +20,7 @@ from rhapsody import BackendError, ComputeTask, Session, TaskState, get_backend
 from rhapsody.engine import core_count
 from rhapsody.testing import LoopRunner
 from rhapsody.testing import tasks as fn
+from rhapsody.testing.waiting import sleeper, wait_for_file, wait_for_state
 from rhapsody_dragon import (
     DragonBatchExecutionBackend,
     DragonExecutionBackendV1,
@@ -133,6 +134,64 @@ def test_v2_tasks_fail_once_results_can_no_longer_be_read(tmp_path: Path, monkey
     for task in (in_flight, later):
         assert task.state is TaskState.FAILED and isinstance(task.exception, BackendError), task.exception
         assert "'v2-reader': its result reader stopped: ConnectionError: stand-in: the result channel is gone" in str(task.exception)
+
+
+def test_v2_results_and_submits_go_on_while_a_cancelled_worker_is_replaced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cancelling a running function replaces its worker: kill, join, start a
+    new one. Dragon's join is made to take 2 s longer here (it stands in for a
+    loaded node, where it took up to its 10 s). A task submitted to the other
+    worker meanwhile must end before that join does: before, the engine's lock
+    was held through it, and results, submits and the event loop waited. And two
+    long tasks submitted meanwhile must both start: the other worker takes only
+    one, the replacement the second (dealt both, it would run them in turn)."""
+    from dragon.native.process import Process  # the class V2's workers are
+
+    real_join = Process.join
+    joins_ended: list[float] = []
+
+    def slow_join(self: Any, timeout: float | None = None) -> Any:
+        time.sleep(2)
+        try:
+            return real_join(self, timeout)
+        finally:
+            joins_ended.append(time.monotonic())
+
+    run = LoopRunner(240)
+    backend = DragonPoolExecutionBackend(name="v2-renew", num_workers=2)
+    victim, meanwhile = ComputeTask(function=fn.sleep, args=(60,)), ComputeTask(function=fn.add, args=(2, 3))
+    after = [ComputeTask(function=fn.add, args=(i, 1)) for i in range(4)]
+    stamps: dict[str, float] = {}
+
+    async def go() -> list[bool]:
+        async with Session([backend], work_dir=tmp_path) as s:
+            await s.submit_tasks([victim])
+            await wait_for_state(victim, TaskState.RUNNING, timeout=60)
+            monkeypatch.setattr(Process, "join", slow_join)
+            cancel = asyncio.ensure_future(s.cancel_tasks([victim]))
+            await asyncio.sleep(0.5)  # the cancel is in the join by now
+            await s.submit_tasks([meanwhile])
+            await s.wait_tasks([meanwhile], timeout=60)
+            stamps["meanwhile ended"] = time.monotonic()
+            blockers = [sleeper(tmp_path / f"blocker{k}.pid") for k in range(2)]
+            await s.submit_tasks(blockers)
+            cancelled = await cancel
+            for k, blocker in enumerate(blockers):
+                await wait_for_file(tmp_path / f"blocker{k}.pid", 60)
+                await wait_for_state(blocker, TaskState.RUNNING, timeout=60)
+            assert await s.cancel_tasks(blockers) == [True, True]
+            monkeypatch.undo()
+            await s.submit_tasks(after)  # the replacement takes work
+            await s.wait_tasks(after, timeout=60)
+            return cancelled
+
+    try:
+        assert run(go()) == [True]
+    finally:
+        run.close()
+    assert victim.state is TaskState.CANCELED
+    assert meanwhile.return_value == 5
+    assert joins_ended and stamps["meanwhile ended"] < joins_ended[0], "the other worker's result waited for the join"
+    assert [t.return_value for t in after] == [1, 2, 3, 4]
 
 
 #: rounds of the hand-over test: before the fix, 6,000 rounds left a task stuck in 3 runs out of 4

@@ -77,6 +77,7 @@ class PoolEngine(SamplesEachNode):
         self._halt = threading.Event()
         self._kick = threading.Event()  # wakes the monitor's idle back-off
         self._next_wid = 0
+        self._renewing = 0  # workers being replaced (see _renew); guarded by the lock
         self._verdicts: dict[str, str] = {}
         self._verdict_cv = threading.Condition(self._lock)
         self._lease = RuntimeLease(self._halt_threads)
@@ -186,9 +187,13 @@ class PoolEngine(SamplesEachNode):
         the first on one worker while the third ran on another); each worker
         gets its share of a round in one message of at most ``chunk`` tasks."""
         live = sorted((w for w in self._workers if not w.dead), key=lambda w: len(w.assigned))
+        # While a worker is being replaced, the others get only what they can start
+        # now: a share dealt to them would wait behind their current task even once
+        # the replacement is idle (tasks are not taken back from a worker).
+        window = 1 if self._renewing else self._window
         while self._pending:
             hands: dict[int, list[tuple[Any, ...]]] = {w.wid: [] for w in live}
-            open_ = [w for w in live if len(w.assigned) < self._window]
+            open_ = [w for w in live if len(w.assigned) < window]
             while self._pending and open_:
                 for w in list(open_):
                     if not self._pending:
@@ -199,7 +204,7 @@ class PoolEngine(SamplesEachNode):
                     hands[w.wid].append(spec)
                     w.assigned[spec[1]] = spec
                     self._where[spec[1]] = w
-                    if len(w.assigned) >= self._window or len(hands[w.wid]) >= self._chunk:
+                    if len(w.assigned) >= window or len(hands[w.wid]) >= self._chunk:
                         open_.remove(w)
             dealt = False
             for w in live:
@@ -339,6 +344,7 @@ class PoolEngine(SamplesEachNode):
         """Take ``w`` out of service (lock held): nothing more is dealt to it, and
         a cancel waiting for its verdict stops waiting. `_renew` does the rest."""
         w.dead = True
+        self._renewing += 1
         self._verdict_cv.notify_all()
 
     def _renew(self, w: _Worker) -> None:
@@ -348,6 +354,30 @@ class PoolEngine(SamplesEachNode):
         node, up to the join's 10 s on a loaded one), and meanwhile the other
         workers' results and every submit (on the event loop) need the lock.
         Its tasks go back only once it is gone, so none can run twice."""
+        try:
+            fresh, problem = self._replacement(w)
+        except Exception as exc:  # noqa: BLE001 - the bookkeeping below must happen whatever went wrong
+            fresh, problem = None, f"{type(exc).__name__}: {exc}"
+        with self._lock:
+            self._renewing -= 1
+            if fresh is not None and not self._halt.is_set() and w in self._workers:
+                self._workers[self._workers.index(w)] = fresh
+                fresh = None
+            elif problem is not None and w in self._workers:
+                self._workers.remove(w)  # one worker fewer from now on
+            self._dispatch()
+            stranded = problem is not None and not any(not x.dead for x in self._workers)
+        if stranded:  # no worker left to run anything: nothing may wait for one
+            self._break(f"worker {w.wid} could not be replaced: {problem}")
+        if fresh is not None:  # the backend stopped meanwhile
+            _kill_quietly(fresh)
+            with contextlib.suppress(Exception):
+                fresh.proc.join(timeout=5)
+                fresh.inq.destroy()
+
+    def _replacement(self, w: _Worker) -> tuple[_Worker | None, str | None]:
+        """Kill and join ``w``, put its unfinished tasks back in front, start a
+        new worker (none once the backend is stopping). Returns it, or why not."""
         _kill_quietly(w)
         try:
             w.proc.join(timeout=10)
@@ -360,31 +390,16 @@ class PoolEngine(SamplesEachNode):
             w.assigned.clear()
             self._pending.extendleft(reversed(back))
             wid, self._next_wid = self._next_wid, self._next_wid + 1
-            self._dispatch()  # to the workers still in service
-        try:
+            self._dispatch()  # to the workers still in service, one each
+        with contextlib.suppress(Exception):  # gone with its worker
             w.inq.destroy()
-        except Exception:  # noqa: BLE001 - gone with its worker
-            pass
         if self._halt.is_set():
-            return
+            return None, None
         try:
-            fresh = self._spawn_worker(wid)
+            return self._spawn_worker(wid), None
         except Exception as exc:  # noqa: BLE001 - e.g. the runtime is going away
             self._log.error("worker.start_failed", worker=wid, error=f"{type(exc).__name__}: {exc}")
-            with self._lock:
-                stranded = not any(not x.dead for x in self._workers)
-            if stranded:  # no worker left to run anything: nothing may wait for one
-                self._break(f"worker {w.wid} could not be replaced: {type(exc).__name__}: {exc}")
-            return
-        with self._lock:
-            if not self._halt.is_set() and w in self._workers:
-                self._workers[self._workers.index(w)] = fresh
-                self._dispatch()
-                return
-        _kill_quietly(fresh)  # the backend stopped meanwhile
-        with contextlib.suppress(Exception):
-            fresh.proc.join(timeout=5)
-            fresh.inq.destroy()
+            return None, f"{type(exc).__name__}: {exc}"
 
     # ------------------------------------------------------------------ cancel
     async def cancel(self, handle: TaskHandle) -> bool:
