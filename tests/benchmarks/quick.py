@@ -33,8 +33,9 @@ def run_quick(
 
     Whatever happens (the benchmark ends, fails or overruns ``timeout``), every
     process it started is stopped, and the shared memory and scratch folders
-    they left are removed (`benchmarks.children`, `benchmarks.common.scratch_dir`): a Dragon launcher puts itself in a session of its
-    own, so killing the child alone would leave it and its runtime running."""
+    they left are removed (`benchmarks.children`, `benchmarks.common.scratch_dir`):
+    a Dragon launcher puts itself in a session of its own, so killing the child
+    alone would leave it and its runtime running."""
     out = tmp_path / "bench.jsonl"
     cmd = [sys.executable, "-m", f"benchmarks.{module}", "--quick", "--json", str(out), *extra]
     env = {k: v for k, v in os.environ.items() if not (drop_env and k.startswith(drop_env))}
@@ -49,18 +50,20 @@ def run_quick(
     env[SCRATCH_VARIABLE] = scratch
     shm_before = children.shm_entries()
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    overran = False
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
         stray = _still_running(mark)
     except subprocess.TimeoutExpired:
-        children.stop(proc, mark, shm_before)
-        stdout, stderr = proc.communicate()
-        raise AssertionError(
-            f"benchmarks.{module} had not ended after {timeout:g} s (stopped)\nstdout:\n{stdout[-3000:]}\nstderr:\n{stderr[-3000:]}"
-        ) from None
+        overran = True
     finally:
         children.stop(proc, mark, shm_before)
         shutil.rmtree(scratch, ignore_errors=True)
+    if overran:
+        stdout, stderr = proc.communicate()
+        raise AssertionError(
+            f"benchmarks.{module} had not ended after {timeout:g} s (stopped)\nstdout:\n{stdout[-3000:]}\nstderr:\n{stderr[-3000:]}"
+        )
     assert not stray, f"benchmarks.{module} ended but left processes running (now stopped): {stray}"
     assert proc.returncode == 0, f"benchmark exited {proc.returncode}\nstdout:\n{stdout[-3000:]}\nstderr:\n{stderr[-3000:]}"
     assert "vs raw" in stdout, stdout[-2000:]

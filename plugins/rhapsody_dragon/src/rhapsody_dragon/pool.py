@@ -77,7 +77,6 @@ class PoolEngine(SamplesEachNode):
         self._halt = threading.Event()
         self._kick = threading.Event()  # wakes the monitor's idle back-off
         self._next_wid = 0
-        self._renewing = 0  # workers being replaced (see _renew); guarded by the lock
         self._verdicts: dict[str, str] = {}
         self._verdict_cv = threading.Condition(self._lock)
         self._lease = RuntimeLease(self._halt_threads)
@@ -187,10 +186,11 @@ class PoolEngine(SamplesEachNode):
         the first on one worker while the third ran on another); each worker
         gets its share of a round in one message of at most ``chunk`` tasks."""
         live = sorted((w for w in self._workers if not w.dead), key=lambda w: len(w.assigned))
-        # While a worker is being replaced, the others get only what they can start
-        # now: a share dealt to them would wait behind their current task even once
-        # the replacement is idle (tasks are not taken back from a worker).
-        window = 1 if self._renewing else self._window
+        # While a worker is being replaced (out of service, still listed: see `_renew`),
+        # the others get only what they can start now: a share dealt to them would wait
+        # behind their current task even once the replacement is idle (tasks are not
+        # taken back from a worker).
+        window = self._window if len(live) == len(self._workers) else 1
         while self._pending:
             hands: dict[int, list[tuple[Any, ...]]] = {w.wid: [] for w in live}
             open_ = [w for w in live if len(w.assigned) < window]
@@ -344,7 +344,6 @@ class PoolEngine(SamplesEachNode):
         """Take ``w`` out of service (lock held): nothing more is dealt to it, and
         a cancel waiting for its verdict stops waiting. `_renew` does the rest."""
         w.dead = True
-        self._renewing += 1
         self._verdict_cv.notify_all()
 
     def _renew(self, w: _Worker) -> None:
@@ -359,7 +358,6 @@ class PoolEngine(SamplesEachNode):
         except Exception as exc:  # noqa: BLE001 - the bookkeeping below must happen whatever went wrong
             fresh, problem = None, f"{type(exc).__name__}: {exc}"
         with self._lock:
-            self._renewing -= 1
             if fresh is not None and not self._halt.is_set() and w in self._workers:
                 self._workers[self._workers.index(w)] = fresh
                 fresh = None
