@@ -300,3 +300,57 @@ def test_cancel_hook_not_called_for_ended_task(recorder: Recorder) -> None:
 
     run(go())
     assert recorder.cancels == []
+
+
+def test_hooks_registered_after_the_backend_was_built_are_called_and_stop_when_unregistered() -> None:
+    """Core asks "is anyone listening?" once per transition without copying the
+    implementation list: a plugin that comes or goes while a backend lives is
+    seen at once, for the submit hook and the state hook alike."""
+
+    class Late:
+        def __init__(self) -> None:
+            self.submitted: list[str] = []
+            self.states: list[str] = []
+
+        @hookimpl
+        def rhapsody_task_submit(self, tasks: list[Any]) -> None:
+            self.submitted += [t.uid for t in tasks]
+
+        @hookimpl
+        def rhapsody_task_state_changed(self, task: Any, new_state: TaskState) -> None:
+            self.states.append(f"{task.uid}:{new_state.value}")
+
+    late = Late()
+
+    async def go() -> tuple[ComputeTask, ComputeTask]:
+        async with Backend(AsyncioEngine(), "asyncio") as backend:
+            heard = ComputeTask(function=fn.add, args=(1, 2))
+            with Registered(late):
+                await backend.submit_tasks([heard])
+                await heard
+            unheard = ComputeTask(function=fn.add, args=(1, 2))
+            await backend.submit_tasks([unheard])
+            await unheard
+            return heard, unheard
+
+    heard, unheard = run(go(), deadline=30)
+    assert unheard.state is TaskState.DONE and late.submitted == [heard.uid]
+    assert late.states == [f"{heard.uid}:SUBMITTED", f"{heard.uid}:RUNNING", f"{heard.uid}:DONE"]
+
+
+def test_live_impls_asks_pluggy_each_time_when_it_keeps_no_list() -> None:
+    """On a pluggy that keeps its implementations otherwise, the answer is
+    still current (asked through the public ``get_hookimpls``)."""
+    from rhapsody.registry.manager import live_impls
+
+    class Caller:
+        impls: list[object] = []
+
+        def get_hookimpls(self) -> list[object]:
+            return list(self.impls)
+
+    caller = Caller()
+    listening = live_impls(caller)
+    assert not listening
+    caller.impls = [object()]
+    assert listening and len(listening) == 1

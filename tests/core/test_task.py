@@ -301,3 +301,39 @@ def test_a_subclass_without_attrs_takes_its_parents_fields_and_extras() -> None:
     t = _PlainSubclass(executable="/bin/echo", arguments=["a"], note="kept")
     assert t.arguments == ["a"] and t["note"] == "kept"
     assert pickle.loads(pickle.dumps(t))["note"] == "kept"
+
+
+_ANY_ARGS = st.one_of(st.none(), st.tuples(st.integers()), st.lists(st.integers(), max_size=2), st.integers(), st.text(max_size=2))
+_ANY_KWARGS = st.one_of(
+    st.none(), st.dictionaries(st.text(min_size=1, max_size=3), st.integers(), max_size=2), st.just({1: 2}), st.integers()
+)
+
+
+def _built(*positional: Any, **keywords: Any) -> tuple[str, Any]:
+    """What building gives: the fields but uid and timestamps, or the field the error names."""
+    try:
+        task = ComputeTask(*positional, **keywords)
+    except TaskValidationError as exc:
+        return "error", exc.field
+    fields = dict(task)
+    assert set(fields.pop("timestamps")) == {"NEW"}
+    fields.pop("uid")
+    return "task", fields
+
+
+@given(
+    function=st.sampled_from([fn.noop, fn.add, None, "not callable", 3]),
+    args=st.one_of(st.just("unset"), _ANY_ARGS),
+    kwargs=st.one_of(st.just("unset"), _ANY_KWARGS),
+)
+def test_a_function_task_built_by_keyword_is_the_task_built_by_position(function: Any, args: Any, kwargs: Any) -> None:
+    """``ComputeTask(function=f, args=..., kwargs=...)`` has a quick path of its
+    own; the same description given by position takes the general one. Both give
+    the same task, or the same error naming the same field."""
+    keywords = {"function": function}
+    if args != "unset":
+        keywords["args"] = args
+    if kwargs != "unset":
+        keywords["kwargs"] = kwargs
+    by_position = (None, function, None, keywords.get("args"), keywords.get("kwargs"))
+    assert _built(**keywords) == _built(*by_position)

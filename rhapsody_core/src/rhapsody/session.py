@@ -145,24 +145,25 @@ class Session:
         if isinstance(tasks, (BaseTask, dict)):
             tasks = [tasks]
         tasks = list(tasks)
-        self._add_default_if_none()
         if not self._backends:
-            raise BackendNotFoundError(f"session {self.uid} has no backends")
-        default = next(iter(self._backends))
-        if (
-            len(self._backends) == 1
-            and self.journal is None
-            and all(isinstance(t, BaseTask) and t.backend in (None, default) for t in tasks)
-        ):
+            self._add_default_if_none()
+            if not self._backends:
+                raise BackendNotFoundError(f"session {self.uid} has no backends")
+        if len(self._backends) == 1 and self.journal is None:
             # the common case, kept short: task objects, one backend, no journal
-            backend = self._backends[default]
-            if not backend.accepting:
-                await backend.start()
-            submitted = await backend.hand_over(backend.prepare(tasks))
-            for done in submitted:
-                if done.backend is None:
-                    done.backend = default
-            return [t.future for t in submitted]  # type: ignore[misc]
+            ((default, backend),) = self._backends.items()
+            for task in tasks:
+                if not isinstance(task, BaseTask) or (task.backend is not None and task.backend != default):
+                    break
+            else:
+                if not backend.accepting:
+                    await backend.start()
+                submitted = await backend.hand_over(backend.prepare(tasks))
+                for done in submitted:
+                    if done.backend is None:
+                        done.backend = default
+                return [t._future for t in submitted]  # type: ignore[misc]
+        default = next(iter(self._backends))
         groups: dict[str, list[BaseTask | dict[str, Any]]] = {}
         for task in tasks:
             target = task.get("backend") if isinstance(task, dict) else getattr(task, "backend", None)

@@ -32,25 +32,11 @@ def generated_uid(uid: str) -> bool:
     return uid.startswith(_uid_prefix)
 
 
-# None means "none given": the empty container (the seed system accepted None).
-def _tuple_or_empty(value: Any) -> Any:
-    return () if value is None else value
-
-
 _ONE_CORE = Resources()  # frozen, so every task without a request can share it
 
-
-def _to_resources(value: Any) -> Any:  # a Resources, or the bad value for _validate to report
-    if value is None:
-        return _ONE_CORE
-    if isinstance(value, Resources):
-        return value
-    if isinstance(value, dict):
-        try:
-            return Resources(**value)
-        except (TypeError, TaskValidationError):
-            pass  # BaseTask._validate reports it, naming the task
-    return value
+# Fields are normalised in `_validate`, not by attrs converters: a converter is a
+# Python call per field for every task, also when the default was taken. None
+# given for a container means "none given" (the seed system accepted None).
 
 
 # Fields a backend fills in; they are not part of the description and are never
@@ -58,6 +44,8 @@ def _to_resources(value: Any) -> Any:  # a Resources, or the bad value for _vali
 RESULT_FIELDS = ("state", "stdout", "stderr", "exit_code", "return_value", "exception", "timestamps", "attempt", "attempt_errors", "worker")
 
 _NEW = TaskState.NEW.value  # (an Enum's .value is a property: too slow for every construction)
+_NEW_STATE = TaskState.NEW
+_UNSET: Any = object()  # a keyword not given
 #: task_backend_specific_kwargs keys core itself resolves for executables
 LAUNCH_KEYS = frozenset({"cwd", "env", "shell"})
 
@@ -109,13 +97,13 @@ class BaseTask(FieldAccess):
     uid: str = attrs.field(factory=new_uid)
     backend: str | None = None
     timeout: float | None = None
-    resources: Resources = attrs.field(default=_ONE_CORE, converter=_to_resources)
+    resources: Resources = _ONE_CORE
     task_backend_specific_kwargs: dict[str, Any] = attrs.field(factory=dict)
     metadata: dict[str, Any] = attrs.field(factory=dict)
     #: more attempts after a retryable failure (None: the backend's / session's default)
     retries: int | None = None
     #: exception types retried besides engine trouble (`BackendError`), e.g. ``(TaskTimeoutError,)``
-    retry_on: tuple[type[BaseException], ...] = attrs.field(default=(), converter=_tuple_or_empty)
+    retry_on: tuple[type[BaseException], ...] = ()
 
     # -- results, filled in by the backend --
     state: TaskState = attrs.field(default=TaskState.NEW, init=False)
@@ -206,21 +194,29 @@ class BaseTask(FieldAccess):
             isinstance(self.timeout, bool) or not isinstance(self.timeout, (int, float)) or not self.timeout > 0
         ):
             self._fail("timeout", f"must be a positive number of seconds or None, got {self.timeout!r}")
-        if not isinstance(self.resources, Resources):
-            if isinstance(self.resources, dict):
-                try:
-                    Resources(**self.resources)
-                except TaskValidationError as exc:
-                    self._fail(exc.field, exc.problem)
-                except TypeError as exc:
-                    self._fail("resources", str(exc))
-            self._fail("resources", f"must be a Resources or a dict, got {type(self.resources).__name__}")
+        if self.resources is not _ONE_CORE and not isinstance(self.resources, Resources):
+            self.resources = self._resources_of(self.resources)
+        if self.retry_on is None:
+            self.retry_on = ()
         if self.retries is not None or self.retry_on:
             self._check_retry_fields()
         if type(self.task_backend_specific_kwargs) is not dict or type(self.metadata) is not dict:  # the common case, checked cheaply
             for name in ("task_backend_specific_kwargs", "metadata"):
                 if not isinstance(getattr(self, name), dict):
                     self._fail(name, f"must be a dict, got {type(getattr(self, name)).__name__}")
+
+    def _resources_of(self, value: Any) -> Resources:
+        if value is None:
+            return _ONE_CORE
+        if isinstance(value, dict):
+            try:
+                return Resources(**value)
+            except TaskValidationError as exc:
+                self._fail(exc.field, exc.problem)
+            except TypeError as exc:
+                self._fail("resources", str(exc))
+        self._fail("resources", f"must be a Resources or a dict, got {type(value).__name__}")
+        raise AssertionError  # (_fail raised)
 
     def _check_retry_fields(self) -> None:
         from rhapsody.retry import check_retry_on  # noqa: PLC0415 - rare path
@@ -295,14 +291,6 @@ class BaseTask(FieldAccess):
         raise RuntimeError(f"task {self.uid} is still {self.state}")
 
 
-def _dict_or_empty(value: Any) -> Any:
-    return {} if value is None else value
-
-
-def _list_or_untouched(value: Any) -> Any:
-    return UNTOUCHED if value is None else value
-
-
 @attrs.define(kw_only=True, eq=False, init=False, slots=True, getstate_setstate=False, on_setattr=attrs.setters.NO_OP)
 class ComputeTask(BaseTask):
     """An executable (``executable`` + ``arguments``) or a Python callable
@@ -311,17 +299,52 @@ class ComputeTask(BaseTask):
     executable: str | None = None
     function: Callable[..., Any] | None = None
     # the list fields are lists once read (see task_lists: most tasks never touch them)
-    arguments: list[str] = attrs.field(default=UNTOUCHED, converter=_list_or_untouched)
-    args: tuple[Any, ...] = attrs.field(factory=tuple, converter=_tuple_or_empty)
-    kwargs: dict[str, Any] = attrs.field(factory=dict, converter=_dict_or_empty)
-    input_files: list[str] = attrs.field(default=UNTOUCHED, converter=_list_or_untouched)
-    output_files: list[str] = attrs.field(default=UNTOUCHED, converter=_list_or_untouched)
+    arguments: list[str] = UNTOUCHED
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = attrs.field(factory=dict)
+    input_files: list[str] = UNTOUCHED
+    output_files: list[str] = UNTOUCHED
     capture_stdio: bool = False
 
     kind: ClassVar[str] = "compute"
     positional_fields: ClassVar[tuple[str, ...]] = (
         "executable", "function", "arguments", "args", "kwargs", "uid", "input_files", "output_files", "capture_stdio",
     )  # fmt: skip
+
+    def __init__(self, *positional: Any, function: Any = _UNSET, args: Any = _UNSET, kwargs: Any = None, **fields: Any) -> None:
+        # The usual function task, ``ComputeTask(function=f, args=..., kwargs=...)``,
+        # is built here in half the time attrs' generic ``__init__`` takes (a task
+        # built per call is a large share of a one-at-a-time round trip). Every
+        # field is set as that ``__init__`` sets it: tests/core/test_task.py compares the two.
+        if positional or fields or function is None or function is _UNSET or type(self) is not ComputeTask or not callable(function):
+            if function is not _UNSET:
+                fields["function"] = function
+            if args is not _UNSET:
+                fields["args"] = args
+            if kwargs is not None:
+                fields["kwargs"] = kwargs
+            BaseTask.__init__(self, *positional, **fields)
+            return
+        self.uid = new_uid()
+        self.backend = self.timeout = self.retries = None
+        self.resources = _ONE_CORE
+        self.task_backend_specific_kwargs = {}
+        self.metadata = {}
+        self.retry_on = ()
+        self.state = _NEW_STATE
+        self.stdout = self.stderr = self.exit_code = self.return_value = self.exception = self.worker = None
+        self.attempt = 0
+        self.attempt_errors = self.arguments = self.input_files = self.output_files = UNTOUCHED
+        self._future = self._origin = self.executable = None
+        self.capture_stdio = False
+        self.function = function
+        self.args = () if args is _UNSET else args
+        self.kwargs = {} if kwargs is None else kwargs
+        if type(self.args) is not tuple:
+            self._check_args()
+        if kwargs is not None and (type(kwargs) is not dict or kwargs):
+            self._check_kwargs()
+        self.timestamps = {_NEW: time.time()}
 
     def _validate(self) -> None:
         BaseTask._validate(self)
@@ -331,22 +354,37 @@ class ComputeTask(BaseTask):
             self._fail("executable", f"must be a non-empty string, got {self.executable!r}")
         if self.function is not None and not callable(self.function):
             self._fail("function", f"must be callable, got {type(self.function).__name__}")
-        arguments = _ARGUMENTS.raw(self)  # (read raw: an untouched list field stays untouched)
+        arguments = _raw_arguments(self, None)  # (read raw: an untouched list field stays untouched)
         if arguments is not UNTOUCHED:
             self._check_arguments(arguments)
-        if not isinstance(self.args, (tuple, list)):
-            self._fail("args", f"must be a tuple or list, got {type(self.args).__name__}")
-        self.args = tuple(self.args)
-        if not isinstance(self.kwargs, dict) or (self.kwargs and not all(isinstance(k, str) for k in self.kwargs)):
-            self._fail("kwargs", "must be a dict with string keys")
+        if type(self.args) is not tuple:
+            self._check_args()
+        if self.kwargs is None:
+            self.kwargs = {}
+        elif type(self.kwargs) is not dict or self.kwargs:
+            self._check_kwargs()
         if (self.args or self.kwargs) and self.executable is not None:
             self._fail("args/kwargs", "args= / kwargs= are for functions; give an executable arguments=")
-        if _INPUT_FILES.raw(self) is not UNTOUCHED or _OUTPUT_FILES.raw(self) is not UNTOUCHED:
+        if _raw_input_files(self, None) is not UNTOUCHED or _raw_output_files(self, None) is not UNTOUCHED:
             self._check_paths()
         if not isinstance(self.capture_stdio, bool):
             self._fail("capture_stdio", f"must be a bool, got {self.capture_stdio!r}")
 
+    def _check_args(self) -> None:
+        if self.args is None:
+            self.args = ()
+        elif not isinstance(self.args, (tuple, list)):
+            self._fail("args", f"must be a tuple or list, got {type(self.args).__name__}")
+        self.args = tuple(self.args)
+
+    def _check_kwargs(self) -> None:
+        if not isinstance(self.kwargs, dict) or not all(isinstance(k, str) for k in self.kwargs):
+            self._fail("kwargs", "must be a dict with string keys")
+
     def _check_arguments(self, arguments: Any) -> None:
+        if arguments is None:
+            _ARGUMENTS.slot.__set__(self, UNTOUCHED)
+            return
         if isinstance(arguments, (str, bytes)) or not isinstance(arguments, (list, tuple)):
             self._fail("arguments", f"must be a list of strings, got {type(arguments).__name__}")
         if not arguments:  # an empty list or tuple given: reads as a new empty list, as always
@@ -359,6 +397,9 @@ class ComputeTask(BaseTask):
             self._fail("arguments", "arguments= is for executables; give a function args= / kwargs=")
 
     def _check_paths(self) -> None:
+        for field in (_INPUT_FILES, _OUTPUT_FILES):
+            if field.raw(self) is None:
+                field.slot.__set__(self, UNTOUCHED)
         for name, value in (("input_files", _INPUT_FILES.peek(self)), ("output_files", _OUTPUT_FILES.peek(self))):
             if not isinstance(value, (list, tuple)) or (value and not all(isinstance(p, (str, os.PathLike)) for p in value)):
                 self._fail(name, "must be a list of paths")
@@ -421,3 +462,5 @@ for _cls, _names in _LIST_FIELDS.items():
 _ARGUMENTS: LazyList = ComputeTask.__dict__["arguments"]
 _INPUT_FILES: LazyList = ComputeTask.__dict__["input_files"]
 _OUTPUT_FILES: LazyList = ComputeTask.__dict__["output_files"]
+# the slots' own C getters: `_validate` reads them for every task
+_raw_arguments, _raw_input_files, _raw_output_files = (f.slot.__get__ for f in (_ARGUMENTS, _INPUT_FILES, _OUTPUT_FILES))

@@ -105,17 +105,25 @@ class ConcurrentEngine:
                 self._wake_lingering_locked()
 
     async def submit(self, handles: Sequence[TaskHandle]) -> None:
-        if any(h.launch is None and h.task.resources.ranks > 1 for h in handles):
-            for handle in handles:  # ResourceError, not BackendError: a retry would fail the same way
-                if handle.launch is None and handle.task.resources.ranks > 1:
-                    handle.failed(
-                        ResourceError(
-                            f"{self._context.name}: multi-rank function tasks need an MPI-capable backend (dragon, radical_pilot)"
-                        )
-                    )
-            handles = [h for h in handles if h.launch is not None or h.task.resources.ranks == 1]
+        for handle in handles:
+            if handle.launch is None and handle.task.resources.ranks > 1:
+                handles = self._refuse_multi_rank(handles)
+                break
         self._queue.put(handles)
         self._dispatch()
+
+    def _refuse_multi_rank(self, handles: Sequence[TaskHandle]) -> list[TaskHandle]:
+        """Fail the multi-rank functions (ResourceError, not BackendError: a retry
+        would fail the same way); the others go on."""
+        kept = []
+        for handle in handles:
+            if handle.launch is None and handle.task.resources.ranks > 1:
+                handle.failed(
+                    ResourceError(f"{self._context.name}: multi-rank function tasks need an MPI-capable backend (dragon, radical_pilot)")
+                )
+            else:
+                kept.append(handle)
+        return kept
 
     def _dispatch(self) -> None:
         """On the loop: start what fits; thread functions are left to pool jobs
@@ -140,7 +148,9 @@ class ConcurrentEngine:
                         self._drainers = 1
                     else:
                         self._wake_lingering_locked()
-                    watch = self._look_timer is None
+                    # no watch while the jobs not inside a function (each about to look at
+                    # the queue) are enough for what waits: each takes one
+                    watch = self._look_timer is None and len(queue.waiting) > self._drainers - self._busy
                     break
                 queue.take_locked()
             self._start_on_loop(head)

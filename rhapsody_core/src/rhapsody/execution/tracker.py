@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from rhapsody.errors import TaskExecutionError, TaskTimeoutError
-from rhapsody.registry.manager import get_plugin_manager
+from rhapsody.registry.manager import get_plugin_manager, live_impls
 from rhapsody.retry import NO_RETRIES, RetryPolicy
 from rhapsody.states import TERMINAL_STATES, TaskState, check_transition
 from rhapsody.task import BaseTask, ComputeTask
@@ -97,6 +97,7 @@ class TaskTracker:
         self._drained_at_tick = 0
         self._tick_timer: asyncio.TimerHandle | None = None
         self._hook = get_plugin_manager().hook.rhapsody_task_state_changed
+        self._hook_impls = live_impls(self._hook)  # truthy while anyone implements the hook
         self.retry_policy: RetryPolicy = NO_RETRIES
         #: called with the new handle of a task whose retry is due (the backend resubmits it)
         self.on_retry: Callable[[TaskHandle], Any] = lambda handle: None
@@ -155,11 +156,15 @@ class TaskTracker:
     def _drain(self) -> None:
         self._drain_armed = False  # first: a report appended meanwhile arms a new drain
         self._drained += 1
-        inbox = self._inbox
+        inbox, running, done = self._inbox, self.report_running, self.report_done
         while inbox:
             report = inbox.popleft()
             try:
-                report[0](*report[1:])
+                # A short task's start and end usually arrive together: applied in one go
+                if report[0] is running and inbox and inbox[0][0] is done and inbox[0][1] is report[1]:
+                    self._ran(report, inbox.popleft())
+                else:
+                    report[0](*report[1:])
             except Exception as exc:  # noqa: BLE001 - a bug in one report must not strand the ones after it
                 self.log.error(
                     "report.failed", report=getattr(report[0], "__name__", repr(report[0])), error=f"{type(exc).__name__}: {exc}"
@@ -200,10 +205,36 @@ class TaskTracker:
             task.worker = worker
             self._enter(task, TaskState.SUBMITTED, TaskState.RUNNING, at)
 
+    def _ran(self, running: tuple[Any, ...], done: tuple[Any, ...]) -> None:
+        """`set_running` then `set_done` of one handle, as one report: the checks
+        both would make, made once."""
+        _, handle, worker, started = running
+        value, exit_code, stdout, stderr = done[2:6]
+        ended = done[6] if len(done) > 6 else None  # (`TaskHandle.done` leaves the time to the loop)
+        task = handle.task
+        if (
+            task.state is not TaskState.SUBMITTED
+            or self.canceling
+            or (exit_code is not None and exit_code != 0)
+            or not self._current(handle)
+        ):
+            self.set_running(handle, worker, started)
+            self.set_done(handle, value, exit_code, stdout, stderr, ended)
+            return
+        task.worker = worker
+        self._enter(task, TaskState.SUBMITTED, TaskState.RUNNING, started)
+        if task.state is not TaskState.RUNNING or self.canceling or not self._current(handle):
+            # an observer of RUNNING acted (ended, canceled, resubmitted it): the checked path decides
+            self.set_done(handle, value, exit_code, stdout, stderr, ended)
+            return
+        task.return_value, task.exit_code, task.stdout, task.stderr = value, exit_code, stdout, stderr
+        self._enter(task, TaskState.RUNNING, TaskState.DONE, ended)
+
     def submitted(self, task: BaseTask) -> None:
         """A NEW task was handed to this backend (`set_state` to SUBMITTED, without its
         checks for an ending: the hand-over path, once a task)."""
-        check_transition(task.uid, task.state, TaskState.SUBMITTED)
+        if task.state is not TaskState.NEW:  # (NEW -> SUBMITTED is legal: `prepare` made sure of NEW)
+            check_transition(task.uid, task.state, TaskState.SUBMITTED)
         self._enter(task, task.state, TaskState.SUBMITTED, None)
 
     def set_done(
@@ -288,7 +319,7 @@ class TaskTracker:
             self._timers[task.uid] = self._loop.call_later(task.timeout, self._timed_out, task)
         if self.observers:
             self._observe(task, old, new)
-        if self._hook.get_hookimpls():  # nobody listening: no hook call on the hot path
+        if self._hook_impls:  # nobody listening: no hook call on the hot path
             self._notify(task, old, new)
         origin = task._origin
         if origin is not None:  # a dict submitter reads results from its dict
@@ -353,7 +384,7 @@ class TaskTracker:
         self.log.warning("task.retry", task=task.uid, attempt=task.attempt, error=f"{type(error).__name__}: {error}", delay=round(delay, 3))
         if self.observers:
             self._observe(task, old, TaskState.SUBMITTED)
-        if self._hook.get_hookimpls():
+        if self._hook_impls:
             self._notify(task, old, TaskState.SUBMITTED)
         if task._origin is not None:
             task._origin["state"] = TaskState.SUBMITTED._value_

@@ -190,6 +190,31 @@ class PluginManager(pluggy.PluginManager):
         return registered
 
 
+def live_impls(hook: Any) -> list[Any]:
+    """The list of ``hook``'s implementations that pluggy itself keeps up to date
+    as plugins come and go: a hot path asks "is anyone listening?" by its truth,
+    where ``get_hookimpls()`` copies it on every call. (Read from pluggy's
+    HookCaller; tests/core checks it follows a registration.)"""
+    impls = getattr(hook, "_hookimpls", None)
+    if not isinstance(impls, list):  # a pluggy that keeps them otherwise: ask the slow way
+        return _AskEachTime(hook)
+    return impls
+
+
+class _AskEachTime(list):  # type: ignore[type-arg]
+    """Truthy exactly when ``hook`` has implementations, asked on each test."""
+
+    def __init__(self, hook: Any) -> None:
+        super().__init__()
+        self._hook = hook
+
+    def __bool__(self) -> bool:
+        return bool(self._hook.get_hookimpls())
+
+    def __len__(self) -> int:
+        return len(self._hook.get_hookimpls())
+
+
 @functools.cache
 def _cached() -> tuple[PluginManager, Registry]:
     pm = PluginManager()
