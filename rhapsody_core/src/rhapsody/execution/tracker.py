@@ -21,7 +21,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from rhapsody.errors import TaskExecutionError, TaskTimeoutError
 from rhapsody.registry.manager import get_plugin_manager, live_impls
@@ -223,8 +223,9 @@ class TaskTracker:
             return
         task.worker = worker
         self._enter(task, TaskState.SUBMITTED, TaskState.RUNNING, started)
-        if task.state is not TaskState.RUNNING or self.canceling or not self._current(handle):
-            # an observer of RUNNING acted (ended, canceled, resubmitted it): the checked path decides
+        # an observer of RUNNING may have acted (ended, canceled, resubmitted it): then the checked
+        # path decides (`cast`: the state is read again, not the SUBMITTED mypy narrowed it to above)
+        if cast(TaskState, task.state) is not TaskState.RUNNING or self.canceling or not self._current(handle):
             self.set_done(handle, value, exit_code, stdout, stderr, ended)
             return
         task.return_value, task.exit_code, task.stdout, task.stderr = value, exit_code, stdout, stderr
