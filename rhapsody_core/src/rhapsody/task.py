@@ -8,7 +8,7 @@ import itertools
 import os
 import time
 from collections.abc import Callable, Generator
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
 import attrs
 
@@ -182,7 +182,7 @@ class BaseTask(FieldAccess):
         `TaskValidationError` naming the field."""
         self._validate()
 
-    def _fail(self, field: str, problem: str) -> None:
+    def _fail(self, field: str, problem: str) -> NoReturn:
         raise TaskValidationError(self.uid, field, problem)
 
     def _validate(self) -> None:
@@ -216,7 +216,6 @@ class BaseTask(FieldAccess):
             except TypeError as exc:
                 self._fail("resources", str(exc))
         self._fail("resources", f"must be a Resources or a dict, got {type(value).__name__}")
-        raise AssertionError  # (_fail raised)
 
     def _check_retry_fields(self) -> None:
         from rhapsody.retry import check_retry_on  # noqa: PLC0415 - rare path

@@ -26,12 +26,7 @@ def rejection(
         unknown = _unknown_key(task, accepted)
         if unknown is not None:
             return unknown
-    last_resources, last_capacity, why = _last_fit
-    if task.resources is last_resources and capacity is last_capacity:  # (`_exceeds`' cache, read inline)
-        if why is None:
-            return None
-    else:
-        why = _exceeds(task.resources, capacity)
+    why = _exceeds(task.resources, capacity)
     if why is not None:
         return ResourceError(f"task {task.uid} can never run on backend {backend!r}: it {why}")
     return None
