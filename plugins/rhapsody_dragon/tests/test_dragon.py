@@ -136,6 +136,48 @@ def test_v2_tasks_fail_once_results_can_no_longer_be_read(tmp_path: Path, monkey
         assert "'v2-reader': its result reader stopped: ConnectionError: stand-in: the result channel is gone" in str(task.exception)
 
 
+def test_v2_a_submit_the_break_lands_in_the_middle_of_still_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The result reader stopping while a submit is under way (between its
+    first look at the engine and its tasks entering the table) must fail that
+    submit's tasks too. Forced here: packing the task waits until the reader (made
+    to raise, a stand-in as above) has stopped. A CI run caught the window by chance:
+    the task was never failed and waited for ever."""
+    from rhapsody_dragon import functions
+
+    run = LoopRunner(120)
+    backend = DragonPoolExecutionBackend(name="v2-break-mid", num_workers=1)
+    warm, caught = ComputeTask(function=fn.add, args=(1, 1)), ComputeTask(function=fn.noop)
+    real_pack = functions.pack
+
+    def unreadable(*args: Any, **kwargs: Any) -> Any:
+        raise ConnectionError("stand-in: the result channel is gone")
+
+    def pack_once_broken(handle: Any) -> Any:
+        engine = backend.engine
+        engine._kick.set()  # wake the idle reader: it reads, raises and breaks now
+        deadline = time.monotonic() + 30
+        while engine._broken is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return real_pack(handle)
+
+    async def go() -> None:
+        async with Session([backend], work_dir=tmp_path) as s:
+            await s.submit_tasks([warm])
+            await s.wait_tasks([warm], timeout=60)
+            monkeypatch.setattr(backend.engine._outq, "get", unreadable)
+            monkeypatch.setattr(functions, "pack", pack_once_broken)
+            await s.submit_tasks([caught])
+            await s.wait_tasks([caught], timeout=30)
+
+    try:
+        run(go())
+    finally:
+        run.close()
+    assert warm.return_value == 2
+    assert caught.state is TaskState.FAILED and isinstance(caught.exception, BackendError), caught.exception
+    assert "its result reader stopped: ConnectionError" in str(caught.exception)
+
+
 def test_v2_results_and_submits_go_on_while_a_cancelled_worker_is_replaced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Cancelling a running function replaces its worker: kill, join, start a
     new one. Dragon's join is made to take 2 s longer here (it stands in for a

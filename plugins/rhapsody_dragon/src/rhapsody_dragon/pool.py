@@ -159,10 +159,6 @@ class PoolEngine(SamplesEachNode):
     async def submit(self, handles: Sequence[TaskHandle]) -> None:
         specs: list[tuple[Any, ...]] = []
         accepted = []
-        if self._broken is not None:
-            for handle in handles:
-                handle.failed(self._broken_error(handle))
-            return
         for handle in handles:
             if handle.launch is not None:
                 specs.append(("x", handle.uid, handle.launch))
@@ -173,10 +169,18 @@ class PoolEngine(SamplesEachNode):
                 specs.append(("f", handle.uid, payload))
             accepted.append(handle)
         with self._lock:
+            # Checked under the lock `_break` holds: checked before it, a break
+            # landing in between would empty the table and these would wait for ever.
+            broken = self._broken is not None
+            if not broken:
+                for handle in accepted:
+                    self._handles[handle.uid] = handle
+                self._pending.extend(specs)
+                self._dispatch()
+        if broken:
             for handle in accepted:
-                self._handles[handle.uid] = handle
-            self._pending.extend(specs)
-            self._dispatch()
+                handle.failed(self._broken_error(handle))
+            return
         self._kick.set()
 
     def _dispatch(self) -> None:
