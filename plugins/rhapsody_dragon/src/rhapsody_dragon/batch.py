@@ -30,7 +30,18 @@ from rhapsody.execution.backend import Backend
 from rhapsody.resources import Capacity
 from rhapsody_dragon.batch_tasks import BatchEntry
 from rhapsody_dragon.node_samplers import SamplesEachNode
-from rhapsody_dragon.runtime import RuntimeLease, StepTimeout, bounded, call_bounded, engine_error, node_gpus, scrub, scrubbed, wait_bounded
+from rhapsody_dragon.runtime import (
+    NodeShape,
+    RuntimeLease,
+    StepTimeout,
+    bounded,
+    call_bounded,
+    engine_error,
+    node_shape,
+    scrub,
+    scrubbed,
+    wait_bounded,
+)
 from rhapsody_dragon.wrapper import setsid_problem
 
 #: how many times `start` tries to bring up a Batch before the backend fails to start
@@ -69,7 +80,7 @@ class BatchEngine(SamplesEachNode):
         self.batch_kwargs = batch_kwargs
         self.start_deadline = start_timeout
         self.start_timeout = start_timeout + 30.0  # core's deadline: later than ours, which names the step
-        self._gpus: tuple[int, int] | None = None  # all GPUs, most on one node (known once started)
+        self._capacity: Capacity | None = None  # known once started
         self._name = "dragon"
         self.batch: Any = None
         self._lock = threading.Lock()
@@ -82,9 +93,11 @@ class BatchEngine(SamplesEachNode):
         self._lease = RuntimeLease(self._halt_at_exit)
 
     def capacity(self) -> Capacity:
+        return self._capacity or self._capacity_on(NodeShape.unstarted())
+
+    def _capacity_on(self, node: NodeShape) -> Capacity:
         # A Batch job of more ranks than one node's workers waits forever on one node.
-        gpus, per_node = self._gpus if self._gpus is not None else (None, None)
-        return Capacity(cores_per_rank=core_count(), ranks=self.num_workers, gpus=gpus, gpus_per_rank=per_node)
+        return Capacity(cores_per_rank=node.cores, ranks=self.num_workers, gpus=node.gpus, gpus_per_rank=node.gpus_per_node)
 
     # ------------------------------------------------------------------ engine
     async def start(self, context: EngineContext) -> None:
@@ -95,7 +108,9 @@ class BatchEngine(SamplesEachNode):
             raise BackendError(problem)
         self._dir.mkdir(parents=True, exist_ok=True)
         await self._lease.acquire()
-        self._gpus = await bounded(node_gpus, 60, f"{self.engine_name} backend {self._name!r}", "start step GPU count")
+        self._capacity = self._capacity_on(
+            await bounded(node_shape, 60, f"{self.engine_name} backend {self._name!r}", "start step GPU count")
+        )
         self.batch = await self._bootstrap(t0)
         for target, label in ((self._monitor_loop, "monitor"), (self._submit_loop, "submitter")):
             th = threading.Thread(target=target, daemon=True, name=f"rhapsody-{context.name}-{label}")

@@ -22,6 +22,7 @@ import collections
 import contextlib
 import queue
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -31,7 +32,7 @@ from rhapsody.execution.backend import Backend
 from rhapsody.resources import Capacity
 from rhapsody_dragon import functions, pool_worker
 from rhapsody_dragon.node_samplers import SamplesEachNode
-from rhapsody_dragon.runtime import RuntimeLease, bounded, node_gpus
+from rhapsody_dragon.runtime import NodeShape, RuntimeLease, bounded, node_shape
 
 #: longest sleep between reads of the result queue while tasks are in flight
 POLL_BUSY = 0.005
@@ -41,8 +42,10 @@ START_STEP_TIMEOUT, STOP_STEP_TIMEOUT = 120.0, 60.0
 QUERY_FAILURES = 3
 #: what the watchdog's query says of a worker besides an exit code (see PoolEngine._exit_code)
 _RUNS, _UNREACHABLE = object(), object()
-#: first sleep after activity (a round trip through a worker takes ~0.1-0.2 ms)
-POLL_FIRST = 0.0002
+#: sleep between reads for POLL_EAGER_FOR s after a submit or a result: a round trip
+#: through a worker takes ~0.2-0.5 ms, and a sleep doubling from there saw a lone
+#: task's result up to a doubled sleep late (1.4 ms against the bare pool's 0.5)
+POLL_FIRST, POLL_EAGER_FOR = 0.0001, 0.002
 
 
 class _Worker:
@@ -80,21 +83,24 @@ class PoolEngine(SamplesEachNode):
         self._verdicts: dict[str, str] = {}
         self._verdict_cv = threading.Condition(self._lock)
         self._lease = RuntimeLease(self._halt_threads)
-        self._gpus: tuple[int, int] | None = None  # all GPUs, most on one node (known once started)
+        self._capacity: Capacity | None = None  # known once started
         self._broken: str | None = None  # why no result can come back any more (see _break)
         self._name = ""
 
     def capacity(self) -> Capacity:
+        return self._capacity or self._capacity_on(NodeShape.unstarted())
+
+    @staticmethod
+    def _capacity_on(node: NodeShape) -> Capacity:
         # one process per task, on one node
-        gpus, per_node = self._gpus if self._gpus is not None else (None, None)
-        return Capacity(cores=core_count(), cores_per_rank=core_count(), ranks=1, gpus=gpus, gpus_per_rank=per_node)
+        return Capacity(cores=node.cores, cores_per_rank=node.cores, ranks=1, gpus=node.gpus, gpus_per_rank=node.gpus_per_node)
 
     # ------------------------------------------------------------------ engine
     async def start(self, context: EngineContext) -> None:
         self._log, self._name = context.log, context.name
         await self._lease.acquire()
         label = f"{self.engine_name} backend {context.name!r}"
-        self._gpus = await bounded(node_gpus, 60, label, "start step GPU count")
+        self._capacity = self._capacity_on(await bounded(node_shape, 60, label, "start step GPU count"))
         await bounded(self._start_pool, START_STEP_TIMEOUT, label, "start step worker pool")
         for target, label in ((self._monitor_loop, "monitor"), (self._watch_workers, "watchdog")):
             th = threading.Thread(target=target, daemon=True, name=f"rhapsody-{context.name}-{label}")
@@ -232,10 +238,11 @@ class PoolEngine(SamplesEachNode):
         # Dragon's blocking and timed gets spin while they wait, holding the GIL
         # (which stalled the event loop thread ~6 ms after each message) and, for
         # timed gets, burning CPU (a 0.1 s timeout kept ~20% of a core busy on an
-        # idle backend). While tasks are in flight the sleep starts at POLL_FIRST after
-        # each message and backs off to POLL_BUSY; with none in flight nothing can
-        # arrive, and it sleeps until a submit or shutdown sets `_kick`.
-        delay = POLL_FIRST
+        # idle backend). While tasks are in flight it sleeps POLL_FIRST between reads
+        # for POLL_EAGER_FOR after a submit or a message, then backs off to POLL_BUSY;
+        # with none in flight nothing can arrive, and it sleeps until a submit or
+        # shutdown sets `_kick`.
+        delay, active = POLL_FIRST, time.monotonic()
         while not self._halt.is_set():
             try:
                 item = self._outq.get(block=False)
@@ -244,11 +251,11 @@ class PoolEngine(SamplesEachNode):
                     in_flight = bool(self._handles)
                 if self._kick.wait(delay if in_flight else None):
                     self._kick.clear()
-                    delay = POLL_FIRST
-                else:
+                    delay, active = POLL_FIRST, time.monotonic()
+                elif time.monotonic() - active > POLL_EAGER_FOR:
                     delay = min(delay * 2, POLL_BUSY)
                 continue
-            delay = POLL_FIRST
+            delay, active = POLL_FIRST, time.monotonic()
             _, events = item
             with self._lock:
                 for event in events:

@@ -44,7 +44,7 @@ from rhapsody.execution.backend import Backend
 from rhapsody.resources import Capacity
 from rhapsody_dragon import functions
 from rhapsody_dragon.node_samplers import SamplesEachNode
-from rhapsody_dragon.runtime import RuntimeLease, bounded, engine_error, node_gpus
+from rhapsody_dragon.runtime import NodeShape, RuntimeLease, bounded, engine_error, node_shape
 from rhapsody_dragon.wrapper import PID_PATIENCE, WrappedRanks, setsid_problem
 
 #: seconds `stop` waits for the slot threads to let go of their tasks
@@ -93,13 +93,15 @@ class DragonProcessEngine(SamplesEachNode):
         self._active: dict[str, _Job] = {}
         self._threads: list[threading.Thread] = []
         self._lease = RuntimeLease(self._halt_slots)
-        self._gpus: tuple[int, int] | None = None  # all GPUs, most on one node (known once started)
+        self._capacity: Capacity | None = None  # known once started
 
     def capacity(self) -> Capacity:
+        return self._capacity or self._capacity_on(NodeShape.unstarted())
+
+    def _capacity_on(self, node: NodeShape) -> Capacity:
         # A rank gets at most one node's cores; ranks beyond the cores still start
         # (Dragon oversubscribes), up to max_ranks.
-        gpus, per_node = self._gpus if self._gpus is not None else (None, None)
-        return Capacity(cores_per_rank=core_count(), ranks=self.max_ranks, gpus=gpus, gpus_per_rank=per_node)
+        return Capacity(cores_per_rank=node.cores, ranks=self.max_ranks, gpus=node.gpus, gpus_per_rank=node.gpus_per_node)
 
     async def start(self, context: EngineContext) -> None:
         self._log, self._dir = context.log, Path(context.work_dir)
@@ -109,7 +111,9 @@ class DragonProcessEngine(SamplesEachNode):
         self._dir.mkdir(parents=True, exist_ok=True)
         await self._lease.acquire()
         await bounded(self._import_engine, 120, f"{self.engine_name} backend {context.name!r}", "start step importing Dragon")
-        self._gpus = await bounded(node_gpus, 60, f"{self.engine_name} backend {context.name!r}", "start step GPU count")
+        self._capacity = self._capacity_on(
+            await bounded(node_shape, 60, f"{self.engine_name} backend {context.name!r}", "start step GPU count")
+        )
         for i in range(self.num_workers):
             th = threading.Thread(target=self._slot, daemon=True, name=f"rhapsody-{context.name}-slot{i}")
             th.start()

@@ -67,7 +67,8 @@ class Engine(Protocol):
 
     def capacity(self) -> Capacity | None:
         """The most one task may ask for (None: unknown). Core fails a task
-        that can never fit before `submit` sees it."""
+        that can never fit before `submit` sees it. Asked on every submission:
+        read what cannot change while the engine runs once, at `start`."""
 
     async def submit(self, handles: Sequence[TaskHandle]) -> None:
         """Hand tasks to the engine; return without waiting for them. Each
