@@ -303,3 +303,36 @@ def test_start_timeout_names_engine_step_and_seconds_and_retries(tmp_path: Path)
     after = ComputeTask(function=fn.add, args=(20, 22))
     _run(tmp_path, lambda b: _submit_all(b, [after]), name="v3-after-deadline")
     assert after.return_value == 42, after.exception
+
+
+def test_tasks_fail_once_batch_poll_keeps_failing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Batch.poll`` failing for good (made to raise here: it stands in for a
+    Batch manager that died, which cannot be caused without taking down the
+    runtime the whole test run shares). Before, the monitor logged and tried
+    again every 0.5 s for ever, and no task ended. Now, after `POLL_FAILING_FOR`
+    (1 s here) the running task fails naming the backend and the error, its
+    program is stopped, and a task submitted later fails at once."""
+    from rhapsody_dragon import batch
+
+    monkeypatch.setattr(batch, "POLL_FAILING_FOR", 1.0)
+    pidfile = tmp_path / "running.pid"
+    running, later = sleeper(pidfile), ComputeTask(function=fn.noop)
+
+    def unreachable(*args: Any, **kwargs: Any) -> Any:
+        raise ConnectionError("stand-in: the Batch manager is gone")
+
+    async def body(b: DragonBatchExecutionBackend) -> int:
+        await b.submit_tasks([running])
+        pid = int(await wait_for_file(pidfile, 120))
+        await wait_for_state(running, TaskState.RUNNING, timeout=120)
+        monkeypatch.setattr(b.batch, "poll", unreachable)
+        await asyncio.wait_for(asyncio.gather(running, return_exceptions=True), 30)
+        await wait_until_gone(pid)
+        await b.submit_tasks([later])
+        await asyncio.wait_for(asyncio.gather(later, return_exceptions=True), 30)
+        return pid
+
+    _run(tmp_path, body, name="v3-poll-broken")
+    for task in (running, later):
+        assert task.state is TaskState.FAILED and isinstance(task.exception, BackendError), task.exception
+        assert "'v3-poll-broken': Batch.poll failed for 1 s; the last time: ConnectionError: stand-in" in str(task.exception)

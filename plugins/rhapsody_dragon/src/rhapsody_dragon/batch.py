@@ -54,6 +54,8 @@ FENCE_TIMEOUT = 3600.0
 DDICT_TIMEOUT = 120.0
 #: seconds each step of a stop (Batch.join, Batch.terminate) may take
 STOP_STEP_TIMEOUT = 60.0
+#: seconds ``Batch.poll`` may keep failing before no task is expected to end any more
+POLL_FAILING_FOR = 60.0
 _NO_WAIT = threading.Event()
 _NO_WAIT.set()
 
@@ -87,6 +89,7 @@ class BatchEngine(SamplesEachNode):
         self._entries: dict[str, BatchEntry] = {}
         self._by_tuid: dict[str, BatchEntry] = {}
         self._canceled: set[str] = set()
+        self._broken: str | None = None  # why no task can end any more (see _break)
         self._inbox: queue.Queue[list[BatchEntry] | threading.Event | None] = queue.Queue()
         self._halt = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -196,8 +199,14 @@ class BatchEngine(SamplesEachNode):
             handle.engine_data = e
             entries.append(e)
         with self._lock:
+            broken = self._broken  # read under the lock `_break` holds (see pool.py's submit)
+            if broken is None:
+                for e in entries:
+                    self._entries[e.handle.uid] = e
+        if broken is not None:
             for e in entries:
-                self._entries[e.handle.uid] = e
+                e.handle.failed(self._broken_error(e.handle))
+            return
         if not entries:
             return
         if self.background:
@@ -268,8 +277,8 @@ class BatchEngine(SamplesEachNode):
     def _create(self, entries: list[BatchEntry], flush: bool) -> None:
         for e in entries:
             with self._lock:
-                if e.handle.uid in self._canceled or self._halt.is_set():
-                    self._canceled.discard(e.handle.uid)
+                if e.handle.uid in self._canceled or self._halt.is_set() or self._broken is not None:
+                    self._canceled.discard(e.handle.uid)  # (a broken engine already failed it)
                     continue
             try:
                 e.dtask = e.make(self.batch)
@@ -298,14 +307,22 @@ class BatchEngine(SamplesEachNode):
 
     # ------------------------------------------------------------------ events
     def _monitor_loop(self) -> None:
+        failing_since: float | None = None
         while not self._halt.is_set():
             try:
                 tuid = self.batch.poll(timeout=0.1)
             except Exception as exc:  # noqa: BLE001
-                if not self._halt.is_set():
-                    self._log.error("batch.poll_failed", error=type(exc).__name__)
-                    self._halt.wait(0.5)
+                if self._halt.is_set():
+                    continue
+                failing_since = failing_since or time.monotonic()
+                failing_for = time.monotonic() - failing_since
+                self._log.error("batch.poll_failed", error=f"{type(exc).__name__}: {exc}", failing_for=round(failing_for, 1))
+                if failing_for >= POLL_FAILING_FOR:  # a transient failure passes; this one did not
+                    self._break(f"Batch.poll failed for {failing_for:.0f} s; the last time: {type(exc).__name__}: {exc}")
+                    return
+                self._halt.wait(0.5)
                 continue
+            failing_since = None
             self._check_started()
             if tuid is None:
                 continue
@@ -321,6 +338,24 @@ class BatchEngine(SamplesEachNode):
                     e.handle.failed(BackendError(f"task {e.handle.uid}: reading how it ended failed: {type(exc).__name__}: {exc}"))
                     with contextlib.suppress(Exception):
                         self._cleanup(e)
+
+    def _break(self, reason: str) -> None:
+        """Nothing more can be heard from Batch: every task in flight fails with
+        ``reason``, and so does every task submitted from now on."""
+        with self._lock:
+            self._broken = reason
+            entries = list(self._entries.values())
+            self._entries.clear()
+            self._by_tuid.clear()
+        for e in entries:
+            e.handle.failed(self._broken_error(e.handle))
+            with contextlib.suppress(Exception):
+                if e.wrapped is not None:  # its program may still run: stopped here, as a cancel does
+                    e.wrapped.stop(_NO_WAIT)
+                self._cleanup(e)
+
+    def _broken_error(self, handle: TaskHandle) -> BackendError:
+        return BackendError(f"task {handle.uid}: {self.engine_name} backend {self._name!r}: {self._broken}")
 
     def _check_started(self) -> None:
         with self._lock:
