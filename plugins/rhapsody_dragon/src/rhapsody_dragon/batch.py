@@ -32,12 +32,12 @@ from rhapsody_dragon.batch_tasks import BatchEntry
 from rhapsody_dragon.node_samplers import SamplesEachNode
 from rhapsody_dragon.runtime import (
     NodeShape,
+    OneNodeCapacity,
     RuntimeLease,
     StepTimeout,
     bounded,
     call_bounded,
     engine_error,
-    node_shape,
     scrub,
     scrubbed,
     wait_bounded,
@@ -71,7 +71,7 @@ def batch_worker_limit() -> int:
     return max(1, core_count() // 2)
 
 
-class BatchEngine(SamplesEachNode):
+class BatchEngine(SamplesEachNode, OneNodeCapacity):
     engine_name: ClassVar[str] = "dragon-batch"
     accepted_keys: ClassVar[frozenset[str]] = frozenset({"process_template", "process_templates", "policy", "timeout"})
 
@@ -82,7 +82,6 @@ class BatchEngine(SamplesEachNode):
         self.batch_kwargs = batch_kwargs
         self.start_deadline = start_timeout
         self.start_timeout = start_timeout + 30.0  # core's deadline: later than ours, which names the step
-        self._capacity: Capacity | None = None  # known once started
         self._name = "dragon"
         self.batch: Any = None
         self._lock = threading.Lock()
@@ -94,9 +93,6 @@ class BatchEngine(SamplesEachNode):
         self._halt = threading.Event()
         self._threads: list[threading.Thread] = []
         self._lease = RuntimeLease(self._halt_at_exit)
-
-    def capacity(self) -> Capacity:
-        return self._capacity or self._capacity_on(NodeShape.unstarted())
 
     def _capacity_on(self, node: NodeShape) -> Capacity:
         # A Batch job of more ranks than one node's workers waits forever on one node.
@@ -111,9 +107,7 @@ class BatchEngine(SamplesEachNode):
             raise BackendError(problem)
         self._dir.mkdir(parents=True, exist_ok=True)
         await self._lease.acquire()
-        self._capacity = self._capacity_on(
-            await bounded(node_shape, 60, f"{self.engine_name} backend {self._name!r}", "start step GPU count")
-        )
+        await self._read_node(f"{self.engine_name} backend {self._name!r}")
         self.batch = await self._bootstrap(t0)
         for target, label in ((self._monitor_loop, "monitor"), (self._submit_loop, "submitter")):
             th = threading.Thread(target=target, daemon=True, name=f"rhapsody-{context.name}-{label}")
@@ -277,8 +271,9 @@ class BatchEngine(SamplesEachNode):
     def _create(self, entries: list[BatchEntry], flush: bool) -> None:
         for e in entries:
             with self._lock:
+                # (a broken engine already failed it: `_break` fails every entry)
                 if e.handle.uid in self._canceled or self._halt.is_set() or self._broken is not None:
-                    self._canceled.discard(e.handle.uid)  # (a broken engine already failed it)
+                    self._canceled.discard(e.handle.uid)
                     continue
             try:
                 e.dtask = e.make(self.batch)

@@ -32,7 +32,7 @@ from rhapsody.execution.backend import Backend
 from rhapsody.resources import Capacity
 from rhapsody_dragon import functions, pool_worker
 from rhapsody_dragon.node_samplers import SamplesEachNode
-from rhapsody_dragon.runtime import NodeShape, RuntimeLease, bounded, node_shape
+from rhapsody_dragon.runtime import NodeShape, OneNodeCapacity, RuntimeLease, bounded
 
 #: longest sleep between reads of the result queue while tasks are in flight
 POLL_BUSY = 0.005
@@ -63,7 +63,7 @@ def _kill_quietly(w: _Worker) -> None:
         pass
 
 
-class PoolEngine(SamplesEachNode):
+class PoolEngine(SamplesEachNode, OneNodeCapacity):
     engine_name: ClassVar[str] = "dragon-pool"
     accepted_keys: ClassVar[frozenset[str]] = frozenset()
 
@@ -83,15 +83,10 @@ class PoolEngine(SamplesEachNode):
         self._verdicts: dict[str, str] = {}
         self._verdict_cv = threading.Condition(self._lock)
         self._lease = RuntimeLease(self._halt_threads)
-        self._capacity: Capacity | None = None  # known once started
         self._broken: str | None = None  # why no result can come back any more (see _break)
         self._name = ""
 
-    def capacity(self) -> Capacity:
-        return self._capacity or self._capacity_on(NodeShape.unstarted())
-
-    @staticmethod
-    def _capacity_on(node: NodeShape) -> Capacity:
+    def _capacity_on(self, node: NodeShape) -> Capacity:
         # one process per task, on one node
         return Capacity(cores=node.cores, cores_per_rank=node.cores, ranks=1, gpus=node.gpus, gpus_per_rank=node.gpus_per_node)
 
@@ -100,7 +95,7 @@ class PoolEngine(SamplesEachNode):
         self._log, self._name = context.log, context.name
         await self._lease.acquire()
         label = f"{self.engine_name} backend {context.name!r}"
-        self._capacity = self._capacity_on(await bounded(node_shape, 60, label, "start step GPU count"))
+        await self._read_node(label)
         await bounded(self._start_pool, START_STEP_TIMEOUT, label, "start step worker pool")
         for target, label in ((self._monitor_loop, "monitor"), (self._watch_workers, "watchdog")):
             th = threading.Thread(target=target, daemon=True, name=f"rhapsody-{context.name}-{label}")

@@ -44,7 +44,7 @@ from rhapsody.execution.backend import Backend
 from rhapsody.resources import Capacity
 from rhapsody_dragon import functions
 from rhapsody_dragon.node_samplers import SamplesEachNode
-from rhapsody_dragon.runtime import NodeShape, RuntimeLease, bounded, engine_error, node_shape
+from rhapsody_dragon.runtime import NodeShape, OneNodeCapacity, RuntimeLease, bounded, engine_error
 from rhapsody_dragon.wrapper import PID_PATIENCE, WrappedRanks, setsid_problem
 
 #: seconds `stop` waits for the slot threads to let go of their tasks
@@ -81,7 +81,7 @@ class _Job:
         return f"{self.base}.{rank}.result"
 
 
-class DragonProcessEngine(SamplesEachNode):
+class DragonProcessEngine(SamplesEachNode, OneNodeCapacity):
     engine_name: ClassVar[str] = "dragon-process"
     accepted_keys: ClassVar[frozenset[str]] = frozenset({"policy"})  # a dragon Policy for the task's process (group)
 
@@ -93,10 +93,6 @@ class DragonProcessEngine(SamplesEachNode):
         self._active: dict[str, _Job] = {}
         self._threads: list[threading.Thread] = []
         self._lease = RuntimeLease(self._halt_slots)
-        self._capacity: Capacity | None = None  # known once started
-
-    def capacity(self) -> Capacity:
-        return self._capacity or self._capacity_on(NodeShape.unstarted())
 
     def _capacity_on(self, node: NodeShape) -> Capacity:
         # A rank gets at most one node's cores; ranks beyond the cores still start
@@ -111,9 +107,7 @@ class DragonProcessEngine(SamplesEachNode):
         self._dir.mkdir(parents=True, exist_ok=True)
         await self._lease.acquire()
         await bounded(self._import_engine, 120, f"{self.engine_name} backend {context.name!r}", "start step importing Dragon")
-        self._capacity = self._capacity_on(
-            await bounded(node_shape, 60, f"{self.engine_name} backend {context.name!r}", "start step GPU count")
-        )
+        await self._read_node(f"{self.engine_name} backend {context.name!r}")
         for i in range(self.num_workers):
             th = threading.Thread(target=self._slot, daemon=True, name=f"rhapsody-{context.name}-slot{i}")
             th.start()

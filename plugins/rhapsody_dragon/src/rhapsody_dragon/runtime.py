@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 from rhapsody.engine import core_count
 from rhapsody.errors import BackendError
 from rhapsody.log import get_logger
+from rhapsody.resources import Capacity
 from rhapsody_dragon.local_runtime import START_TIMEOUT, STOP_TIMEOUT, OwnedRuntime
 
 INSTALL_HINT = "pip install 'dragonhpc[telemetry,batch]'"
@@ -287,3 +288,21 @@ def node_shape() -> NodeShape:
 
     counts = [Node(h_uid).num_gpus for h_uid in System().nodes]
     return NodeShape(core_count(), sum(counts), max(counts, default=0))
+
+
+class OneNodeCapacity:
+    """Capacity for an engine that places each task on one node: built from the
+    node's shape, which `_read_node` reads once at start (``capacity()`` is asked
+    on every submission). The engine says what it makes of the shape in
+    `_capacity_on`."""
+
+    _capacity: Capacity | None = None
+
+    def _capacity_on(self, node: NodeShape) -> Capacity:
+        raise NotImplementedError
+
+    def capacity(self) -> Capacity:
+        return self._capacity or self._capacity_on(NodeShape.unstarted())
+
+    async def _read_node(self, label: str) -> None:
+        self._capacity = self._capacity_on(await bounded(node_shape, 60, label, "start step GPU count"))
