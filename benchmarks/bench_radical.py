@@ -2,16 +2,20 @@
 
 python -m benchmarks.bench_radical [--quick] [--json FILE] [--workloads true,mixed,...]
 
-Two real local.localhost pilots (one driven through raw ``rp.TaskManager`` +
-raptor, one through a RHAPSODY Session + RadicalExecutionBackend), both alive
-for the whole run so the rounds interleave A/B/A/B. Each pilot declares 4 cores
-(oversubscribing this 2-core box on purpose): raptor (1-core master + one 1-core
-worker, started with the pilot) holds two for the whole run and leaves two to
-executables, otherwise executables would wait for raptor to stop. N is sized to
-RP's speed (tens of tasks per second at best).
+One real local.localhost pilot at a time: each round starts a pilot for raw
+``rp.TaskManager`` + raptor, runs every workload on it once, and tears it down; then the
+same through a RHAPSODY Session + RadicalExecutionBackend; then (not in --quick) through
+rhapsody-py 0.6.0. Rounds interleave raw / rhapsody / rhapsody-py. A pilot's own
+processes (bridges, agent components, raptor master and worker) keep this 2-core box
+busy even when idle: with three pilots alive at once, as before, the load average rose
+to 19-50 and one variant's rounds took nine times as long as in the run before.
+Each pilot declares 4 cores (oversubscribing the box on purpose): raptor (1-core master
++ one 1-core worker, started with the pilot) holds two and leaves two to executables,
+otherwise executables would wait for raptor to stop. N is sized to RP's speed (tens of
+tasks per second at best).
 
 - ``first_task``  seconds from creating the RP session / the backend to the first
-                  ``/bin/true`` DONE (pilot + raptor start included; once per variant)
+                  ``/bin/true`` DONE (pilot + raptor start included; once per pilot)
 - ``true``        N ``/bin/true`` submitted at once, until all are DONE
 - ``stdout_1mb``  N ``sh -c 'head -c 1048576 /dev/zero'``; the 1 MB stdout file of
                   each task is read back (raw RP itself keeps only the last 1 KiB)
@@ -19,15 +23,14 @@ RP's speed (tens of tasks per second at best).
                   (both through raptor), a third ``/bin/true``
 - ``latency``     one no-op function through raptor, await it, next
 
-``rhapsody-py`` (not in --quick): a third pilot, the same size, driven by the public
-rhapsody-py 0.6.0 RadicalExecutionBackend (its own venv and process, raptor configured
-like the others), alive for the whole run and interleaved with the other two.
+``rhapsody-py`` (not in --quick): the public rhapsody-py 0.6.0 RadicalExecutionBackend
+(its own venv and process, raptor configured like the others), on a pilot of the same size.
 
 The functions are shipped BY VALUE in all three variants. Raptor runs every function
 task in a freshly forked process (two forks per task), so a function pickled by
 reference has its module imported anew for each task: ``rhapsody.testing.tasks.noop``
 costs an import of the whole ``rhapsody`` package, 30-45 ms of CPU per task (45 without
-.pyc files, as under PYTHONDONTWRITEBYTECODE), and with three pilots sharing 2 cores
+.pyc files, as under PYTHONDONTWRITEBYTECODE), and when three pilots shared 2 cores
 that made ``raw`` and ``rhapsody`` twice as slow as rhapsody-py on ``latency`` /
 ``mixed``, whose driver's functions live in its ``__main__`` (pickled by value).
 Hence `FNS`.
@@ -37,14 +40,16 @@ Function results are checked (``async_add`` must return 3) in every variant.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import shutil
+import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import Recorder, parse_args, scratch_dir, wait_all
+from benchmarks.common import Elapsed, Recorder, parse_args, scratch_dir, wait_all
 from benchmarks.rhapsody_py import QUICK_SKIP, RhapsodyPy, ensure_python
 from rhapsody import ComputeTask, Session
 from rhapsody_radical import environment as envfix
@@ -54,6 +59,7 @@ DEFAULT_N = {"true": 200, "stdout_1mb": 30, "mixed": 60, "latency": 20}
 QUICK_N = {"true": 20, "stdout_1mb": 3, "mixed": 9, "latency": 3}
 CORES = 4  # declared: 2 for raptor, 2 for executables
 PILOT = {"resource": "local.localhost", "runtime": 30, "cores": CORES}
+START_LIMIT = 600.0  # seconds a pilot may take to run its first task, against hangs only
 ONE_MB = ["-c", "head -c 1048576 /dev/zero"]
 # the old backend's raptor: one 1-core master with one 1-core worker, as raw and RHAPSODY have
 RPY_RAPTOR = {"masters": [{"ranks": 1, "workers": [{"ranks": 1, "cores_per_rank": 1}]}]}
@@ -188,23 +194,78 @@ class RawRP:
         envfix.close_manager_sockets(self.session, self.pmgr, self.tmgr)  # RP 1.103 leaves them listening
 
 
-async def main() -> None:
-    args = parse_args(__doc__ or "", DEFAULT_N, QUICK_N)
-    rec = Recorder("radical", args)
-    work = Path(scratch_dir("rhapsody-bench-radical-"))
-    raw: RawRP | None = RawRP(work / "raw")
-    (work / "raw").mkdir()
+def third(n: int) -> tuple[int, int]:
+    return n // 3, n - 2 * (n // 3)
 
-    try:
-        seconds = await asyncio.to_thread(raw.start)  # type: ignore[union-attr]
-        rec.record("first_task", "raw", 1, seconds)
-    except Exception as exc:  # noqa: BLE001
-        rec.fail("first_task", "raw", 1, f"{type(exc).__name__}: {exc}")
-        raw = None
 
-    async def rh_run(tasks: list[ComputeTask], read_stdout: bool = False) -> None:
-        await session.submit_tasks(tasks)
-        await wait_all(session, tasks)
+def limit(n: int) -> float:
+    """Seconds one round of ``n`` tasks may take: against hangs only."""
+    return max(300.0, n * 2.0)
+
+
+class RawVariant:
+    """`RawRP` on one pilot, its blocking calls in a thread."""
+
+    name = "raw"
+
+    def __init__(self, base: Path) -> None:
+        base.mkdir()
+        self.rp = RawRP(base)
+        self.started = False
+
+    async def start(self) -> float:
+        self.started = True
+        return await asyncio.to_thread(self.rp.start)
+
+    async def run(self, workload: str, n: int) -> None:
+        await asyncio.wait_for(asyncio.to_thread(getattr(self, f"_{workload}"), n), limit(n))
+
+    def _true(self, n: int) -> None:
+        self.rp.run(executables=[self.rp.exe("/bin/true") for _ in range(n)])
+
+    def _stdout_1mb(self, n: int) -> None:
+        self.rp.run(executables=[self.rp.exe("/bin/sh", ONE_MB) for _ in range(n)], read_stdout=True)
+
+    def _mixed(self, n: int) -> None:
+        k, rest = third(n)
+        funcs = [self.rp.func(FNS["noop"]) for _ in range(k)] + [self.rp.func(FNS["async_add"], 1, 2) for _ in range(k)]
+        done = self.rp.run(executables=[self.rp.exe("/bin/true") for _ in range(rest)], functions=funcs)
+        check_sums((t.uid, t.return_value) for t in done[rest + k :])  # executables, noops, then async_adds
+
+    def _latency(self, n: int) -> None:
+        for _ in range(n):
+            self.rp.run(functions=[self.rp.func(FNS["noop"])])
+
+    async def close(self) -> None:
+        if not self.started or not hasattr(self.rp, "session"):
+            return
+        await asyncio.to_thread(self.rp.close)
+        await asyncio.to_thread(envfix.sweep, self.rp.session.uid, 10.0)
+
+
+class RhapsodyVariant:
+    """The same pilot through a RHAPSODY Session and RadicalExecutionBackend."""
+
+    name = "rhapsody"
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.session: Session | None = None
+
+    async def start(self) -> float:
+        t0 = time.perf_counter()
+        backend = RadicalExecutionBackend(resources=dict(PILOT), local_cores=CORES, raptor={"eager": True})
+        self.session = Session(backends=[backend], work_dir=self.base)
+        await self._run([ComputeTask(executable="/bin/true")])
+        return time.perf_counter() - t0
+
+    async def run(self, workload: str, n: int) -> None:
+        await asyncio.wait_for(getattr(self, f"_{workload}")(n), limit(n))
+
+    async def _run(self, tasks: list[ComputeTask], read_stdout: bool = False) -> None:
+        assert self.session is not None
+        await self.session.submit_tasks(tasks)
+        await wait_all(self.session, tasks)
         bad = [t for t in tasks if t.state.value != "DONE"]
         if bad:
             raise RuntimeError(f"{len(bad)} tasks did not end DONE: {bad[0].exception!r}")
@@ -212,108 +273,107 @@ async def main() -> None:
         if read_stdout and any(len(t.stdout or "") != 2**20 for t in tasks):
             raise RuntimeError("a task's stdout is not 1 MB")
 
-    def third(n: int) -> tuple[int, int]:
-        return n // 3, n - 2 * (n // 3)
+    async def _true(self, n: int) -> None:
+        await self._run([ComputeTask(executable="/bin/true") for _ in range(n)])
 
-    async def rh_mixed(n: int) -> None:
+    async def _stdout_1mb(self, n: int) -> None:
+        await self._run([ComputeTask(executable="/bin/sh", arguments=ONE_MB) for _ in range(n)], read_stdout=True)
+
+    async def _mixed(self, n: int) -> None:
         k, rest = third(n)
         tasks = [ComputeTask(function=FNS["noop"]) for _ in range(k)]
         tasks += [ComputeTask(function=FNS["async_add"], args=(1, 2)) for _ in range(k)]
         tasks += [ComputeTask(executable="/bin/true") for _ in range(rest)]
-        await rh_run(tasks)
+        await self._run(tasks)
 
-    async def rh_latency(n: int) -> None:
+    async def _latency(self, n: int) -> None:
+        assert self.session is not None
         for _ in range(n):
             t = ComputeTask(function=FNS["noop"])
-            await session.submit_tasks([t])
+            await self.session.submit_tasks([t])
             await t
 
-    def raw_mixed(n: int) -> None:
-        assert raw is not None
-        k, rest = third(n)
-        funcs = [raw.func(FNS["noop"]) for _ in range(k)] + [raw.func(FNS["async_add"], 1, 2) for _ in range(k)]
-        done = raw.run(executables=[raw.exe("/bin/true") for _ in range(rest)], functions=funcs)
-        check_sums((t.uid, t.return_value) for t in done[rest + k :])  # executables, noops, then async_adds
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
 
-    def raw_latency(n: int) -> None:
-        assert raw is not None
-        for _ in range(n):
-            raw.run(functions=[raw.func(FNS["noop"])])
 
-    workloads = {
-        "true": (
-            lambda n: rh_run([ComputeTask(executable="/bin/true") for _ in range(n)]),
-            lambda n: raw.run(executables=[raw.exe("/bin/true") for _ in range(n)]),  # type: ignore[union-attr]
-        ),
-        "stdout_1mb": (
-            lambda n: rh_run([ComputeTask(executable="/bin/sh", arguments=ONE_MB) for _ in range(n)], read_stdout=True),
-            lambda n: raw.run(executables=[raw.exe("/bin/sh", ONE_MB) for _ in range(n)], read_stdout=True),  # type: ignore[union-attr]
-        ),
-        "mixed": (rh_mixed, raw_mixed),
-        "latency": (rh_latency, raw_latency),
-    }
+class RhapsodyPyVariant:
+    """The rhapsody-py driver process with its pilot (environment fixes RP needs,
+    from the notes: PATH / VIRTUAL_ENV come with RhapsodyPy; the real core count in
+    a private resource config; the client sandbox is its cwd)."""
 
-    async def start_rpy() -> RhapsodyPy | None:
-        """The rhapsody-py driver with its pilot, after its first ``/bin/true`` (timed like the others')."""
-        if args.quick:
-            for workload in ("first_task", *workloads):
-                rec.skip(workload, "rhapsody-py", 1 if workload == "first_task" else getattr(args, f"n_{workload}"), QUICK_SKIP)
-            return None
-        base = work / "rpy"
+    name = "rhapsody-py"
+
+    def __init__(self, base: Path) -> None:
         base.mkdir()
-        # the environment fixes RP needs (notes): PATH / VIRTUAL_ENV come with RhapsodyPy; the
-        # real core count in a private resource config; the client sandbox is its cwd
+        self.base = base
         cfg = envfix.write_private_config(base / "config", CORES, None)
         resources = {**PILOT, "exit_on_error": False, "sandbox": str(base / "sandbox")}
         options = {"resources": resources, "raptor_config": RPY_RAPTOR}
-        old = RhapsodyPy("radical", options=options, env={envfix.CONFIG_ENV: str(cfg)}, cwd=str(base))
-        try:
-            await asyncio.to_thread(ensure_python)  # building the venv is not part of first_task
-            t0 = time.perf_counter()
-            await old.run("true", 1, 600)
-        except Exception as exc:  # noqa: BLE001
-            rec.fail("first_task", "rhapsody-py", 1, f"{type(exc).__name__}: {exc}")
-            await stop_rpy(old)
-            return None
-        rec.record("first_task", "rhapsody-py", 1, time.perf_counter() - t0)
-        return old
+        self.driver = RhapsodyPy("radical", options=options, env={envfix.CONFIG_ENV: str(cfg)}, cwd=str(base))
 
-    async def stop_rpy(old: RhapsodyPy) -> None:
-        await old.close()
-        # what its pilot left behind: agent, raptor, bootstrap shell all run under work/rpy
-        await asyncio.to_thread(envfix.sweep, str(work / "rpy"), 10.0)
+    async def start(self) -> float:
+        await asyncio.to_thread(ensure_python)  # building the venv is not part of first_task
+        t0 = time.perf_counter()
+        await self.driver.run("true", 1, START_LIMIT)
+        return time.perf_counter() - t0
 
-    old: RhapsodyPy | None = None
-    t0 = time.perf_counter()
-    backend = RadicalExecutionBackend(resources=dict(PILOT), local_cores=CORES, raptor={"eager": True})
-    session = Session(backends=[backend], work_dir=work / "rhapsody")
+    async def run(self, workload: str, n: int) -> Elapsed:
+        return await self.driver.run(workload, n, limit(n))
+
+    async def close(self) -> None:
+        await self.driver.close()
+        # what its pilot left behind: agent, raptor, bootstrap shell all run under its folder
+        await asyncio.to_thread(envfix.sweep, str(self.base), 10.0)
+
+
+Variant = RawVariant | RhapsodyVariant | RhapsodyPyVariant
+WORKLOADS = ("true", "stdout_1mb", "mixed", "latency")
+
+
+async def one_pilot(rec: Recorder, variant: Variant, workloads: list[str]) -> None:
+    """Start ``variant``'s pilot (timed: ``first_task``), run each workload once on it,
+    tear it down. A variant whose pilot failed to start is not started again."""
+    if rec.result("first_task", variant.name, 1).error:
+        return
     try:
-        await rh_run([ComputeTask(executable="/bin/true")])
-        rec.record("first_task", "rhapsody", 1, time.perf_counter() - t0)
-        old = await start_rpy()
-        for workload, (rh_fn, raw_fn) in workloads.items():
-            if not rec.wanted(workload):
-                continue
-            n = getattr(args, f"n_{workload}")
-            limit = max(300.0, n * 2.0)  # against hangs only
-            variants = {"rhapsody": lambda n, f=rh_fn, s=limit: asyncio.wait_for(f(n), s)}
-            if raw is not None:
-                variants = {"raw": lambda n, f=raw_fn, s=limit: asyncio.wait_for(asyncio.to_thread(f, n), s), **variants}
-            if old is not None:
-                variants["rhapsody-py"] = lambda n, w=workload, s=limit: old.run(w, n, s)  # type: ignore[union-attr]
-            await rec.ab(workload, n, variants)
-    except Exception as exc:  # noqa: BLE001
-        rec.fail("first_task", "rhapsody", 1, f"{type(exc).__name__}: {exc}")
+        try:
+            seconds = await asyncio.wait_for(variant.start(), START_LIMIT)
+        except Exception as exc:  # noqa: BLE001 - a benchmark reports, it does not crash
+            rec.fail("first_task", variant.name, 1, f"{type(exc).__name__}: {exc}")
+            print(f"  first_task/{variant.name} FAILED: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            return
+        rec.record("first_task", variant.name, 1, seconds)
+        print(f"  {'first_task':<16}{variant.name:<13}{1:>8}{seconds:>10.3f} s", file=sys.stderr, flush=True)
+        for workload in workloads:
+            await rec.once(workload, variant.name, getattr(rec.args, f"n_{workload}"), functools.partial(variant.run, workload))
     finally:
-        if old is not None:
-            await stop_rpy(old)
-        await session.close()
-        if raw is not None:
-            await asyncio.to_thread(raw.close)
-            await asyncio.to_thread(envfix.sweep, raw.session.uid, 10.0)
-    rec.finish()
-    if not os.environ.get("RHAPSODY_KEEP_BENCH_DIR"):  # pilot sandboxes, task outputs: tens of MB per run
-        shutil.rmtree(work, ignore_errors=True)
+        try:
+            await variant.close()
+        except Exception as exc:  # noqa: BLE001 - shown with the figures; the next pilot still runs
+            rec.result("first_task", variant.name, 1).extra["close_error"] = f"{type(exc).__name__}: {exc}"[:200]
+            print(f"  closing {variant.name}'s pilot FAILED: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+
+
+async def main() -> None:
+    args = parse_args(__doc__ or "", DEFAULT_N, QUICK_N)
+    rec = Recorder("radical", args)
+    work = Path(scratch_dir("rhapsody-bench-radical-"))
+    workloads = [w for w in WORKLOADS if rec.wanted(w)]
+    kinds: list[type[Variant]] = [RawVariant, RhapsodyVariant, RhapsodyPyVariant]
+    if args.quick:
+        for workload in ("first_task", *workloads):
+            rec.skip(workload, "rhapsody-py", 1 if workload == "first_task" else getattr(args, f"n_{workload}"), QUICK_SKIP)
+        kinds.remove(RhapsodyPyVariant)
+    try:
+        for round_no in range(args.repeats):
+            for kind in kinds:
+                await one_pilot(rec, kind(work / f"{kind.name}-{round_no}"), workloads)
+    finally:
+        rec.finish()
+        if not os.environ.get("RHAPSODY_KEEP_BENCH_DIR"):  # pilot sandboxes, task outputs: tens of MB per run
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -183,24 +183,29 @@ class Recorder:
         recorded with its error and dropped from later rounds."""
         for _ in range(self.args.repeats):
             for variant, fn in variants.items():
-                res = self.result(workload, variant, n)
-                if res.error or res.skipped:
-                    continue
-                t0 = time.perf_counter()
-                try:
-                    value = await fn(n)
-                except Exception as exc:  # noqa: BLE001 - a benchmark reports, it does not crash
-                    res.error = f"{type(exc).__name__}: {exc}"[:300]
-                    print(f"  {workload}/{variant} FAILED: {res.error}", file=sys.stderr, flush=True)
-                    continue
-                seconds = time.perf_counter() - t0
-                if isinstance(value, Elapsed):
-                    seconds = value.seconds
-                    res.extra.update(value.extra)
-                res.seconds.append(seconds)
-                print(f"  {workload:<16}{variant:<13}{n:>8}{seconds:>10.3f} s", file=sys.stderr, flush=True)
+                await self.once(workload, variant, n, fn)
         if getattr(self.args, "profile", False) and "rhapsody" in variants:
             await self.profile(workload, n, variants["rhapsody"])
+
+    async def once(self, workload: str, variant: str, n: int, fn: Callable[[int], Awaitable[Any]]) -> None:
+        """One timed round of ``variant``, unless it already failed or was skipped;
+        a failure is recorded with its error (the variant runs no further rounds)."""
+        res = self.result(workload, variant, n)
+        if res.error or res.skipped:
+            return
+        t0 = time.perf_counter()
+        try:
+            value = await fn(n)
+        except Exception as exc:  # noqa: BLE001 - a benchmark reports, it does not crash
+            res.error = f"{type(exc).__name__}: {exc}"[:300]
+            print(f"  {workload}/{variant} FAILED: {res.error}", file=sys.stderr, flush=True)
+            return
+        seconds = time.perf_counter() - t0
+        if isinstance(value, Elapsed):
+            seconds = value.seconds
+            res.extra.update(value.extra)
+        res.seconds.append(seconds)
+        print(f"  {workload:<16}{variant:<13}{n:>8}{seconds:>10.3f} s", file=sys.stderr, flush=True)
 
     async def profile(self, workload: str, n: int, fn: Callable[[int], Awaitable[Any]]) -> None:
         """One untimed extra run under cProfile (the event loop's thread only:
