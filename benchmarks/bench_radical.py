@@ -189,7 +189,8 @@ class RawRP:
         done.wait(15.0)
 
     def close(self) -> None:
-        self.stop_raptor()
+        if hasattr(self, "raptor"):
+            self.stop_raptor()
         self.session.close(terminate=True, download=False)
         envfix.close_manager_sockets(self.session, self.pmgr, self.tmgr)  # RP 1.103 leaves them listening
 
@@ -211,10 +212,8 @@ class RawVariant:
     def __init__(self, base: Path) -> None:
         base.mkdir()
         self.rp = RawRP(base)
-        self.started = False
 
     async def start(self) -> float:
-        self.started = True
         return await asyncio.to_thread(self.rp.start)
 
     async def run(self, workload: str, n: int) -> None:
@@ -237,10 +236,12 @@ class RawVariant:
             self.rp.run(functions=[self.rp.func(FNS["noop"])])
 
     async def close(self) -> None:
-        if not self.started or not hasattr(self.rp, "session"):
+        if not hasattr(self.rp, "session"):  # its start failed before RP had a session
             return
-        await asyncio.to_thread(self.rp.close)
-        await asyncio.to_thread(envfix.sweep, self.rp.session.uid, 10.0)
+        try:
+            await asyncio.to_thread(self.rp.close)
+        finally:
+            await asyncio.to_thread(envfix.sweep, self.rp.session.uid, 10.0)
 
 
 class RhapsodyVariant:
@@ -323,9 +324,11 @@ class RhapsodyPyVariant:
         return await self.driver.run(workload, n, limit(n))
 
     async def close(self) -> None:
-        await self.driver.close()
-        # what its pilot left behind: agent, raptor, bootstrap shell all run under its folder
-        await asyncio.to_thread(envfix.sweep, str(self.base), 10.0)
+        try:
+            await self.driver.close()
+        finally:
+            # what its pilot left behind: agent, raptor, bootstrap shell all run under its folder
+            await asyncio.to_thread(envfix.sweep, str(self.base), 10.0)
 
 
 Variant = RawVariant | RhapsodyVariant | RhapsodyPyVariant
