@@ -98,13 +98,32 @@ class DaskEngine:
 
     # ------------------------------------------------------------------ submit
     async def submit(self, handles: Sequence[TaskHandle]) -> None:
+        subs: list[Submission] = []
         for handle in handles:
             try:
-                sub = self.translator.translate(handle)
+                subs.append(self.translator.translate(handle))
             except (TaskValidationError, ResourceError, TypeError) as exc:  # TypeError: a call that cannot be pickled
                 handle.failed(exc)  # this task only; the message names it (and the argument)
-                continue
-            self._send(sub)
+        for group in _alike(subs):
+            self._send_group(group)
+
+    def _send_group(self, group: list[Submission]) -> None:
+        """Tasks of one wrapper and the same options go to Dask as one
+        ``Client.map``: one graph update for the scheduler instead of one a
+        task, about a third of the client process's CPU a no-op task."""
+        if len(group) == 1:
+            self._send(group[0])
+            return
+        assert self.connection is not None
+        columns = zip(*(self.translator.arguments(sub) for sub in group), strict=True)
+        try:
+            futures = self.connection.client.map(group[0].wrapper, *columns, key=[sub.key for sub in group], **group[0].options)
+        except Exception:  # noqa: BLE001 - one at a time, so only the task Dask refuses fails
+            for sub in group:
+                self._send(sub)
+            return
+        for sub, future in zip(group, futures, strict=True):
+            self._track(sub, future)
 
     def _send(self, sub: Submission) -> None:
         assert self.connection is not None and sub.handle is not None
@@ -114,6 +133,10 @@ class DaskEngine:
         except Exception as exc:  # noqa: BLE001 - Dask refused this task (a bad option): the others still go
             self._fail(sub, f"Dask refused it: {type(exc).__name__}: {exc}", exc)
             return
+        self._track(sub, future)
+
+    def _track(self, sub: Submission, future: Any) -> None:
+        assert sub.handle is not None
         sub.future = future
         sub.handle.engine_data = sub
         self.in_flight[sub.key] = sub
@@ -260,3 +283,16 @@ class DaskEngine:
             )
         except Exception as exc:  # noqa: BLE001
             self.log.warning("dask.stop_failed", keys=keys, worker=where, error=f"{type(exc).__name__}: {exc}")
+
+
+def _alike(subs: list[Submission]) -> list[list[Submission]]:
+    """``subs`` cut into runs of the same wrapper and equal options, in order
+    (a run goes to Dask as one ``Client.map``; submission order is kept)."""
+    groups: list[list[Submission]] = []
+    for sub in subs:
+        last = groups[-1][0] if groups else None
+        if last is not None and last.wrapper is sub.wrapper and last.options == sub.options:
+            groups[-1].append(sub)
+        else:
+            groups.append([sub])
+    return groups
