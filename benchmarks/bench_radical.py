@@ -53,6 +53,7 @@ from benchmarks.common import Elapsed, Recorder, parse_args, scratch_dir, wait_a
 from benchmarks.rhapsody_py import QUICK_SKIP, RhapsodyPy, ensure_python
 from rhapsody import ComputeTask, Session
 from rhapsody_radical import environment as envfix
+from rhapsody_radical import id_counter
 from rhapsody_radical.backend import RadicalExecutionBackend
 
 DEFAULT_N = {"true": 200, "stdout_1mb": 30, "mixed": 60, "latency": 20}
@@ -108,6 +109,9 @@ class RawRP:
         os.environ[envfix.CONFIG_ENV] = str(cfg)
         import radical.pilot as rp
 
+        # RP's id counter closes a descriptor twice, which can abort this process; both
+        # variants run here, and RHAPSODY's backend installs the fix anyway (id_counter)
+        id_counter.install()
         self.rp = rp
         (self.base / "stdio").mkdir(parents=True, exist_ok=True)
         (self.base / "tmp").mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ import ipaddress
 import os
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import psutil
@@ -77,6 +78,31 @@ def test_closed_sessions_leave_no_socket_here_and_nothing_in_tmp(run: LoopRunner
         assert not _leftovers() - files_before, f"left in {tempfile.gettempdir()}: {_leftovers() - files_before}"
         assert list((tmp_path / str(round_)).rglob("radical.*/tmp/rp.agent_cfg.*")), "RP's temp files go under the work dir"
         assert_nothing_left(baseline, backend.rp_session.uid)
+
+
+def test_a_session_closes_no_descriptor_twice(run: LoopRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every ``os.close`` in this process while a session opens, runs a task and
+    closes is watched. A second close of the same number is a race with every
+    thread that opens a file or socket meanwhile: it closed one of libzmq's
+    sockets and libzmq aborted a benchmark process ("Bad file descriptor
+    (src/stream_connecter_base.cpp:131)"). Before: RP's file-backed id counter
+    (a session's, its managers', components' and pilot's ids) closed its file twice."""
+    twice: list[str] = []
+    real_close = os.close
+
+    def watched_close(fd: int) -> None:
+        try:
+            real_close(fd)
+        except OSError as exc:
+            twice.append(f"fd {fd}: {exc} at {traceback.format_stack(limit=4)[:-1]}")
+            raise
+
+    monkeypatch.setattr(os, "close", watched_close)
+    backend = RadicalExecutionBackend(resources={"runtime": 10, "cores": 2})
+    task = ComputeTask(executable="/bin/echo", arguments=["once"])
+    run(_one_session(backend, tmp_path, [task]))
+    assert task.state == TaskState.DONE, task.exception
+    assert twice == [], f"descriptors closed when already closed: {twice}"
 
 
 def _exposed(env: dict[str, str]) -> list[str]:

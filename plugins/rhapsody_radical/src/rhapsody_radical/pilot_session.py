@@ -14,7 +14,7 @@ from typing import Any
 from rhapsody.errors import BackendError
 from rhapsody.resources import Capacity
 from rhapsody_radical import environment as envfix
-from rhapsody_radical import loopback
+from rhapsody_radical import id_counter, loopback
 
 RAPTOR_STOP_TIMEOUT = 15.0
 
@@ -78,6 +78,7 @@ class PilotSession:
             with envfix.spawn_env(base / "tmp", self.iface, self.bind_address()):
                 import radical.pilot as rp  # noqa: PLC0415 - the engine is imported only here
 
+                id_counter.install()
                 self.rp = rp
                 self.session = rp.Session(cfg={"base": str(base), "client_sandbox": str(base)})
                 self.pmgr = rp.PilotManager(self.session)
