@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+import weakref
 from pathlib import Path
+from typing import Any
 
 import pytest
 from toys import AsyncioEngine, Recorder, children_of_this_process, pid_alive, run, wait_for
@@ -173,6 +176,38 @@ def test_wait_tasks_timeout_and_failures(tmp_path: Path) -> None:
 
     run(go())
     assert "bad" in failing.stderr and failing.exit_code == 2
+
+
+def test_an_ended_task_is_freed_without_the_cycle_collector(tmp_path: Path) -> None:
+    """A task that ended DONE and was dropped is freed at once (a task and a future
+    resolving with it would be a cycle, left for gc: memory held and a collector's pass
+    per task); its future, asked for after the end, is settled as the first one was.
+    (A FAILED function's exception holds its traceback's frames: that is a cycle of its own.)"""
+    gc.disable()  # only reference counting frees anything in here
+
+    async def one(session: Session, function: Any) -> weakref.ref[ComputeTask]:
+        task = ComputeTask(function=function, args=(1, 2)) if function is fn.add else ComputeTask(function=function)
+        await session.submit_tasks([task])
+        await session.wait_tasks([task])
+        return weakref.ref(task)
+
+    async def go() -> None:
+        async with Session(backends=[ConcurrentExecutionBackend(cores=2)], work_dir=tmp_path) as session:
+            assert [ref() for ref in [await one(session, fn.noop), await one(session, fn.add)]] == [None, None]
+            ok, bad = ComputeTask(function=fn.add, args=(1, 2)), ComputeTask(function=fn.boom)
+            first = await session.submit_tasks([ok, bad])
+            await session.wait_tasks([ok, bad])
+            assert ok.future is ok.future and ok.future is not first[0]
+            assert ok.future.done() and ok.future.result() is ok and await ok is ok and ok.return_value == 3
+            assert isinstance(bad.future.exception(), fn.TaskBoom) and bad.future.exception() is first[1].exception()
+            with pytest.raises(fn.TaskBoom):
+                await bad
+            assert (await asyncio.gather(*first, return_exceptions=True))[0] is ok
+
+    try:
+        run(go())
+    finally:
+        gc.enable()
 
 
 def test_per_task_timeout(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import os
 import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from rhapsody.errors import BackendNotFoundError, SessionError, TaskValidationError, WaitTimeoutError
 from rhapsody.execution.backend import Backend
@@ -162,7 +162,7 @@ class Session:
                 for done in submitted:
                     if done.backend is None:
                         done.backend = default
-                return [t._future for t in submitted]  # type: ignore[misc]
+                return [t.future for t in submitted]  # type: ignore[misc]
         default = next(iter(self._backends))
         groups: dict[str, list[BaseTask | dict[str, Any]]] = {}
         for task in tasks:
@@ -261,8 +261,11 @@ class Session:
         tasks = list(tasks)
         futures = []
         for task in tasks:
-            future = task.future if isinstance(task, BaseTask) else None
-            futures.append(future if future is not None else self._future_of(task))
+            if isinstance(task, BaseTask) and task._future is not None:
+                if not task.state.is_terminal:  # (an ended one has nothing to wait for, and needs no future made again)
+                    futures.append(cast("asyncio.Future[BaseTask]", task._future))
+            else:
+                futures.append(self._future_of(task))
         waiting = await _wait_in_turn(futures, timeout)
         if waiting:
             raise WaitTimeoutError(f"{waiting} of {len(tasks)} tasks had not ended after {timeout} s")

@@ -83,6 +83,25 @@ def _describe(cls: type[BaseTask]) -> tuple[str, ...]:
 
 # on_setattr=NO_OP: validation and conversion happen once, at construction;
 # backends set result fields on the hot path and must not pay for them.
+def settle(future: asyncio.Future[BaseTask], task: BaseTask) -> None:
+    """Settle an ended task's future: resolved with the task if DONE or CANCELED (as
+    in rhapsody-py); raising why if FAILED, so ``asyncio.gather`` fails fast."""
+    if task.state is not TaskState.FAILED:
+        future.set_result(task)
+        return
+    exc = task.exception
+    if not isinstance(exc, Exception) or isinstance(exc, StopIteration):
+        # SystemExit & co. would stop the awaiting event loop, and a future refuses
+        # StopIteration: the awaiter gets a TaskExecutionError caused by it instead.
+        wrapped = TaskExecutionError(task.uid, f"task {task.uid} failed" + (f": {exc!r}" if exc else ""), task.exit_code, task.stderr)
+        wrapped.__cause__ = exc
+        exc = wrapped
+    future.set_exception(exc)
+    # Marks the exception as seen: a failure nobody awaits is in task.state, not
+    # an "exception was never retrieved" message at exit.
+    future.exception()
+
+
 @attrs.define(kw_only=True, eq=False, init=False, slots=True, getstate_setstate=False, on_setattr=attrs.setters.NO_OP)
 class BaseTask(FieldAccess):
     """Fields every task has. Read them as attributes or items: ``task.stdout``,
@@ -122,7 +141,8 @@ class BaseTask(FieldAccess):
     worker: str | None = attrs.field(default=None, init=False)
 
     # -- bookkeeping, never serialised --
-    _future: asyncio.Future[BaseTask] | None = attrs.field(default=None, init=False, repr=False)
+    #: None until submitted; the future while it runs; once it ended, the loop it ended on (see `future`)
+    _future: asyncio.Future[BaseTask] | asyncio.AbstractEventLoop | None = attrs.field(default=None, init=False, repr=False)
     _origin: dict[str, Any] | None = attrs.field(default=None, init=False, repr=False)
 
     kind: ClassVar[str] = "task"
@@ -260,7 +280,16 @@ class BaseTask(FieldAccess):
     def future(self) -> asyncio.Future[BaseTask] | None:
         """Settled when the task ends: resolved with the task if DONE or CANCELED,
         raising the task's exception if FAILED; None until submitted."""
-        return self._future
+        future = self._future
+        if future is None or not isinstance(future, asyncio.AbstractEventLoop):
+            return future
+        # The task ended and its future was let go (TaskTracker._enter): a future that
+        # resolves with its own task is a reference cycle, left for the cyclic collector
+        # (3 us a task). Asked for now: one is made, settled as the first one was.
+        made: asyncio.Future[BaseTask] = future.create_future()
+        settle(made, self)
+        self._future = made
+        return made
 
     def bind_future(self, future: asyncio.Future[BaseTask]) -> None:
         """rhapsody-py's hook to give a task its future; RHAPSODY sets it on submission."""
@@ -272,9 +301,15 @@ class BaseTask(FieldAccess):
 
     # -- awaiting --
     def __await__(self) -> Generator[Any, None, BaseTask]:
-        if self._future is None:
+        future = self._future
+        if future is None:
             raise RuntimeError(f"task {self.uid} has not been submitted; submit it through a Session or a backend first")
-        yield from self._future.__await__()  # raises a FAILED task's exception itself
+        if isinstance(future, asyncio.AbstractEventLoop):  # it ended (see `future`)
+            if self.state is TaskState.DONE:
+                return self
+            future = self.future
+            assert future is not None
+        yield from future.__await__()  # raises a FAILED task's exception itself
         return self.result()
 
     def result(self) -> BaseTask:

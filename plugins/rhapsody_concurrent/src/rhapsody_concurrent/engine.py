@@ -291,6 +291,7 @@ class ConcurrentEngine:
             # should it find none after all, it wakes the loop itself (above).
             quiet = bool(queue.waiting) and not self._stopping
             handle.finish(outcome, more=quiet)
+            del task, outcome  # a job waiting for more work keeps no ended task (nor its result) alive
 
     # ---------------------------------------------------------------- functions in processes
     def _start_function(self, handle: TaskHandle) -> None:

@@ -27,7 +27,7 @@ from rhapsody.errors import TaskExecutionError, TaskTimeoutError
 from rhapsody.registry.manager import get_plugin_manager, live_impls
 from rhapsody.retry import NO_RETRIES, RetryPolicy
 from rhapsody.states import TERMINAL_STATES, TaskState, check_transition
-from rhapsody.task import BaseTask, ComputeTask
+from rhapsody.task import BaseTask, ComputeTask, settle
 
 if TYPE_CHECKING:
     from rhapsody.engine.handle import TaskHandle
@@ -54,21 +54,6 @@ def _tail(task: BaseTask, stderr: str | None) -> str:
             return ""
     text = stderr.strip()
     return text if len(text) <= _TAIL else "..." + text[-_TAIL:]
-
-
-def _fail_future(future: asyncio.Future[BaseTask], task: BaseTask) -> None:
-    """A FAILED task's future raises why, so ``asyncio.gather`` fails fast (as in rhapsody-py)."""
-    exc = task.exception
-    if not isinstance(exc, Exception) or isinstance(exc, StopIteration):
-        # SystemExit & co. would stop the awaiting event loop, and a future refuses
-        # StopIteration: the awaiter gets a TaskExecutionError caused by it instead.
-        wrapped = TaskExecutionError(task.uid, f"task {task.uid} failed" + (f": {exc!r}" if exc else ""), task.exit_code, task.stderr)
-        wrapped.__cause__ = exc
-        exc = wrapped
-    future.set_exception(exc)
-    # Marks the exception as seen: a failure nobody awaits is in task.state, not
-    # an "exception was never retrieved" message at exit.
-    future.exception()
 
 
 class TaskTracker:
@@ -329,12 +314,12 @@ class TaskTracker:
             origin["state"] = new._value_
         if self.callbacks:
             self._call_back(origin if origin is not None else task, new)
-        future = task._future
-        if terminal and future is not None and not future.done():
-            if new is TaskState.FAILED:
-                _fail_future(future, task)
-            else:  # DONE and CANCELED resolve with the task, as in rhapsody-py
-                future.set_result(task)
+        future = cast("asyncio.Future[BaseTask] | None", task._future)  # (a terminal state is entered once: no loop here yet)
+        if terminal and future is not None:
+            if not future.done():
+                settle(future, task)
+            if self._loop is not None:  # let it go: see BaseTask.future
+                task._future = self._loop
 
     def _ended(self, task: BaseTask) -> None:
         self.handles.pop(task.uid, None)
