@@ -7,7 +7,6 @@ import gc
 import logging
 import weakref
 from pathlib import Path
-from typing import Any
 
 import pytest
 from toys import AsyncioEngine, Recorder, children_of_this_process, pid_alive, run, wait_for
@@ -185,15 +184,15 @@ def test_an_ended_task_is_freed_without_the_cycle_collector(tmp_path: Path) -> N
     (A FAILED function's exception holds its traceback's frames: that is a cycle of its own.)"""
     gc.disable()  # only reference counting frees anything in here
 
-    async def one(session: Session, function: Any) -> weakref.ref[ComputeTask]:
-        task = ComputeTask(function=function, args=(1, 2)) if function is fn.add else ComputeTask(function=function)
+    async def one(session: Session, task: ComputeTask) -> weakref.ref[ComputeTask]:
         await session.submit_tasks([task])
         await session.wait_tasks([task])
         return weakref.ref(task)
 
     async def go() -> None:
         async with Session(backends=[ConcurrentExecutionBackend(cores=2)], work_dir=tmp_path) as session:
-            assert [ref() for ref in [await one(session, fn.noop), await one(session, fn.add)]] == [None, None]
+            refs = [await one(session, ComputeTask(function=fn.noop)), await one(session, ComputeTask(function=fn.add, args=(1, 2)))]
+            assert [ref() for ref in refs] == [None, None]
             ok, bad = ComputeTask(function=fn.add, args=(1, 2)), ComputeTask(function=fn.boom)
             first = await session.submit_tasks([ok, bad])
             await session.wait_tasks([ok, bad])

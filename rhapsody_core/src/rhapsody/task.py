@@ -81,8 +81,6 @@ def _describe(cls: type[BaseTask]) -> tuple[str, ...]:
     return _SLOTS[cls]
 
 
-# on_setattr=NO_OP: validation and conversion happen once, at construction;
-# backends set result fields on the hot path and must not pay for them.
 def settle(future: asyncio.Future[BaseTask], task: BaseTask) -> None:
     """Settle an ended task's future: resolved with the task if DONE or CANCELED (as
     in rhapsody-py); raising why if FAILED, so ``asyncio.gather`` fails fast."""
@@ -102,6 +100,8 @@ def settle(future: asyncio.Future[BaseTask], task: BaseTask) -> None:
     future.exception()
 
 
+# on_setattr=NO_OP: validation and conversion happen once, at construction;
+# backends set result fields on the hot path and must not pay for them.
 @attrs.define(kw_only=True, eq=False, init=False, slots=True, getstate_setstate=False, on_setattr=attrs.setters.NO_OP)
 class BaseTask(FieldAccess):
     """Fields every task has. Read them as attributes or items: ``task.stdout``,
